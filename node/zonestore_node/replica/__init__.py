@@ -1,0 +1,1 @@
+"""zonestore_node.replica."""

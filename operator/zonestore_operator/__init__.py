@@ -1,0 +1,1 @@
+"""zonestore operator: reconciles a `Datastore` custom resource into a zone-spread replica group."""
