@@ -1,0 +1,297 @@
+"""The Datastore spec as frozen values, parsed from the custom resource's `spec` dict.
+
+`parse_spec` applies the same defaults as the CRD's schema (crds/datastore.yaml) and the
+same validations as its CEL rules, so that a spec that reached the API server and one read
+from a file (tests, dry runs) give the same `DatastoreSpec`. Errors name the field and say
+what is wrong: `SpecError("spec.voters must be odd, got 4")`.
+
+Imports nothing from the rest of the operator.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+GROUP = "zonestore.io"
+VERSION = "v1alpha1"
+KIND = "Datastore"
+PLURAL = "datastores"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DEFAULT_IMAGE = "zonestore/zonestore:0.1.0"
+DEFAULT_TOPOLOGY_KEY = "topology.kubernetes.io/zone"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+# metadata.name + "-" + zone + "-NN" must stay a valid pod name and leave room for the
+# StatefulSet controller's revision label (63 chars): the CRD bounds name+zone at 50.
+MAX_NAME_PLUS_ZONE = 50
+
+
+class SpecError(ValueError):
+    """A Datastore spec that cannot be reconciled; the message names the field."""
+
+
+class UpdateStrategy(enum.Enum):
+    ROLLING_UPDATE = "RollingUpdate"
+    ON_DELETE = "OnDelete"
+
+
+class RetentionPolicy(enum.Enum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class PullPolicy(enum.Enum):
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    client: int = 8081
+    admin: int = 9081
+    peer: int = 7081
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    size: str = "10Gi"
+    storage_class_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    enabled: bool = True
+    zone_timeout_seconds: int = 60
+    max_automatic_replacements: int = 1
+    # A learner whose lag (leader's last index - its match index) is at most this many
+    # entries is caught up: promotable to voter.
+    catch_up_lag_entries: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PvcRetention:
+    when_deleted: RetentionPolicy = RetentionPolicy.RETAIN
+    when_scaled: RetentionPolicy = RetentionPolicy.RETAIN
+
+
+@dataclass(frozen=True, slots=True)
+class Monitoring:
+    scrape_annotations: bool = True
+    pod_monitor: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DatastoreSpec:
+    """A validated spec. Invariants: `voters` is odd, 1 <= voters <= total_replicas,
+    zones are unique DNS labels."""
+
+    zones: tuple[str, ...]
+    image: str = DEFAULT_IMAGE
+    image_pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
+    topology_key: str = DEFAULT_TOPOLOGY_KEY
+    replicas_per_zone: int = 1
+    voters: int = 3
+    preferred_leader_zone: str | None = None
+    storage: Storage = field(default_factory=Storage)
+    # Pod-style requests/limits, passed through to the container unchanged.
+    resources: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
+    ports: Ports = field(default_factory=Ports)
+    failover: Failover = field(default_factory=Failover)
+    update_strategy: UpdateStrategy = UpdateStrategy.ROLLING_UPDATE
+    pvc_retention: PvcRetention = field(default_factory=PvcRetention)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    monitoring: Monitoring = field(default_factory=Monitoring)
+
+    @property
+    def total_replicas(self) -> int:
+        return len(self.zones) * self.replicas_per_zone
+
+    @property
+    def quorum(self) -> int:
+        """Votes needed to commit: a majority of the voters."""
+        return self.voters // 2 + 1
+
+
+def _obj(raw: Any, path: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{path} must be an object, got {type(raw).__name__}")
+    return raw
+
+
+def _int(raw: Mapping[str, Any], key: str, path: str, default: int, lo: int, hi: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{path}.{key} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise SpecError(f"{path}.{key} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool(raw: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise SpecError(f"{path}.{key} must be true or false, got {value!r}")
+    return value
+
+
+def _str(raw: Mapping[str, Any], key: str, path: str, default: str | None) -> str | None:
+    value = raw.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{path}.{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _enum(raw: Mapping[str, Any], key: str, path: str, kind: type[E], default: E) -> E:
+    value = raw.get(key, default.value)
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in kind)
+        raise SpecError(f"{path}.{key} must be one of {allowed}; got {value!r}") from None
+
+
+def _string_map(raw: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
+    value = _obj(raw.get(key), f"{path}.{key}")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise SpecError(f"{path}.{key} must map strings to strings; {k!r}: {v!r} is not")
+        out[k] = v
+    return out
+
+
+def parse_spec(raw_spec: Mapping[str, Any] | None, name: str = "") -> DatastoreSpec:
+    """Parse, default and validate `spec`; raise `SpecError` naming the first bad field.
+
+    `name` is the Datastore's metadata.name, used to check derived child-name lengths.
+    """
+    raw = _obj(raw_spec, "spec")
+    p = "spec"
+
+    zones_raw = raw.get("zones")
+    if not isinstance(zones_raw, list) or not zones_raw:
+        raise SpecError("spec.zones must list at least one zone name")
+    zones: list[str] = []
+    for i, zone in enumerate(zones_raw):
+        if not isinstance(zone, str) or not _DNS_LABEL.match(zone) or len(zone) > 40:
+            raise SpecError(
+                f"spec.zones[{i}] must be a lowercase DNS label of at most 40 characters, got {zone!r}"
+            )
+        if zone in zones:
+            raise SpecError(f"spec.zones must not repeat a zone; {zone!r} appears twice")
+        if name and len(name) + len(zone) > MAX_NAME_PLUS_ZONE:
+            raise SpecError(
+                f"metadata.name {name!r} plus zone {zone!r} exceed {MAX_NAME_PLUS_ZONE} characters"
+            )
+        zones.append(zone)
+
+    replicas_per_zone = _int(raw, "replicasPerZone", p, 1, 1, 15)
+    voters = _int(raw, "voters", p, 3, 1, 15)
+    if voters % 2 == 0:
+        raise SpecError(
+            f"spec.voters must be odd, got {voters} "
+            f"({voters} voters tolerate no more failures than {voters - 1})"
+        )
+    total = len(zones) * replicas_per_zone
+    if voters > total:
+        raise SpecError(
+            f"spec.voters ({voters}) must not exceed the total replica count "
+            f"({len(zones)} zones x {replicas_per_zone} replicasPerZone = {total})"
+        )
+
+    preferred = _str(raw, "preferredLeaderZone", p, None)
+    if preferred is not None and preferred not in zones:
+        raise SpecError(f"spec.preferredLeaderZone {preferred!r} is not one of spec.zones")
+
+    st = _obj(raw.get("storage"), "spec.storage")
+    size = _str(st, "size", "spec.storage", "10Gi") or "10Gi"
+    if not _QUANTITY.match(size):
+        raise SpecError(f"spec.storage.size must be a quantity such as 10Gi, got {size!r}")
+    storage = Storage(
+        size=size, storage_class_name=_str(st, "storageClassName", "spec.storage", None)
+    )
+
+    res = _obj(raw.get("resources"), "spec.resources")
+    resources: dict[str, dict[str, str | int]] = {}
+    for section in ("requests", "limits"):
+        if section in res:
+            values = _obj(res[section], f"spec.resources.{section}")
+            resources[section] = {str(k): v for k, v in values.items()}
+    unknown = set(res) - {"requests", "limits"}
+    if unknown:
+        raise SpecError(f"spec.resources has unknown fields: {', '.join(sorted(unknown))}")
+
+    pr = _obj(raw.get("ports"), "spec.ports")
+    ports = Ports(
+        client=_int(pr, "client", "spec.ports", 8081, 1, 65535),
+        admin=_int(pr, "admin", "spec.ports", 9081, 1, 65535),
+        peer=_int(pr, "peer", "spec.ports", 7081, 1, 65535),
+    )
+    if len({ports.client, ports.admin, ports.peer}) != 3:
+        raise SpecError("spec.ports must be three different ports")
+
+    fo = _obj(raw.get("failover"), "spec.failover")
+    failover = Failover(
+        enabled=_bool(fo, "enabled", "spec.failover", True),
+        zone_timeout_seconds=_int(fo, "zoneTimeoutSeconds", "spec.failover", 60, 0, 86400),
+        max_automatic_replacements=_int(fo, "maxAutomaticReplacements", "spec.failover", 1, 0, 15),
+        catch_up_lag_entries=_int(fo, "catchUpLagEntries", "spec.failover", 100, 0, 2**62),
+    )
+
+    us = _obj(raw.get("updateStrategy"), "spec.updateStrategy")
+    pvc = _obj(raw.get("pvcRetentionPolicy"), "spec.pvcRetentionPolicy")
+    mon = _obj(raw.get("monitoring"), "spec.monitoring")
+
+    return DatastoreSpec(
+        zones=tuple(zones),
+        image=_str(raw, "image", p, DEFAULT_IMAGE) or DEFAULT_IMAGE,
+        image_pull_policy=_enum(raw, "imagePullPolicy", p, PullPolicy, PullPolicy.IF_NOT_PRESENT),
+        topology_key=_str(raw, "topologyKey", p, DEFAULT_TOPOLOGY_KEY) or DEFAULT_TOPOLOGY_KEY,
+        replicas_per_zone=replicas_per_zone,
+        voters=voters,
+        preferred_leader_zone=preferred,
+        storage=storage,
+        resources=resources,
+        ports=ports,
+        failover=failover,
+        update_strategy=_enum(
+            us, "type", "spec.updateStrategy", UpdateStrategy, UpdateStrategy.ROLLING_UPDATE
+        ),
+        pvc_retention=PvcRetention(
+            when_deleted=_enum(
+                pvc,
+                "whenDeleted",
+                "spec.pvcRetentionPolicy",
+                RetentionPolicy,
+                RetentionPolicy.RETAIN,
+            ),
+            when_scaled=_enum(
+                pvc,
+                "whenScaled",
+                "spec.pvcRetentionPolicy",
+                RetentionPolicy,
+                RetentionPolicy.RETAIN,
+            ),
+        ),
+        pod_labels=_string_map(raw, "podLabels", p),
+        pod_annotations=_string_map(raw, "podAnnotations", p),
+        monitoring=Monitoring(
+            scrape_annotations=_bool(mon, "scrapeAnnotations", "spec.monitoring", True),
+            pod_monitor=_bool(mon, "podMonitor", "spec.monitoring", False),
+        ),
+    )
