@@ -1,0 +1,284 @@
+"""The gRPC edge: google.datastore.v1.Datastore over cleartext HTTP/2 (grpc.aio).
+
+Translates and nothing else: raw protobuf requests in (the message types shipped with
+google-cloud-datastore, registered through generic handlers: no generated code, no
+copied protos), calls into txn/ and query/, raw protobuf responses out. Domain errors
+become gRPC statuses through the one table in api/errors.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.cloud.datastore_v1.types import datastore as ds
+
+from zonestore_node.api import errors
+from zonestore_node.api.metrics import Metrics
+from zonestore_node.model import limits
+from zonestore_node.model.errors import DatastoreError, invalid
+from zonestore_node.query import executor
+from zonestore_node.txn.service import DatastoreService, ReadSpec
+
+SERVICE = "google.datastore.v1.Datastore"
+log = logging.getLogger("zonestore.api")
+
+Pb = Any
+
+
+def micros_to_timestamp(target: Any, micros: int) -> None:
+    target.seconds, rem = divmod(micros, 1_000_000)
+    target.nanos = rem * 1000
+
+
+def timestamp_to_micros(ts: Any) -> int:
+    return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
+
+
+def project_of(request: Any) -> tuple[str, str]:
+    if not request.project_id:
+        raise invalid("The request must name a project_id.")
+    return request.project_id, request.database_id
+
+
+def read_spec(read_options: Any) -> ReadSpec:
+    """Python sends an empty read_options: what matters is which field of the oneof is set."""
+    which = read_options.WhichOneof("consistency_type")
+    if which is None:
+        return ReadSpec()
+    if which == "read_consistency":
+        return ReadSpec(eventual=read_options.read_consistency == 2)  # EVENTUAL
+    if which == "transaction":
+        if not read_options.transaction:
+            raise invalid("read_options.transaction is empty.")
+        return ReadSpec(transaction=read_options.transaction)
+    if which == "new_transaction":
+        opts = read_options.new_transaction
+        read_only = opts.WhichOneof("mode") == "read_only"
+        read_ts = None
+        if read_only and opts.read_only.HasField("read_time"):
+            read_ts = timestamp_to_micros(opts.read_only.read_time)
+        return ReadSpec(
+            new_transaction=True,
+            new_transaction_read_only=read_only,
+            new_transaction_read_ts=read_ts,
+        )
+    return ReadSpec(read_ts=timestamp_to_micros(read_options.read_time))
+
+
+class DatastoreApi:
+    def __init__(self, service: DatastoreService, metrics: Metrics) -> None:
+        self.service = service
+        self.metrics = metrics
+
+    # Lookup -----------------------------------------------------------------
+
+    async def lookup(self, request: Pb, context: Any) -> Pb:
+        project, database = project_of(request)
+        if request.HasField("property_mask"):
+            raise errors.unimplemented("Lookup property masks are not supported.")
+        result = self.service.lookup(
+            project, database, list(request.keys), read_spec(request.read_options)
+        )
+        response = LookupResponse()
+        for found in result.found:
+            er = response.found.add()
+            er.entity.MergeFromString(found.entity)
+            er.version = found.version
+            micros_to_timestamp(er.create_time, found.create_ts)
+            micros_to_timestamp(er.update_time, found.update_ts)
+        for key in result.missing:
+            er = response.missing.add()
+            er.entity.key.CopyFrom(key)
+            er.version = result.read_ts
+        response.deferred.extend(result.deferred)
+        if result.transaction:
+            response.transaction = result.transaction
+        micros_to_timestamp(response.read_time, result.read_ts)
+        return response
+
+    # Queries ------------------------------------------------------------------
+
+    async def run_query(self, request: Pb, context: Any) -> Pb:
+        project, database = project_of(request)
+        spec = read_spec(request.read_options)
+        snap = self.service.snapshot(project, database, spec)
+        response = RunQueryResponse()
+        if request.WhichOneof("query_type") == "gql_query":
+            query = executor.parse_gql(request.gql_query)
+        else:
+            query = request.query
+        namespace = request.partition_id.namespace_id
+        outcome = executor.run_query(
+            self.service.store, project, database, namespace, query, snap.read_ts
+        )
+        self.service.record_ranges(snap, outcome.read_ranges)
+        response.batch.CopyFrom(outcome.batch)
+        response.query.CopyFrom(query)
+        micros_to_timestamp(response.batch.read_time, snap.read_ts)
+        response.batch.snapshot_version = snap.read_ts
+        if snap.new_transaction:
+            response.transaction = snap.new_transaction
+        return response
+
+    async def run_aggregation_query(self, request: Pb, context: Any) -> Pb:
+        project, database = project_of(request)
+        spec = read_spec(request.read_options)
+        snap = self.service.snapshot(project, database, spec)
+        if request.WhichOneof("query_type") == "gql_query":
+            aggregation = executor.parse_gql_aggregation(request.gql_query)
+        else:
+            aggregation = request.aggregation_query
+        namespace = request.partition_id.namespace_id
+        outcome = executor.run_aggregation(
+            self.service.store, project, database, namespace, aggregation, snap.read_ts
+        )
+        self.service.record_ranges(snap, outcome.read_ranges)
+        response = RunAggregationQueryResponse()
+        response.batch.CopyFrom(outcome.batch)
+        response.query.CopyFrom(aggregation)
+        micros_to_timestamp(response.batch.read_time, snap.read_ts)
+        if snap.new_transaction:
+            response.transaction = snap.new_transaction
+        return response
+
+    # Transactions --------------------------------------------------------------
+
+    async def begin_transaction(self, request: Pb, context: Any) -> Pb:
+        project, database = project_of(request)
+        opts = request.transaction_options
+        read_only = opts.WhichOneof("mode") == "read_only"
+        read_ts = None
+        if read_only and opts.read_only.HasField("read_time"):
+            read_ts = timestamp_to_micros(opts.read_only.read_time)
+        response = BeginTransactionResponse()
+        response.transaction = self.service.begin_transaction(project, database, read_only, read_ts)
+        return response
+
+    async def rollback(self, request: Pb, context: Any) -> Pb:
+        project, database = project_of(request)
+        self.service.rollback(project, database, request.transaction)
+        return RollbackResponse()
+
+    async def commit(self, request: Pb, context: Any) -> Pb:
+        project, database = project_of(request)
+        transactional = request.mode == 1  # TRANSACTIONAL
+        which = request.WhichOneof("transaction_selector")
+        transaction = request.transaction if which == "transaction" else None
+        if which == "single_use_transaction":
+            read_only = request.single_use_transaction.WhichOneof("mode") == "read_only"
+            transaction = self.service.begin_transaction(project, database, read_only, None)
+            transactional = True
+        elif request.mode == 0 and which is None:  # MODE_UNSPECIFIED
+            raise invalid("Commit mode must be TRANSACTIONAL or NON_TRANSACTIONAL.")
+        result = await self.service.commit(
+            project, database, transaction, list(request.mutations), transactional=transactional
+        )
+        response = CommitResponse()
+        for outcome in result.mutations:
+            mr = response.mutation_results.add()
+            if outcome.key is not None:
+                mr.key.CopyFrom(outcome.key)
+            mr.version = outcome.version
+            if outcome.create_ts:
+                micros_to_timestamp(mr.create_time, outcome.create_ts)
+            micros_to_timestamp(mr.update_time, outcome.update_ts)
+            mr.conflict_detected = outcome.conflict_detected
+        response.index_updates = result.index_updates
+        micros_to_timestamp(response.commit_time, result.commit_ts)
+        return response
+
+    # Ids -------------------------------------------------------------------------
+
+    async def allocate_ids(self, request: Pb, context: Any) -> Pb:
+        project, database = project_of(request)
+        response = AllocateIdsResponse()
+        response.keys.extend(self.service.allocate_ids(project, database, list(request.keys)))
+        return response
+
+    async def reserve_ids(self, request: Pb, context: Any) -> Pb:
+        project, database = project_of(request)
+        self.service.reserve_ids(project, database, list(request.keys))
+        return ReserveIdsResponse()
+
+    # Registration -----------------------------------------------------------------
+
+    def _wrap(
+        self, method: str, fn: Callable[[Pb, Any], Awaitable[Pb]]
+    ) -> Callable[[Pb, Any], Awaitable[Pb]]:
+        observe = self.metrics.observe_request
+
+        async def handler(request: Pb, context: Any) -> Pb:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return await fn(request, context)
+            except DatastoreError as exc:
+                code = errors.status_of(exc.code).name
+                await context.abort(errors.status_of(exc.code), exc.message)
+                raise  # unreachable: abort raises
+            except errors.Unimplemented as exc:
+                code = "UNIMPLEMENTED"
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, str(exc))
+                raise
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                code = "INTERNAL"
+                log.exception("api.internal_error method=%s", method)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+                )
+                raise
+            finally:
+                observe(method, code, time.perf_counter() - started)
+
+        return handler
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        table = {
+            "Lookup": (self.lookup, ds.LookupRequest, ds.LookupResponse),
+            "RunQuery": (self.run_query, ds.RunQueryRequest, ds.RunQueryResponse),
+            "RunAggregationQuery": (
+                self.run_aggregation_query,
+                ds.RunAggregationQueryRequest,
+                ds.RunAggregationQueryResponse,
+            ),
+            "BeginTransaction": (
+                self.begin_transaction,
+                ds.BeginTransactionRequest,
+                ds.BeginTransactionResponse,
+            ),
+            "Commit": (self.commit, ds.CommitRequest, ds.CommitResponse),
+            "Rollback": (self.rollback, ds.RollbackRequest, ds.RollbackResponse),
+            "AllocateIds": (self.allocate_ids, ds.AllocateIdsRequest, ds.AllocateIdsResponse),
+            "ReserveIds": (self.reserve_ids, ds.ReserveIdsRequest, ds.ReserveIdsResponse),
+        }
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                self._wrap(name, fn),
+                request_deserializer=req.pb().FromString,
+                response_serializer=resp.pb().SerializeToString,
+            )
+            for name, (fn, req, resp) in table.items()
+        }
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+LookupResponse: Any = ds.LookupResponse.pb()
+RunQueryResponse: Any = ds.RunQueryResponse.pb()
+RunAggregationQueryResponse: Any = ds.RunAggregationQueryResponse.pb()
+BeginTransactionResponse: Any = ds.BeginTransactionResponse.pb()
+CommitResponse: Any = ds.CommitResponse.pb()
+RollbackResponse: Any = ds.RollbackResponse.pb()
+AllocateIdsResponse: Any = ds.AllocateIdsResponse.pb()
+ReserveIdsResponse: Any = ds.ReserveIdsResponse.pb()
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", limits.MAX_REQUEST_BYTES + (1 << 20)),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.so_reuseport", 0),
+]

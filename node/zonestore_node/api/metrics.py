@@ -1,0 +1,90 @@
+"""Prometheus metrics of one node, in a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0002,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+)
+
+
+class Metrics:
+    def __init__(self, node_id: str = "", zone: str = "") -> None:
+        self.registry = CollectorRegistry()
+        labels = {"replica": node_id, "zone": zone}
+        self.requests = Counter(
+            "zonestore_requests",
+            "Datastore API requests by method and gRPC status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "zonestore_request_duration_seconds",
+            "Datastore API request latency by method.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.info = Gauge(
+            "zonestore_node_info",
+            "Static facts about this node.",
+            list(labels),
+            registry=self.registry,
+        )
+        self.info.labels(**labels).set(1)
+        self.entities = Gauge(
+            "zonestore_entities", "Live entities (estimate).", registry=self.registry
+        )
+        self.versions = Gauge(
+            "zonestore_versions",
+            "Stored entity versions, live and garbage (estimate).",
+            registry=self.registry,
+        )
+        self.storage_bytes = Gauge(
+            "zonestore_storage_bytes",
+            "Bytes used by RocksDB (SST files and memtables).",
+            registry=self.registry,
+        )
+        self.gc_runs = Counter("zonestore_gc_runs", "Version GC passes.", registry=self.registry)
+        self.gc_deleted = Counter(
+            "zonestore_gc_deleted_versions", "Versions removed by GC.", registry=self.registry
+        )
+        self.commit_groups = Counter(
+            "zonestore_commit_groups", "Group commits (one fsync each).", registry=self.registry
+        )
+        self.group_size = Histogram(
+            "zonestore_commit_group_size",
+            "Commands per group commit.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.fsync_latency = Histogram(
+            "zonestore_fsync_duration_seconds",
+            "WAL fdatasync latency.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.open_transactions = Gauge(
+            "zonestore_open_transactions", "Open transactions on this node.", registry=self.registry
+        )
+        self.aborts = Counter(
+            "zonestore_transaction_aborts", "Commits aborted by a conflict.", registry=self.registry
+        )
+
+    def observe_request(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method, code).inc()
+        self.latency.labels(method).observe(seconds)

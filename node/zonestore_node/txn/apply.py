@@ -1,0 +1,141 @@
+"""Applying a commit command to MVCC storage: the deterministic state machine.
+
+Given the same store state and the same command, every replica produces the same batch
+and the same result: no clock, no randomness, no I/O but reads of the store. Validation
+of a transaction's read set happens here, in log order, so a conflict is decided
+identically everywhere.
+
+Entity payload layout (entities column family): uint64be(create_ts) ++ Entity bytes;
+an empty payload is a tombstone (mvcc.TOMBSTONE).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from zonestore_node.model import indexing
+from zonestore_node.model.errors import Code
+from zonestore_node.storage import mvcc
+from zonestore_node.storage.engine import Family, WriteBatch
+from zonestore_node.txn.command import CommitCommand, Op
+
+_U64 = struct.Struct(">Q")
+INDEX_LIVE = b"\x01"
+
+
+def entity_payload(create_ts: int, entity: bytes) -> bytes:
+    return _U64.pack(create_ts) + entity
+
+
+def split_payload(payload: bytes) -> tuple[int, bytes]:
+    """(create_ts, Entity bytes) of a live entity payload."""
+    return int(_U64.unpack_from(payload)[0]), payload[8:]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    version: int
+    create_ts: int  # 0 when the entity does not exist after the write
+    update_ts: int
+    conflict_detected: bool = False
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    commit_ts: int
+    error: Code | None = None
+    message: str = ""
+    writes: list[WriteResult] = field(default_factory=list)
+    index_updates: int = 0
+
+
+def _index_keys(entity_bytes: bytes) -> set[bytes]:
+    entity = indexing.EntityPb.FromString(entity_bytes)
+    return indexing.index_keys(entity)
+
+
+def apply(store: mvcc.Store, command: CommitCommand, batch: WriteBatch) -> ApplyResult:
+    """Evaluate `command` against the store and add its effect to `batch`.
+
+    On any error the batch is left untouched by this command (the caller discards it or
+    writes the other commands' effects), and the result names the error.
+    """
+    commit_ts = command.commit_ts
+    result = ApplyResult(commit_ts)
+    if command.read_ts is not None:
+        conflict = _validate(store, command)
+        if conflict:
+            result.error, result.message = Code.ABORTED, conflict
+            return result
+
+    # Pending state of the keys this command touches: encoded -> payload (b"" = deleted).
+    overlay: dict[bytes, bytes] = {}
+    index_puts: dict[bytes, bytes] = {}
+    entity_puts: list[tuple[bytes, bytes]] = []
+
+    for write in command.writes:
+        current_payload: bytes | None
+        if write.encoded in overlay:
+            current_payload = overlay[write.encoded]
+        else:
+            newest = store.newest(Family.ENTITIES, write.encoded)
+            current_payload = newest.payload if newest else None
+            current_ts = newest.commit_ts if newest else 0
+        exists = bool(current_payload)
+        if write.encoded in overlay:
+            current_ts = commit_ts if exists else 0
+        elif not exists:
+            current_ts = 0
+
+        if write.base_version is not None and write.base_version != current_ts:
+            result.writes.append(WriteResult(current_ts, 0, 0, conflict_detected=True))
+            continue
+        if write.op is Op.INSERT and exists:
+            return ApplyResult(commit_ts, Code.ALREADY_EXISTS, "entity already exists")
+        if write.op is Op.UPDATE and not exists:
+            return ApplyResult(commit_ts, Code.NOT_FOUND, "no entity to update")
+
+        old_index = _index_keys(split_payload(current_payload)[1]) if current_payload else set()
+        if write.op is Op.DELETE:
+            new_payload = mvcc.TOMBSTONE
+            new_index: set[bytes] = set()
+            create_ts = 0
+        else:
+            create_ts = split_payload(current_payload)[0] if current_payload else commit_ts
+            new_payload = entity_payload(create_ts, write.entity)
+            new_index = _index_keys(write.entity)
+        if exists or write.op is not Op.DELETE:
+            entity_puts.append((write.encoded, new_payload))
+        overlay[write.encoded] = new_payload
+        for key in old_index - new_index:
+            index_puts[key] = mvcc.TOMBSTONE
+        for key in new_index - old_index:
+            index_puts[key] = INDEX_LIVE
+        result.writes.append(WriteResult(commit_ts, create_ts, commit_ts))
+
+    for encoded, payload in entity_puts:
+        store.put_version(batch, Family.ENTITIES, encoded, commit_ts, payload)
+    for key, marker in index_puts.items():
+        store.put_version(batch, Family.INDEXES, key, commit_ts, marker)
+    result.index_updates = len(index_puts)
+    return result
+
+
+def _validate(store: mvcc.Store, command: CommitCommand) -> str:
+    read_ts = command.read_ts
+    assert read_ts is not None
+    for encoded in command.read_keys:
+        newest = store.newest(Family.ENTITIES, encoded)
+        if newest is not None and newest.commit_ts > read_ts:
+            return "transaction aborted: an entity it read was changed by a concurrent commit"
+    for r in command.read_ranges:
+        if store.written_after(Family.INDEXES, r.lo, r.hi, read_ts):
+            return "transaction aborted: a query it ran would now return different results"
+    return ""
+
+
+def decode_entity(payload: bytes) -> tuple[int, Any]:
+    create_ts, raw = split_payload(payload)
+    return create_ts, indexing.EntityPb.FromString(raw)

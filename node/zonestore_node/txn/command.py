@@ -1,0 +1,85 @@
+"""The commit command: what the leader evaluated a Commit into, ready to be logged.
+
+A `CommitCommand` is the unit that goes through the (replicated) log. Everything
+non-deterministic is captured in it before it is proposed: the commit timestamp, the
+allocated ids (already inside the entities' keys), the snapshot the transaction read
+at. Applying it (txn/apply.py) is then a pure function of the store and the command,
+so every replica reaches the same state.
+
+Wire format: msgpack of plain lists (never pickle), versioned by its first element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import msgpack
+
+FORMAT_VERSION = 1
+
+
+class Op(IntEnum):
+    INSERT = 1
+    UPDATE = 2
+    UPSERT = 3
+    DELETE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    op: Op
+    encoded: bytes  # the entity key (keycodec.encode_key)
+    entity: bytes  # serialized Entity with its complete key; empty for DELETE
+    base_version: int | None = None  # optimistic precondition: conflict if it differs
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRange:
+    """A scanned range of the indexes column family: [lo, hi) of index user keys."""
+
+    lo: bytes
+    hi: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommitCommand:
+    commit_ts: int
+    writes: tuple[Write, ...]
+    # Serializable validation (transactions only): nothing read may have changed since.
+    read_ts: int | None = None
+    read_keys: tuple[bytes, ...] = ()
+    read_ranges: tuple[ReadRange, ...] = ()
+    # Non-transactional commits must not touch one entity twice; transactions may.
+    transactional: bool = False
+
+    def encode(self) -> bytes:
+        packed: bytes = msgpack.packb(
+            [
+                FORMAT_VERSION,
+                self.commit_ts,
+                [[int(w.op), w.encoded, w.entity, w.base_version] for w in self.writes],
+                self.read_ts,
+                list(self.read_keys),
+                [[r.lo, r.hi] for r in self.read_ranges],
+                self.transactional,
+            ],
+            use_bin_type=True,
+        )
+        return packed
+
+    @staticmethod
+    def decode(raw: bytes) -> CommitCommand:
+        version, commit_ts, writes, read_ts, read_keys, ranges, transactional = msgpack.unpackb(
+            raw, raw=False
+        )
+        if version != FORMAT_VERSION:
+            raise ValueError(f"unknown commit command format {version}")
+        return CommitCommand(
+            commit_ts=commit_ts,
+            writes=tuple(Write(Op(op), enc, ent, base) for op, enc, ent, base in writes),
+            read_ts=read_ts,
+            read_keys=tuple(read_keys),
+            read_ranges=tuple(ReadRange(lo, hi) for lo, hi in ranges),
+            transactional=transactional,
+        )

@@ -1,0 +1,287 @@
+"""Datastore semantics on the leader: lookups, commits, transactions, ids.
+
+The gRPC edge hands in parsed protobuf values (keys, mutations) and the request's
+project and database; this module validates them, resolves which snapshot to read,
+evaluates a commit into a `CommitCommand` (timestamps and ids captured here, before
+the command is proposed), submits it to the commit group, and returns domain results
+that the edge turns back into protobuf responses. Errors are `DatastoreError`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from zonestore_node.model import indexing, keys, limits
+from zonestore_node.model.errors import Code, DatastoreError, invalid
+from zonestore_node.storage import mvcc
+from zonestore_node.storage.engine import Family
+from zonestore_node.txn import apply as apply_mod
+from zonestore_node.txn.clock import HybridClock
+from zonestore_node.txn.command import CommitCommand, Op, ReadRange, Write
+from zonestore_node.txn.ids import IdAllocator
+from zonestore_node.txn.transactions import Registry, Transaction
+
+
+class CommitGroup(Protocol):
+    """Where commands go to become durable (replica/local.py; later the Raft group)."""
+
+    def read_ts(self) -> int: ...
+    def last_commit_ts(self) -> int: ...
+    def submit(self, command: CommitCommand) -> asyncio.Future[apply_mod.ApplyResult]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSpec:
+    """Which snapshot a read sees: parsed from the request's read_options."""
+
+    transaction: bytes | None = None
+    new_transaction: bool = False
+    new_transaction_read_only: bool = False
+    new_transaction_read_ts: int | None = None
+    read_ts: int | None = None  # read_time, in microseconds
+    eventual: bool = False
+
+
+@dataclass(slots=True)
+class Found:
+    key: Any
+    version: int
+    create_ts: int
+    update_ts: int
+    entity: bytes  # serialized Entity, key included
+
+
+@dataclass(slots=True)
+class LookupResult:
+    read_ts: int
+    found: list[Found] = field(default_factory=list)
+    missing: list[Any] = field(default_factory=list)
+    deferred: list[Any] = field(default_factory=list)
+    transaction: bytes = b""
+
+
+@dataclass(slots=True)
+class MutationOutcome:
+    key: Any | None  # set only where an id was allocated
+    version: int
+    create_ts: int
+    update_ts: int
+    conflict_detected: bool
+
+
+@dataclass(slots=True)
+class CommitResult:
+    commit_ts: int
+    mutations: list[MutationOutcome]
+    index_updates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A resolved read: the timestamp to read at, and the transaction recording it."""
+
+    read_ts: int
+    txn: Transaction | None
+    new_transaction: bytes = b""
+
+
+class DatastoreService:
+    def __init__(self, store: mvcc.Store, group: CommitGroup, ids: IdAllocator) -> None:
+        self.store = store
+        self.group = group
+        self.ids = ids
+        self.clock = HybridClock()
+        self.clock.observe(group.last_commit_ts())
+        self.transactions = Registry()
+        self.retention_us = 3600 * 1_000_000
+
+    # Snapshots ----------------------------------------------------------------
+
+    def snapshot(self, project: str, database: str, spec: ReadSpec) -> Snapshot:
+        if spec.transaction is not None:
+            txn = self.transactions.get(spec.transaction, project, database)
+            return Snapshot(txn.read_ts, txn)
+        if spec.new_transaction:
+            txn = self._begin(
+                project, database, spec.new_transaction_read_only, spec.new_transaction_read_ts
+            )
+            return Snapshot(txn.read_ts, txn, txn.id)
+        if spec.read_ts is not None:
+            return Snapshot(self._check_read_time(spec.read_ts), None)
+        return Snapshot(self.group.read_ts(), None)
+
+    def _check_read_time(self, read_ts: int) -> int:
+        now = self.group.read_ts()
+        if read_ts > now:
+            # A future read_time reads the newest data: nothing newer can exist yet.
+            return now
+        oldest = self.clock.last - self.retention_us
+        if read_ts < oldest:
+            raise invalid("read_time is older than the version retention window (1 hour).")
+        return read_ts
+
+    def _begin(
+        self, project: str, database: str, read_only: bool, read_ts: int | None
+    ) -> Transaction:
+        ts = self._check_read_time(read_ts) if read_ts is not None else self.group.read_ts()
+        return self.transactions.begin(project, database, read_only, ts)
+
+    # Lookup -------------------------------------------------------------------
+
+    def lookup(
+        self, project: str, database: str, key_pbs: list[Any], spec: ReadSpec
+    ) -> LookupResult:
+        if len(key_pbs) > limits.MAX_LOOKUP_KEYS:
+            raise invalid(f"A lookup may have at most {limits.MAX_LOOKUP_KEYS} keys.")
+        snap = self.snapshot(project, database, spec)
+        result = LookupResult(snap.read_ts, transaction=snap.new_transaction)
+        encoded: list[bytes] = []
+        for key in key_pbs:
+            keys.normalize(key, project, database)
+            encoded.append(keys.encode(key))
+        if snap.txn is not None and not snap.txn.read_only:
+            snap.txn.read_keys.update(encoded)
+        versions = self.store.get_many(Family.ENTITIES, encoded, snap.read_ts)
+        size = 0
+        for key, version in zip(key_pbs, versions, strict=True):
+            if size > limits.MAX_RESPONSE_BYTES:
+                result.deferred.append(key)
+                continue
+            if version is None:
+                result.missing.append(key)
+                size += key.ByteSize() + 16
+                continue
+            create_ts, raw = apply_mod.split_payload(version.payload)
+            result.found.append(Found(key, version.commit_ts, create_ts, version.commit_ts, raw))
+            size += len(raw) + 32
+        return result
+
+    # Transactions ---------------------------------------------------------------
+
+    def begin_transaction(
+        self, project: str, database: str, read_only: bool, read_ts: int | None
+    ) -> bytes:
+        return self._begin(project, database, read_only, read_ts).id
+
+    def rollback(self, project: str, database: str, txn_id: bytes) -> None:
+        if not txn_id:
+            raise invalid("Rollback needs a transaction.")
+        self.transactions.get(txn_id, project, database)
+        self.transactions.finish(txn_id)
+
+    # Commit -----------------------------------------------------------------------
+
+    async def commit(
+        self,
+        project: str,
+        database: str,
+        transaction: bytes | None,
+        mutations: list[Any],
+        *,
+        transactional: bool,
+    ) -> CommitResult:
+        if len(mutations) > limits.MAX_MUTATIONS:
+            raise invalid(f"A commit may have at most {limits.MAX_MUTATIONS} mutations.")
+        txn: Transaction | None = None
+        if transactional:
+            if not transaction:
+                raise invalid("A transactional commit needs a transaction.")
+            txn = self.transactions.get(transaction, project, database)
+            self.transactions.finish(transaction)
+            if txn.read_only and mutations:
+                raise invalid("A read-only transaction cannot write.")
+        elif transaction:
+            raise invalid("A non-transactional commit must not name a transaction.")
+
+        writes: list[Write] = []
+        allocated: list[Any | None] = []
+        seen: set[bytes] = set()
+        for mutation in mutations:
+            write, new_key = self._evaluate(project, database, mutation)
+            if not transactional and write.encoded in seen:
+                raise invalid(
+                    "A non-transactional commit may not contain multiple mutations "
+                    "affecting the same entity."
+                )
+            seen.add(write.encoded)
+            writes.append(write)
+            allocated.append(new_key)
+
+        command = CommitCommand(
+            commit_ts=self.clock.now(),
+            writes=tuple(writes),
+            read_ts=txn.read_ts if txn is not None else None,
+            read_keys=tuple(txn.read_keys) if txn is not None else (),
+            read_ranges=tuple(txn.read_ranges) if txn is not None else (),
+            transactional=transactional,
+        )
+        applied = await self.group.submit(command)
+        if applied.error is not None:
+            raise DatastoreError(applied.error, applied.message)
+        outcomes = [
+            MutationOutcome(key, w.version, w.create_ts, w.update_ts, w.conflict_detected)
+            for key, w in zip(allocated, applied.writes, strict=True)
+        ]
+        return CommitResult(applied.commit_ts, outcomes, applied.index_updates)
+
+    def _evaluate(self, project: str, database: str, mutation: Any) -> tuple[Write, Any | None]:
+        which = mutation.WhichOneof("operation")
+        if which is None:
+            raise invalid("A mutation must have an operation.")
+        if mutation.property_transforms:
+            raise DatastoreError(Code.UNIMPLEMENTED, "Property transforms are not supported.")
+        if mutation.HasField("update_time"):
+            raise DatastoreError(Code.UNIMPLEMENTED, "update_time preconditions are not supported.")
+        base = mutation.base_version if mutation.WhichOneof("conflict_detection_strategy") else None
+        if which == "delete":
+            key = mutation.delete
+            keys.normalize(key, project, database)
+            return Write(Op.DELETE, keys.encode(key), b"", base), None
+        entity = getattr(mutation, which)
+        if not entity.HasField("key"):
+            raise invalid("An entity to write must have a key.")
+        op = {"insert": Op.INSERT, "update": Op.UPDATE, "upsert": Op.UPSERT}[which]
+        keys.normalize(entity.key, project, database, allow_incomplete=op is not Op.UPDATE)
+        new_key = None
+        if not keys.is_complete(entity.key):
+            self._assign_id(entity.key)
+            new_key = entity.key
+        if mutation.HasField("property_mask"):
+            raise DatastoreError(Code.UNIMPLEMENTED, "Property masks on writes are not supported.")
+        indexing.check_entity(entity, project, database)
+        return Write(op, keys.encode(entity.key), entity.SerializeToString(), base), new_key
+
+    def _assign_id(self, key: Any) -> None:
+        """Give an incomplete key an id that no live entity uses yet."""
+        while True:
+            key.path[-1].id = self.ids.allocate(1)[0]
+            encoded = keys.encode(key)
+            if self.store.newest(Family.ENTITIES, encoded) is None:
+                return
+
+    # Ids ---------------------------------------------------------------------------
+
+    def allocate_ids(self, project: str, database: str, key_pbs: list[Any]) -> list[Any]:
+        for key in key_pbs:
+            keys.normalize(key, project, database, allow_incomplete=True)
+            if keys.is_complete(key):
+                raise invalid("AllocateIds needs incomplete keys.")
+        for key in key_pbs:
+            self._assign_id(key)
+        return key_pbs
+
+    def reserve_ids(self, project: str, database: str, key_pbs: list[Any]) -> None:
+        for key in key_pbs:
+            keys.normalize(key, project, database)
+        for key in key_pbs:
+            last = key.path[-1]
+            if last.WhichOneof("id_type") == "id":
+                self.ids.reserve(last.id)
+
+    # Query hooks ---------------------------------------------------------------------
+
+    def record_ranges(self, snap: Snapshot, ranges: list[ReadRange]) -> None:
+        if snap.txn is not None and not snap.txn.read_only:
+            snap.txn.read_ranges.extend(ranges)

@@ -1,0 +1,75 @@
+"""Open transactions on the leader: their snapshots, read sets and expiry.
+
+A read-write transaction reads at `read_ts` and records what it read (entity keys and
+scanned index ranges); Commit hands both to apply, which validates them in log order.
+Transaction ids are 16 random bytes: opaque to clients, unguessable across a cluster.
+Abandoned transactions expire (270 s total, 60 s idle, as Datastore does).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from zonestore_node.model import limits
+from zonestore_node.model.errors import invalid
+from zonestore_node.txn.command import ReadRange
+
+
+@dataclass(slots=True)
+class Transaction:
+    id: bytes
+    project: str
+    database: str
+    read_only: bool
+    read_ts: int
+    started: float
+    last_used: float
+    read_keys: set[bytes] = field(default_factory=set)
+    read_ranges: list[ReadRange] = field(default_factory=list)
+
+
+class Registry:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._now = monotonic
+        self._open: dict[bytes, Transaction] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def begin(self, project: str, database: str, read_only: bool, read_ts: int) -> Transaction:
+        now = self._now()
+        txn = Transaction(os.urandom(16), project, database, read_only, read_ts, now, now)
+        self._open[txn.id] = txn
+        return txn
+
+    def get(self, txn_id: bytes, project: str, database: str) -> Transaction:
+        txn = self._open.get(txn_id)
+        now = self._now()
+        if txn is not None and self._expired(txn, now):
+            del self._open[txn_id]
+            txn = None
+        if txn is None:
+            raise invalid("The transaction has expired or is invalid.")
+        if txn.project != project or txn.database != database:
+            raise invalid("The transaction belongs to another project or database.")
+        txn.last_used = now
+        return txn
+
+    def finish(self, txn_id: bytes) -> None:
+        self._open.pop(txn_id, None)
+
+    def _expired(self, txn: Transaction, now: float) -> bool:
+        return (
+            now - txn.started > limits.TXN_MAX_LIFETIME_S
+            or now - txn.last_used > limits.TXN_MAX_IDLE_S
+        )
+
+    def expire(self) -> int:
+        now = self._now()
+        dead = [t for t, txn in self._open.items() if self._expired(txn, now)]
+        for txn_id in dead:
+            del self._open[txn_id]
+        return len(dead)
