@@ -1,0 +1,206 @@
+"""The per-zone StatefulSet: `replicas` node pods pinned to one zone.
+
+- Node affinity (required) to `spec.topologyKey` = zone; pod anti-affinity (preferred) on
+  the hostname among this Datastore's pods, so replicas of a zone land on different nodes
+  when they can but a zone with fewer nodes still runs.
+- `updateStrategy: OnDelete`: the operator decides when each pod restarts (learners
+  first, the leader last after moving leadership), not the StatefulSet controller.
+- `podManagementPolicy: Parallel`: a pod that cannot start must not block its siblings
+  (OrderedReady would stall bootstrap, which needs every initial member up).
+- The container runs `zonestore serve` through a two-line shell wrapper whose only job is
+  to choose between bootstrapping and `--join`: a pod bootstraps only when the ConfigMap
+  says the group is new and the pod is one of the initial members. Everything else about
+  the command line is fixed here, in the builder, and tested.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zonestore_operator.model.ref import DatastoreRef
+from zonestore_operator.model.spec import DatastoreSpec
+from zonestore_operator.resources import meta
+
+DATA_DIR = "/var/lib/zonestore"
+CONTAINER = "zonestore"
+VOLUME = "data"
+
+# Chooses --join unless the group is being bootstrapped and this pod is an initial member.
+# ZONESTORE_INITIAL_CLUSTER and ZONESTORE_CLUSTER_STATE come from the ConfigMap.
+BOOT_SCRIPT = """\
+join=--join
+if [ "$ZONESTORE_CLUSTER_STATE" = new ]; then
+  case ",$ZONESTORE_INITIAL_CLUSTER" in *",$POD_NAME="*) join= ;; esac
+fi
+exec "$@" $join
+"""
+
+
+def serve_command(ref: DatastoreRef, spec: DatastoreSpec, zone: str) -> list[str]:
+    """The node's command line; `$(VAR)` is expanded by the kubelet from the env."""
+    ports = spec.ports
+    advertise = f"$(POD_NAME).{meta.peers_service_name(ref)}.{ref.namespace}.svc:{ports.peer}"
+    return [
+        "zonestore",
+        "serve",
+        "--node-id",
+        "$(POD_NAME)",
+        "--zone",
+        zone,
+        "--data-dir",
+        DATA_DIR,
+        "--client-addr",
+        f"0.0.0.0:{ports.client}",
+        "--admin-addr",
+        f"0.0.0.0:{ports.admin}",
+        "--peer-addr",
+        f"0.0.0.0:{ports.peer}",
+        "--advertise-peer-addr",
+        advertise,
+        "--initial-cluster",
+        "$(ZONESTORE_INITIAL_CLUSTER)",
+    ]
+
+
+def _env(ref: DatastoreRef, zone: str) -> list[dict[str, Any]]:
+    cm = meta.configmap_name(ref)
+    return [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "ZONESTORE_ZONE", "value": zone},
+        {"name": "ZONESTORE_DATA_DIR", "value": DATA_DIR},
+        {
+            "name": "ZONESTORE_INITIAL_CLUSTER",
+            "valueFrom": {"configMapKeyRef": {"name": cm, "key": "initial-cluster"}},
+        },
+        {
+            "name": "ZONESTORE_CLUSTER_STATE",
+            "valueFrom": {"configMapKeyRef": {"name": cm, "key": "cluster-state"}},
+        },
+    ]
+
+
+def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def pod_labels(ref: DatastoreRef, spec: DatastoreSpec, zone: str) -> dict[str, str]:
+    # User labels first: ours win, so a podLabels entry cannot break the selectors.
+    return {**spec.pod_labels, **meta.labels(ref), meta.L_ZONE: zone}
+
+
+def pod_annotations(spec: DatastoreSpec) -> dict[str, str]:
+    out = dict(spec.pod_annotations)
+    if spec.monitoring.scrape_annotations:
+        out.update(
+            {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(spec.ports.admin),
+                "prometheus.io/path": "/metrics",
+            }
+        )
+    return out
+
+
+def statefulset(ref: DatastoreRef, spec: DatastoreSpec, zone: str, replicas: int) -> dict[str, Any]:
+    """The StatefulSet for `zone` with `replicas` pods (the planner decides the count:
+    spec.replicasPerZone, plus replacements during a failover, plus any pod still
+    holding a vote that must be demoted before it may go)."""
+    selector = {**meta.selector_labels(ref), meta.L_ZONE: zone}
+    ports = spec.ports
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy.value,
+        "command": ["/bin/sh", "-c", BOOT_SCRIPT, "zonestore-boot"],
+        "args": serve_command(ref, spec, zone),
+        "env": _env(ref, zone),
+        "ports": [
+            {"name": "client", "containerPort": ports.client, "protocol": "TCP"},
+            {"name": "admin", "containerPort": ports.admin, "protocol": "TCP"},
+            {"name": "peer", "containerPort": ports.peer, "protocol": "TCP"},
+        ],
+        "readinessProbe": _probe("/readyz", ports.admin, period=5, failures=3),
+        "livenessProbe": _probe("/healthz", ports.admin, period=10, failures=6),
+        "startupProbe": _probe("/healthz", ports.admin, period=5, failures=60),
+        "volumeMounts": [{"name": VOLUME, "mountPath": DATA_DIR}],
+    }
+    if spec.resources:
+        container["resources"] = {k: dict(v) for k, v in spec.resources.items()}
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class_name:
+        claim_spec["storageClassName"] = spec.storage.storage_class_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta.object_meta(
+            ref, meta.statefulset_name(ref, zone), meta.COMPONENT_NODE, {meta.L_ZONE: zone}
+        ),
+        "spec": {
+            "serviceName": meta.peers_service_name(ref),
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "OnDelete"},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": spec.pvc_retention.when_deleted.value,
+                "whenScaled": spec.pvc_retention.when_scaled.value,
+            },
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels(ref, spec, zone),
+                    "annotations": pod_annotations(spec),
+                },
+                "spec": {
+                    "serviceAccountName": meta.service_account_name(ref),
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {
+                                                "key": spec.topology_key,
+                                                "operator": "In",
+                                                "values": [zone],
+                                            }
+                                        ]
+                                    }
+                                ]
+                            }
+                        },
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {
+                                    "weight": 100,
+                                    "podAffinityTerm": {
+                                        "labelSelector": {"matchLabels": selector},
+                                        "topologyKey": "kubernetes.io/hostname",
+                                    },
+                                }
+                            ]
+                        },
+                    },
+                    "containers": [container],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": VOLUME, "labels": selector},
+                    "spec": claim_spec,
+                }
+            ],
+        },
+    }
