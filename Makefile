@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JS := node/tests/js
 JS_STAMP := $(JS)/node_modules/.installed
-REPLICAS ?= 3
+REPLICAS ?= 1
 ARGS ?=
 
 .PHONY: run test lint unit bench setup clean-data

@@ -1,0 +1,158 @@
+"""The `zonestore` command: `serve` runs one node; `run` starts a local cluster.
+
+`zonestore run` is what `make run` calls: replicas on loopback as separate processes
+(client API on 127.0.0.1:8081.., admin/metrics HTTP on 127.0.0.1:9081..), data under
+one folder that survives restarts; it prints the DATASTORE_EMULATOR_HOST to use and
+stops the replicas cleanly on Ctrl-C. Flags fall back to ZONESTORE_* environment
+variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from zonestore_node import logs
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run one storage node")
+    p.add_argument("--node-id", default=_env("ZONESTORE_NODE_ID", "local-0"))
+    p.add_argument("--zone", default=_env("ZONESTORE_ZONE", "local"))
+    p.add_argument("--data-dir", default=_env("ZONESTORE_DATA_DIR", ".zonestore-data/local-0"))
+    p.add_argument("--client-addr", default=_env("ZONESTORE_CLIENT_ADDR", "127.0.0.1:8081"))
+    p.add_argument("--admin-addr", default=_env("ZONESTORE_ADMIN_ADDR", "127.0.0.1:9081"))
+    p.add_argument(
+        "--retention-seconds",
+        type=float,
+        default=float(_env("ZONESTORE_RETENTION_SECONDS", "3600")),
+        help="how long old versions stay readable with read_time (at least 3600 in production)",
+    )
+    p.add_argument(
+        "--gc-interval-seconds", type=float, default=float(_env("ZONESTORE_GC_INTERVAL", "60"))
+    )
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default=_env("ZONESTORE_LOG_FORMAT", "text")
+    )
+
+
+def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run a local cluster on loopback")
+    p.add_argument("--replicas", type=int, default=int(_env("ZONESTORE_REPLICAS", "1")))
+    p.add_argument("--host", default=_env("ZONESTORE_HOST", "127.0.0.1"))
+    p.add_argument("--client-port", type=int, default=int(_env("ZONESTORE_CLIENT_PORT", "8081")))
+    p.add_argument("--admin-port", type=int, default=int(_env("ZONESTORE_ADMIN_PORT", "9081")))
+    p.add_argument("--data-dir", default=_env("ZONESTORE_DATA_DIR", ".zonestore-data"))
+
+
+def _wait_ready(admin: str, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{admin}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    if args.replicas != 1:
+        print(
+            "zonestore run: only --replicas 1 is available until replication lands "
+            f"(asked for {args.replicas}).",
+            file=sys.stderr,
+        )
+        return 2
+    data = Path(args.data_dir)
+    children: list[subprocess.Popen[bytes]] = []
+    for i in range(args.replicas):
+        client = f"{args.host}:{args.client_port + i}"
+        admin = f"{args.host}:{args.admin_port + i}"
+        cmd = [
+            sys.executable, "-m", "zonestore_node.cli", "serve",
+            "--node-id", f"local-{i}", "--zone", f"zone-{i}",
+            "--data-dir", str(data / f"local-{i}"),
+            "--client-addr", client, "--admin-addr", admin,
+        ]  # fmt: skip
+        children.append(subprocess.Popen(cmd))
+    stop = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    host = f"{args.host}:{args.client_port}"
+    if all(
+        _wait_ready(f"{args.host}:{args.admin_port + i}", time.monotonic() + 30)
+        for i in range(args.replicas)
+    ):
+        print(
+            f"\nzonestore is serving the Datastore API ({args.replicas} replica(s), data in {data}).\n"
+            f"  export DATASTORE_EMULATOR_HOST={host}\n"
+            f"  export DATASTORE_DATASET=demo GOOGLE_CLOUD_PROJECT=demo DATASTORE_PROJECT_ID=demo\n"
+            f"Metrics and status: http://{args.host}:{args.admin_port}/metrics , /admin/status\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+    else:
+        print("zonestore run: a replica did not become ready in 30 s", file=sys.stderr)
+        stop = True
+    code = 0
+    while not stop:
+        if any(child.poll() is not None for child in children):
+            print("zonestore run: a replica exited", file=sys.stderr)
+            code = 1
+            break
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zonestore")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_parser(sub)
+    run_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from zonestore_node import server
+
+        logs.setup(args.log_format)
+        server.run(
+            server.NodeConfig(
+                node_id=args.node_id,
+                zone=args.zone,
+                data_dir=Path(args.data_dir),
+                client_addr=args.client_addr,
+                admin_addr=args.admin_addr,
+                retention_seconds=args.retention_seconds,
+                gc_interval_seconds=args.gc_interval_seconds,
+            )
+        )
+        return 0
+    return run_cluster(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

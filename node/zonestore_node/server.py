@@ -1,0 +1,181 @@
+"""One storage node process: wires storage, the commit group, the service and both edges.
+
+Lifecycle: open RocksDB, start the commit group, serve gRPC and HTTP, run background
+upkeep (version GC, transaction expiry) until SIGTERM/SIGINT; then stop accepting
+requests, let in-flight ones finish (grace period), drain the commit group so every
+acknowledged write is synced, and close RocksDB. Every task is owned by one TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from zonestore_node.api import http
+from zonestore_node.api.datastore import GRPC_OPTIONS, DatastoreApi
+from zonestore_node.api.metrics import Metrics
+from zonestore_node.replica.local import LocalGroup
+from zonestore_node.storage import mvcc
+from zonestore_node.storage.engine import Engine, Family
+from zonestore_node.txn import apply
+from zonestore_node.txn.ids import IdAllocator
+from zonestore_node.txn.service import DatastoreService
+
+log = logging.getLogger("zonestore.node")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: str
+    zone: str
+    data_dir: Path
+    client_addr: str = "127.0.0.1:8081"
+    admin_addr: str = "127.0.0.1:9081"
+    retention_seconds: float = 3600.0
+    gc_interval_seconds: float = 60.0
+    shutdown_grace_seconds: float = 5.0
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.engine = Engine(config.data_dir / "db")
+        self.store = mvcc.Store(self.engine)
+        self.group = LocalGroup(self.engine, self.store, apply.apply)
+        self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
+        self.service.retention_us = int(config.retention_seconds * 1_000_000)
+        self.metrics = Metrics(config.node_id, config.zone)
+        self.api = DatastoreApi(self.service, self.metrics)
+        self.started = time.time()
+        self._stopping = asyncio.Event()
+        self.ready = False
+        self._last_groups = 0
+
+    def status(self) -> dict[str, Any]:
+        ts = self.group.read_ts()
+        return {
+            "node_id": self.config.node_id,
+            "zone": self.config.zone,
+            "role": "leader",
+            "term": 1,
+            "leader": self.config.node_id,
+            "commit_index": self.group.stats.commands,
+            "applied_index": self.group.stats.commands,
+            "read_ts": ts,
+            "ready": self.ready,
+            "members": [
+                {
+                    "id": self.config.node_id,
+                    "peer_address": "",
+                    "zone": self.config.zone,
+                    "role": "voter",
+                    "match_index": self.group.stats.commands,
+                    "lag": 0,
+                    "last_contact_ms": 0,
+                    "healthy": True,
+                }
+            ],
+        }
+
+    def refresh_metrics(self) -> None:
+        stats = self.group.stats
+        self.metrics.commit_groups.inc(stats.groups - self._last_groups)
+        self._last_groups = stats.groups
+        self.metrics.open_transactions.set(len(self.service.transactions))
+        self.metrics.storage_bytes.set(self.engine.approximate_size())
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def serve(self) -> None:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server.add_generic_rpc_handlers((self.api.handler(),))
+        bound = server.add_insecure_port(self.config.client_addr)
+        if not bound:
+            raise OSError(f"cannot listen on {self.config.client_addr}")
+        runner = web.AppRunner(
+            http.build_app(self.metrics, self.status, lambda: self.ready, self.refresh_metrics),
+            access_log=None,
+        )
+        await runner.setup()
+        host, port = split_addr(self.config.admin_addr)
+        site = web.TCPSite(runner, host, port)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                group_task = tasks.create_task(self.group.run(), name="commit-group")
+                upkeep = tasks.create_task(self._upkeep(), name="upkeep")
+                await server.start()
+                await site.start()
+                self.ready = True
+                log.info(
+                    "node.serving node=%s client=%s admin=%s data=%s",
+                    self.config.node_id,
+                    self.config.client_addr,
+                    self.config.admin_addr,
+                    self.config.data_dir,
+                )
+                await self._stopping.wait()
+                self.ready = False
+                log.info("node.stopping grace=%ss", self.config.shutdown_grace_seconds)
+                await server.stop(self.config.shutdown_grace_seconds)
+                upkeep.cancel()
+                self.group.close()
+                await group_task
+        finally:
+            await runner.cleanup()
+            self.engine.close()
+            log.info("node.stopped node=%s", self.config.node_id)
+
+    async def _upkeep(self) -> None:
+        """Expire abandoned transactions; garbage-collect versions past retention."""
+        last_gc = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            self.service.transactions.expire()
+            if time.monotonic() - last_gc >= self.config.gc_interval_seconds:
+                last_gc = time.monotonic()
+                await self.collect_garbage()
+
+    async def collect_garbage(self) -> int:
+        horizon = self.group.read_ts() - self.service.retention_us
+        if horizon <= 0:
+            return 0
+        deleted = 0
+        for family in (Family.ENTITIES, Family.INDEXES):
+            start: bytes | None = b""
+            while start is not None:
+                batch, start, _ = self.store.collect(family, start, horizon, 2000)
+                deleted += batch.count
+                self.engine.write(batch)
+                await asyncio.sleep(0)  # let requests through between chunks
+        self.metrics.gc_runs.inc()
+        self.metrics.gc_deleted.inc(deleted)
+        if deleted:
+            log.info("gc.collected versions=%d horizon=%d", deleted, horizon)
+        return deleted
+
+
+def run(config: NodeConfig) -> None:
+    async def main() -> None:
+        node = Node(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, node.stop)
+        await node.serve()
+
+    asyncio.run(main())
