@@ -89,8 +89,8 @@ class Engine:
         value = self._views[family].get(key)
         return None if value is None else bytes(value)
 
-    def iterator(self, family: Family, upper_bound: bytes | None = None) -> Any:
-        """A raw rocksdict iterator; it reads an implicit snapshot taken at creation.
+    def iterator(self, family: Family, upper_bound: bytes | None = None) -> RawIterator:
+        """A raw iterator over one family; it reads an implicit snapshot taken at creation.
 
         Only the upper bound is set here: rocksdict's `set_iterate_lower_bound` sets the
         upper bound instead, so callers seek to their lower end.
@@ -98,7 +98,7 @@ class Engine:
         read_opts = rocksdict.ReadOptions()
         if upper_bound is not None:
             read_opts.set_iterate_upper_bound(upper_bound)
-        return self._views[family].iter(read_opts)
+        return RawIterator(self._views[family].iter(read_opts), read_opts, upper_bound)
 
     def handle(self, family: Family) -> Any:
         return self._handles[family]
@@ -120,6 +120,39 @@ class Engine:
             self.closed = True
             self._db.flush_wal(True)
             self._db.close()
+
+
+class RawIterator:
+    """A rocksdict iterator that keeps its read options and bound alive.
+
+    RocksDB keeps a pointer to the upper-bound slice, and rocksdict does not own a copy:
+    when the bytes object is freed while the iterator lives, the bound reads freed
+    memory and scans end early at random (seen in the MVCC property test). Holding the
+    references here makes the bound outlive the iterator.
+    """
+
+    __slots__ = (
+        "_bound",
+        "_opts",
+        "key",
+        "next",
+        "prev",
+        "seek",
+        "seek_for_prev",
+        "valid",
+        "value",
+    )
+
+    def __init__(self, raw: Any, opts: Any, bound: bytes | None) -> None:
+        self._opts = opts
+        self._bound = bound
+        self.seek = raw.seek
+        self.seek_for_prev = raw.seek_for_prev
+        self.valid = raw.valid
+        self.key = raw.key
+        self.value = raw.value
+        self.next = raw.next
+        self.prev = raw.prev
 
 
 class WriteBatch:

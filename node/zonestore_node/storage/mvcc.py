@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from zonestore_node.storage import keycodec
-from zonestore_node.storage.engine import Engine, Family, WriteBatch
+from zonestore_node.storage.engine import Engine, Family, RawIterator, WriteBatch
 
 TOMBSTONE = b""
 _TS = keycodec.TS_SUFFIX_LEN
@@ -52,7 +51,7 @@ class Store:
         return [self._seek_visible(it, key, read_ts) for key in keys]
 
     @staticmethod
-    def _seek_visible(it: Any, encoded: bytes, read_ts: int) -> Version | None:
+    def _seek_visible(it: RawIterator, encoded: bytes, read_ts: int) -> Version | None:
         it.seek(keycodec.versioned(encoded, read_ts))
         if not it.valid():
             return None
