@@ -9,6 +9,7 @@ import crdschema
 import pytest
 import yaml
 from conftest import REPO
+
 from zonestore_operator.model import spec as specmodel
 
 

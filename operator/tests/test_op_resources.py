@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import parse_spec
 from zonestore_operator.resources import meta, policy, statefulset

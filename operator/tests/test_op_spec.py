@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from zonestore_operator.model.spec import (
     DatastoreSpec,
     RetentionPolicy,

@@ -1,0 +1,46 @@
+"""The facts one reconcile pass observes, as frozen values; produced by `observe`,
+consumed by the pure `plan`. Nothing here does I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from zonestore_operator.model.node import NodeStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PodObservation:
+    name: str
+    zone: str
+    ordinal: int
+    phase: str = "Running"  # Pending, Running, Succeeded, Failed, Unknown
+    ready: bool = True  # the Ready condition (readiness probe on /readyz)
+    deleting: bool = False  # metadata.deletionTimestamp is set
+    node_name: str | None = None
+    ip: str | None = None
+    role_label: str | None = None  # current zonestore.io/role label
+    revision: str | None = None  # controller-revision-hash label
+
+    @property
+    def running(self) -> bool:
+        return self.phase == "Running" and not self.deleting
+
+
+@dataclass(frozen=True, slots=True)
+class StatefulSetObservation:
+    zone: str
+    replicas: int
+    update_revision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    pods: Mapping[str, PodObservation] = field(default_factory=dict)
+    # Kubernetes node name -> Ready condition; nodes not listed are unknown.
+    node_ready: Mapping[str, bool] = field(default_factory=dict)
+    # Zone -> names of the Kubernetes nodes labelled with it.
+    zone_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    statefulsets: Mapping[str, StatefulSetObservation] = field(default_factory=dict)
+    # Pod name -> its /admin/status; pods whose admin API did not answer are absent.
+    statuses: Mapping[str, NodeStatus] = field(default_factory=dict)
