@@ -1,0 +1,321 @@
+"""`make bench`: the same workloads against zonestore and Google's emulator, side by side.
+
+    python -m bench.run [--seconds 5] [--threads 1,16] [--workloads put,lookup,...]
+                        [--targets zonestore,emulator] [--quick] [--json PATH]
+                        [--procs 4] [--profile DIR]
+
+Each target is a fresh server (a new zonestore data folder, a new in-memory emulator)
+on loopback. Both are started, preloaded with put_multi of 500 from parallel worker
+processes (timed), warmed up, and then measured cell by cell, alternating targets
+within each (workload, clients) pair so a change in the shared box's background load
+hits both sides alike. A target that fails a workload gets "n/a (error: ...)" in its
+column instead of stopping the run; a target that is not installed is skipped (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import hotspots, pool, report, targets, workloads
+
+PROJECT = "bench"
+DISPATCH_SLACK = 0.15  # seconds for commands to reach every worker before warm-up counts
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    lookup: int
+    query: int
+    query_small: int
+    preload_batch: int = 500
+
+
+FULL = Sizes(lookup=10_000, query=100_000, query_small=1_000)
+QUICK = Sizes(lookup=1_000, query=2_000, query_small=200)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=None, help="measured seconds per cell (5)")
+    p.add_argument("--threads", default="1,16", help="client counts, comma-separated")
+    p.add_argument("--workloads", default=",".join(workloads.ALL))
+    p.add_argument("--targets", default="zonestore,emulator")
+    p.add_argument("--quick", action="store_true", help="small data and short cells (smoke run)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--procs", type=int, default=None, help="max load-generator processes (4; quick: 2)"
+    )
+    p.add_argument("--warmup", type=float, default=None, help="per-target warm-up seconds (8)")
+    p.add_argument("--cell-warmup", type=float, default=None, help="per-cell warm-up (1)")
+    p.add_argument(
+        "--profile", type=Path, default=None, help="py-spy the zonestore server in every cell"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder (server logs)")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.seconds = args.seconds if args.seconds is not None else (1.0 if q else 5.0)
+    args.procs = args.procs or (2 if q else 4)
+    args.warmup = args.warmup if args.warmup is not None else (0.3 if q else 8.0)
+    args.cell_warmup = args.cell_warmup if args.cell_warmup is not None else (0.1 if q else 1.0)
+    args.sizes = QUICK if q else FULL
+    args.clients = [int(x) for x in args.threads.split(",") if x.strip()]
+    args.workload_list = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    for w in args.workload_list:
+        if w not in workloads.ALL:
+            p.error(f"unknown workload {w!r} (choose from {', '.join(workloads.ALL)})")
+    args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for t in args.target_list:
+        if t not in ("zonestore", "emulator"):
+            p.error(f"unknown target {t!r}")
+    if args.profile is not None and hotspots.py_spy() is None:
+        p.error("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return args
+
+
+def percentile(sorted_values: array[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workers: pool.Pool) -> None:
+        self.args = args
+        self.pool = workers
+        self.cell_count = 0
+        self.profiles: list[tuple[str, Path]] = []
+
+    def spread(self, clients: int) -> list[int]:
+        """Threads per worker process for `clients` clients: as even as possible."""
+        procs = min(clients, self.pool.size)
+        return [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+
+    def preload(self, target: targets.Target, kind: str, entities: int) -> report.LoadResult:
+        procs = min(self.pool.size, 4, max(1, entities // self.args.sizes.preload_batch))
+        bounds = [entities * i // procs for i in range(procs + 1)]
+        commands = [
+            pool.Preload(
+                target.addr, PROJECT, kind, bounds[i], bounds[i + 1], entities,
+                self.args.sizes.preload_batch,
+            )
+            for i in range(procs)
+        ]  # fmt: skip
+        began = time.monotonic()
+        replies = self.pool.call(commands, timeout=600)
+        elapsed = time.monotonic() - began
+        failed = [r.message for r in replies if isinstance(r, pool.Failed)]
+        return report.LoadResult(
+            target.name, kind, entities, elapsed, error=failed[0] if failed else None
+        )
+
+    def cell(
+        self,
+        target: targets.Target,
+        workload: str,
+        clients: int,
+        params: workloads.Params,
+        warmup: float,
+        seconds: float,
+        record: bool = True,
+    ) -> report.CellResult:
+        self.cell_count += 1
+        cell_id = f"c{self.cell_count}"
+        params = workloads.Params(params.lookup_entities, params.query_entities, cell_id)
+        start_at = time.monotonic() + DISPATCH_SLACK + warmup
+        end_at = start_at + seconds
+        commands = [
+            pool.RunCell(target.addr, PROJECT, workload, params, n, start_at, end_at, cell_id)
+            for n in self.spread(clients)
+        ]
+        for conn, command in zip(self.pool.conns, commands, strict=False):
+            conn.send(command)
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        server0 = target.cpu_seconds()
+        busy0, _ = targets.machine_busy_seconds()
+        spy = None
+        if record and self.args.profile is not None and target.name == "zonestore":
+            self.args.profile.mkdir(parents=True, exist_ok=True)
+            raw = self.args.profile / f"{workload}-{clients}-{params.query_entities}.txt"
+            spy = (hotspots.start(target.pid, seconds, raw), raw)
+        time.sleep(max(0.0, end_at - time.monotonic()))
+        server1 = target.cpu_seconds()
+        busy1, _ = targets.machine_busy_seconds()
+        load1 = os.getloadavg()[0]
+        replies = []
+        deadline = end_at + workloads.RPC_TIMEOUT + 30
+        for conn in self.pool.conns[: len(commands)]:
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"{workload} on {target.name}: a worker did not finish")
+            replies.append(conn.recv())
+        if spy is not None:
+            spy[0].wait(timeout=60)
+            self.profiles.append((f"{target.name} {workload} x{clients}", spy[1]))
+        lat = array("d")
+        errors: dict[str, int] = {}
+        client_cpu = 0.0
+        retries = committed = 0
+        for reply in replies:
+            if isinstance(reply, pool.Failed):
+                errors[reply.message] = errors.get(reply.message, 0) + 1
+                continue
+            part: pool.CellPart = reply
+            chunk = array("d")
+            chunk.frombytes(part.latencies)
+            lat.extend(chunk)
+            for k, v in part.errors.items():
+                errors[k] = errors.get(k, 0) + v
+            client_cpu += part.cpu_seconds
+            retries += part.retries
+            committed += part.committed
+        lost = None
+        if workload == workloads.TXN_COUNTER and committed:
+            value = self.pool.call([pool.ReadCounter(target.addr, PROJECT, cell_id)], timeout=60)
+            if isinstance(value[0], int):
+                lost = committed - value[0]
+        ops = len(lat)
+        server_cpu = server1 - server0
+        entities = {
+            workloads.LOOKUP: params.lookup_entities,
+            workloads.QUERY: params.query_entities,
+        }.get(workload, 0)
+        common = {
+            "workload": workload, "clients": clients, "target": target.name,
+            "entities": entities, "ops": ops, "seconds": seconds, "errors": errors,
+            "server_cores": server_cpu / seconds, "client_cores": client_cpu / seconds,
+            "other_cores": max(0.0, (busy1 - busy0 - server_cpu - client_cpu) / seconds),
+            "loadavg_1m": load1, "retries": retries, "lost_updates": lost,
+        }  # fmt: skip
+        if ops == 0:
+            message = next(iter(errors), "no operation completed")
+            return report.CellResult(**common, error=message)  # type: ignore[arg-type]
+        lat = array("d", sorted(lat))
+        return report.CellResult(
+            **common,  # type: ignore[arg-type]
+            ops_per_s=ops / seconds,
+            p50_ms=percentile(lat, 0.50) * 1000,
+            p99_ms=percentile(lat, 0.99) * 1000,
+            server_cpu_us_per_op=server_cpu / ops * 1e6,
+            client_cpu_us_per_op=client_cpu / ops * 1e6,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes: Sizes = args.sizes
+    scratch = Path(tempfile.mkdtemp(prefix="zonestore-bench-"))
+    run = report.Run(
+        targets=[],
+        skipped={},
+        settings={
+            "seconds": args.seconds, "cell_warmup": args.cell_warmup,
+            "target_warmup": args.warmup, "procs": args.procs, "quick": args.quick,
+            "clients": args.clients, "workloads": args.workload_list,
+            "sizes": {"lookup": sizes.lookup, "query": sizes.query,
+                      "query_small": sizes.query_small},
+            "cpus": os.cpu_count(),
+        },
+    )  # fmt: skip
+    run.loadavg["start"] = list(os.getloadavg())
+    servers: list[targets.Target] = []
+    for name in args.target_list:
+        if name == "zonestore":
+            servers.append(targets.Zonestore(scratch))
+        else:
+            found = targets.find_emulator()
+            if found is None:
+                print("emulator not installed: skipped", flush=True)
+                run.skipped["emulator"] = "not installed"
+            else:
+                servers.append(targets.Emulator(scratch, *found))
+    workers: pool.Pool | None = None
+    try:
+        if not servers:
+            print("no target to run", flush=True)
+            return 0
+        workers = pool.Pool(max(args.procs, 1))
+        bench = Bench(args, workers)
+        for server in servers:
+            run.startup_s[server.name] = server.start()
+            run.targets.append(server.name)
+            print(f"{server.name} ready at {server.addr} (pid {server.pid})", flush=True)
+        wanted = set(args.workload_list)
+        query_sizes = [sizes.query_small, sizes.query] if workloads.QUERY in wanted else []
+        for server in servers:
+            kinds = [(workloads.LOOKUP_KIND, sizes.lookup)]
+            kinds += [(workloads.query_kind(n), n) for n in query_sizes]
+            for kind, n in kinds:
+                load = bench.preload(server, kind, n)
+                run.loads.append(load)
+                state = load.error or f"{load.seconds:.1f} s ({load.per_s:,.0f}/s)"
+                print(f"{server.name}: preloaded {n:,} {kind} in {state}", flush=True)
+        params = workloads.Params(sizes.lookup, sizes.query)
+        warm = [workloads.PUT, workloads.LOOKUP, workloads.PUT_MULTI]
+        warm += [w for w in (workloads.QUERY, workloads.TXN_COUNTER) if w in wanted]
+        for server in servers:
+            for w in warm:
+                bench.cell(server, w, 4, params, 0.0, args.warmup / len(warm), record=False)
+            print(f"{server.name}: warmed up for {args.warmup:.1f} s", flush=True)
+        run.loadavg["after preload"] = list(os.getloadavg())
+        for workload in args.workload_list:
+            for clients in args.clients:
+                for server in servers:
+                    result = bench.cell(
+                        server, workload, clients, params, args.cell_warmup, args.seconds
+                    )
+                    run.cells.append(result)
+                    print(_progress(result), flush=True)
+        if query_sizes:
+            for server in servers:
+                small = workloads.Params(sizes.lookup, sizes.query_small)
+                result = bench.cell(
+                    server, workloads.QUERY, 1, small, args.cell_warmup, args.seconds
+                )
+                run.scaling.append(result)
+                print(_progress(result), flush=True)
+                big = run.find(workloads.QUERY, 1, server.name)
+                if big is None:
+                    big = bench.cell(
+                        server, workloads.QUERY, 1, params, args.cell_warmup, args.seconds
+                    )
+                run.scaling.append(big)
+        run.loadavg["end"] = list(os.getloadavg())
+        for label, raw in bench.profiles:
+            run.hotspots[label] = hotspots.summarise(raw)
+    finally:
+        if workers is not None:
+            workers.close()
+        for server in servers:
+            server.stop()
+        if args.keep:
+            print(f"scratch kept at {scratch}", flush=True)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print()
+    print(report.render(run), flush=True)
+    if args.json is not None:
+        report.write_json(run, args.json)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def _progress(cell: report.CellResult) -> str:
+    if cell.error is not None:
+        return f"  {cell.target:9} {cell.workload:11} x{cell.clients:<3} n/a ({cell.error})"
+    return (
+        f"  {cell.target:9} {cell.workload:11} x{cell.clients:<3} {cell.ops_per_s:8.0f} ops/s"
+        f"  p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms  load {cell.loadavg_1m:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Smoke test: a seconds-long `bench.run --quick` against zonestore, so the bench cannot rot.
+
+Not under pytest's testpaths; run it explicitly:
+    .venv/bin/python -m pytest -q bench/test_bench_smoke.py
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(120)
+def test_quick_bench_prints_the_table_and_measures_every_working_workload(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--seconds", "0.5",
+         "--targets", "zonestore", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| workload | clients | zonestore ops/s |" in proc.stdout
+    results = json.loads(out.read_text())
+    cells = {(c["workload"], c["clients"]): c for c in results["cells"]}
+    assert set(cells) == {(w, n) for w in ("put", "lookup", "put_multi", "query", "txn_counter")
+                          for n in (1, 16)}  # fmt: skip
+    for workload in ("put", "lookup", "put_multi"):
+        assert cells[(workload, 1)]["ops_per_s"], cells[(workload, 1)]
+    assert cells[("txn_counter", 1)]["lost_updates"] == 0

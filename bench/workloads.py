@@ -1,0 +1,183 @@
+"""What one benchmark operation is, per workload, written against the official client.
+
+Runs inside the worker processes only (it imports google-cloud-datastore). Each
+workload turns a client, a per-thread tag and a random generator into a zero-argument
+operation; the operation raises on any failure, including a wrong answer (a lookup
+that finds nothing, a query that does not return its 20 rows), so a target that fails
+a workload shows up as an error rather than as a fast empty reply.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+RPC_TIMEOUT = 30.0
+PAYLOAD = "x" * 200
+QUERY_MATCHES = 20  # every tag value matches exactly this many entities, at any size
+TXN_ATTEMPTS = 50
+
+# The workloads, in the order the report lists them.
+PUT = "put"
+LOOKUP = "lookup"
+PUT_MULTI = "put_multi"
+QUERY = "query"
+TXN_COUNTER = "txn_counter"
+ALL = (PUT, LOOKUP, PUT_MULTI, QUERY, TXN_COUNTER)
+DESCRIPTIONS = {
+    PUT: "single put (1 entity, new key)",
+    LOOKUP: "lookup by key",
+    PUT_MULTI: "put_multi of 100",
+    QUERY: "equality query, limit 20",
+    TXN_COUNTER: "txn counter increment (1 hot key)",
+}
+
+LOOKUP_KIND = "BenchLookup"
+
+
+def query_kind(entities: int) -> str:
+    return f"BenchQuery{entities}"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """What a workload needs to know about the preloaded data and this cell."""
+
+    lookup_entities: int = 10_000
+    query_entities: int = 100_000
+    cell_id: str = "c0"
+
+
+class Retried(Exception):
+    """Raised by a transaction that was aborted TXN_ATTEMPTS times in a row."""
+
+
+def make_entity(client: Any, kind: str, name: str, tag: int, n: int) -> Any:
+    from google.cloud import datastore
+
+    entity = datastore.Entity(client.key(kind, name), exclude_from_indexes=("payload",))
+    entity["tag"] = tag
+    entity["n"] = n
+    entity["payload"] = PAYLOAD
+    return entity
+
+
+def preload_entity(client: Any, kind: str, i: int, entities: int) -> Any:
+    """Entity number i of a preloaded kind; tag = i mod (entities / 20)."""
+    tags = max(1, entities // QUERY_MATCHES)
+    return make_entity(client, kind, f"k{i}", i % tags, i)
+
+
+def put_range(client: Any, kind: str, start: int, stop: int, entities: int, batch: int) -> int:
+    for lo in range(start, stop, batch):
+        hi = min(stop, lo + batch)
+        client.put_multi(
+            [preload_entity(client, kind, i, entities) for i in range(lo, hi)],
+            timeout=RPC_TIMEOUT * 4,
+        )
+    return stop - start
+
+
+class Stats:
+    """Per-thread counters that the operation bumps besides its latency."""
+
+    __slots__ = ("committed", "retries")
+
+    def __init__(self) -> None:
+        self.retries = 0
+        self.committed = 0
+
+
+def make_op(
+    workload: str, client: Any, params: Params, tag: str, rng: random.Random, stats: Stats
+) -> Callable[[], None]:
+    from google.api_core import exceptions
+    from google.cloud import datastore
+    from google.cloud.datastore.query import PropertyFilter
+
+    counter = 0
+
+    if workload == PUT:
+
+        def put() -> None:
+            nonlocal counter
+            counter += 1
+            entity = make_entity(client, "BenchPut", f"{tag}-{counter}", counter % 100, counter)
+            client.put(entity, timeout=RPC_TIMEOUT)
+
+        return put
+
+    if workload == PUT_MULTI:
+
+        def put_multi() -> None:
+            nonlocal counter
+            counter += 1
+            client.put_multi(
+                [
+                    make_entity(client, "BenchPutMulti", f"{tag}-{counter}-{j}", j, counter)
+                    for j in range(100)
+                ],
+                timeout=RPC_TIMEOUT,
+            )
+
+        return put_multi
+
+    if workload == LOOKUP:
+        entities = params.lookup_entities
+
+        def lookup() -> None:
+            key = client.key(LOOKUP_KIND, f"k{rng.randrange(entities)}")
+            if client.get(key, timeout=RPC_TIMEOUT) is None:
+                raise LookupError(f"{key.flat_path} not found")
+
+        return lookup
+
+    if workload == QUERY:
+        kind = query_kind(params.query_entities)
+        tags = max(1, params.query_entities // QUERY_MATCHES)
+        want = min(QUERY_MATCHES, params.query_entities)
+
+        def query() -> None:
+            q = client.query(kind=kind)
+            q.add_filter(filter=PropertyFilter("tag", "=", rng.randrange(tags)))
+            rows = list(q.fetch(limit=20, timeout=RPC_TIMEOUT))
+            if len(rows) != want:
+                raise AssertionError(f"query returned {len(rows)} rows, expected {want}")
+
+        return query
+
+    if workload == TXN_COUNTER:
+        key = client.key("BenchCounter", params.cell_id)
+        aborted = (exceptions.Aborted, exceptions.Conflict)
+
+        def increment() -> None:
+            backoff = 0.001
+            for _ in range(TXN_ATTEMPTS):
+                try:
+                    with client.transaction():
+                        entity = client.get(key, timeout=RPC_TIMEOUT)
+                        if entity is None:
+                            entity = datastore.Entity(key)
+                            entity["n"] = 0
+                        entity["n"] = int(entity["n"]) + 1
+                        client.put(entity)
+                except aborted:
+                    stats.retries += 1
+                    time.sleep(rng.uniform(0, backoff))
+                    backoff = min(backoff * 2, 0.05)
+                    continue
+                stats.committed += 1
+                return
+            raise Retried(f"aborted {TXN_ATTEMPTS} times in a row")
+
+        return increment
+
+    raise ValueError(f"unknown workload {workload!r}")
+
+
+def read_counter(client: Any, cell_id: str) -> int:
+    entity = client.get(client.key("BenchCounter", cell_id), timeout=RPC_TIMEOUT)
+    return 0 if entity is None else int(entity["n"])
