@@ -1,0 +1,161 @@
+"""Replica groups on loopback, in one event loop: replication, apply, reads, failover."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.harness import free_port
+from zonestore_node.model import keys
+from zonestore_node.model.indexing import EntityPb
+from zonestore_node.replica.group import GroupConfig, NotLeader, RaftGroup
+from zonestore_node.storage import mvcc
+from zonestore_node.storage.engine import Engine, Family
+from zonestore_node.txn import apply
+from zonestore_node.txn.clock import HybridClock
+from zonestore_node.txn.command import CommitCommand, Op, Write
+
+
+def _write(name: str, value: int, commit_ts: int) -> CommitCommand:
+    key = keys.build("p", "", "", (("K", name),))
+    entity = EntityPb()
+    entity.key.CopyFrom(key)
+    entity.properties["v"].integer_value = value
+    return CommitCommand(
+        commit_ts, (Write(Op.UPSERT, keys.encode(key), entity.SerializeToString()),)
+    )
+
+
+class Member:
+    def __init__(self, group: RaftGroup, engine: Engine) -> None:
+        self.group = group
+        self.engine = engine
+        self.task: asyncio.Task[None] | None = None
+
+    def value(self, name: str) -> int | None:
+        key = keys.build("p", "", "", (("K", name),))
+        version = self.group.store.get(Family.ENTITIES, keys.encode(key), self.group.read_ts())
+        if version is None:
+            return None
+        _, entity = apply.decode_entity(version.payload)
+        return int(entity.properties["v"].integer_value)
+
+
+def _make(tmp: Path, node_id: str, cluster: dict[str, str], seed: int) -> Member:
+    engine = Engine(tmp / node_id)
+    group = RaftGroup(
+        GroupConfig(
+            node_id=node_id,
+            zone="z",
+            peer_addr=cluster[node_id],
+            advertise_peer_addr=cluster[node_id],
+            client_addr="",
+            admin_addr="",
+            initial_cluster=cluster,
+            tick_seconds=0.02,
+        ),
+        engine,
+        mvcc.Store(engine),
+        apply.apply,
+        CommitCommand.decode,
+        HybridClock(),
+        random.Random(seed),
+    )
+    return Member(group, engine)
+
+
+@asynccontextmanager
+async def cluster(tmp: Path, n: int) -> AsyncIterator[list[Member]]:
+    ids = [f"n{i}" for i in range(n)]
+    addrs = {i: f"127.0.0.1:{free_port()}" for i in ids}
+    members = [_make(tmp, i, addrs, seed) for seed, i in enumerate(ids)]
+    for m in members:
+        m.task = asyncio.create_task(m.group.run())
+    try:
+        yield members
+    finally:
+        for m in members:
+            m.group.close()
+        for m in members:
+            if m.task is not None:
+                await asyncio.wait_for(m.task, 5)
+            m.engine.close()
+
+
+async def leader_of(members: list[Member], timeout: float = 5.0) -> Member:
+    async with asyncio.timeout(timeout):
+        while True:
+            for m in members:
+                if m.group.is_leader and m.group._leader_ready.is_set():
+                    return m
+            await asyncio.sleep(0.02)
+
+
+async def test_a_group_of_one_commits_and_applies(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 1) as (solo,):
+        leader = await leader_of([solo])
+        result = await leader.group.submit(_write("a", 1, leader.group.clock.now()))
+        assert result.error is None
+        assert solo.value("a") == 1
+
+
+async def test_three_replicas_apply_the_same_writes_in_the_same_order(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 3) as members:
+        leader = await leader_of(members)
+        futures = [
+            leader.group.submit(_write(f"k{i % 5}", i, leader.group.clock.now())) for i in range(50)
+        ]
+        results = await asyncio.gather(*futures)
+        assert all(r.error is None for r in results)
+        async with asyncio.timeout(5):
+            while any(m.group.applied_index < leader.group.applied_index for m in members):
+                await asyncio.sleep(0.02)
+        for m in members:
+            assert [m.value(f"k{j}") for j in range(5)] == [45, 46, 47, 48, 49]
+
+
+async def test_followers_refuse_proposals_and_name_the_leader(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 3) as members:
+        leader = await leader_of(members)
+        follower = next(m for m in members if m is not leader)
+        async with asyncio.timeout(5):
+            while follower.group.leader != leader.group.config.node_id:
+                await asyncio.sleep(0.02)
+        with pytest.raises(NotLeader) as info:
+            follower.group.submit(_write("x", 1, 1))
+        assert info.value.leader == leader.group.config.node_id
+
+
+async def test_linearizable_read_barrier_returns_the_latest_commit(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 3) as members:
+        leader = await leader_of(members)
+        ts = leader.group.clock.now()
+        await leader.group.submit(_write("r", 7, ts))
+        read_ts = await asyncio.wait_for(leader.group.read_barrier(), 5)
+        assert read_ts >= ts
+
+
+async def test_a_new_leader_is_elected_when_the_leader_stops_and_keeps_every_commit(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path, 3) as members:
+        leader = await leader_of(members)
+        for i in range(10):
+            await leader.group.submit(_write("c", i, leader.group.clock.now()))
+        leader.group.close()
+        assert leader.task is not None
+        await asyncio.wait_for(leader.task, 5)
+        rest = [m for m in members if m is not leader]
+        new_leader = await leader_of(rest, timeout=10)
+        assert new_leader is not leader
+        result = await new_leader.group.submit(_write("c", 100, new_leader.group.clock.now()))
+        assert result.error is None
+        for m in rest:
+            async with asyncio.timeout(5):
+                while m.value("c") != 100:
+                    await asyncio.sleep(0.02)

@@ -1,0 +1,200 @@
+"""Peer transport: length-prefixed msgpack frames over TCP between replicas.
+
+Owns connections, framing and reconnection; knows nothing of what the frames mean. One
+outbound connection per peer, fed by a bounded queue: everything queued while a write
+is in flight goes out in the next write (batching without timers). A lost connection
+drops what was queued (Raft retransmits), reports the peer unreachable, and reconnects
+with exponential backoff. Inbound connections start with a hello frame naming the
+sender. Frames are `[kind, body]` with plain msgpack types: never pickle.
+
+TLS: `ssl_server` / `ssl_client` contexts are accepted and passed to asyncio as they are;
+the security work supplies them (mutual TLS with a per-cluster CA).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+log = logging.getLogger("zonestore.transport")
+
+_LEN = struct.Struct(">I")
+MAX_FRAME = 64 << 20
+HELLO = 0
+QUEUE_LIMIT = 4096
+
+Handler = Callable[[str, int, Any], None]
+"""(peer id, frame kind, frame body) -> None; called on the event loop."""
+
+
+def encode_frame(kind: int, body: Any) -> bytes:
+    payload: bytes = msgpack.packb([kind, body], use_bin_type=True)
+    return _LEN.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, Any]:
+    header = await reader.readexactly(4)
+    (length,) = _LEN.unpack(header)
+    if length > MAX_FRAME:
+        raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+    kind, body = msgpack.unpackb(await reader.readexactly(length), raw=False)
+    return int(kind), body
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Link:
+    """The outbound side towards one peer."""
+
+    def __init__(self, transport: Transport, peer: str) -> None:
+        self.transport = transport
+        self.peer = peer
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
+        self.task: asyncio.Task[None] | None = None
+        self.connected = False
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            addr = self.transport.addresses.get(self.peer)
+            if not addr:
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                host, port = split_addr(addr)
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port, ssl=self.transport.ssl_client), timeout=2.0
+                )
+            except (OSError, TimeoutError, ValueError) as exc:
+                self._fail(f"connect: {exc}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            self.connected = True
+            try:
+                writer.write(encode_frame(HELLO, [self.transport.node_id, self.transport.hello]))
+                while True:
+                    frame = await self.queue.get()
+                    chunks = [frame]
+                    while not self.queue.empty():
+                        chunks.append(self.queue.get_nowait())
+                    writer.writelines(chunks)
+                    await writer.drain()
+            except (OSError, ConnectionError) as exc:
+                self._fail(f"send: {exc}")
+            finally:
+                self.connected = False
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    def _fail(self, why: str) -> None:
+        dropped = self.queue.qsize()
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        log.debug("transport.peer_unreachable peer=%s why=%s dropped=%d", self.peer, why, dropped)
+        self.transport.on_unreachable(self.peer)
+
+
+class Transport:
+    def __init__(
+        self,
+        node_id: str,
+        listen_addr: str,
+        handler: Handler,
+        on_unreachable: Callable[[str], None],
+        *,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
+        hello: dict[str, str] | None = None,
+        on_hello: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.hello = hello or {}
+        self.on_hello = on_hello
+        self.listen_addr = listen_addr
+        self.handler = handler
+        self.on_unreachable = on_unreachable
+        self.ssl_server = ssl_server
+        self.ssl_client = ssl_client
+        self.addresses: dict[str, str] = {}
+        self._links: dict[str, _Link] = {}
+        self._server: asyncio.Server | None = None
+        self._inbound: set[asyncio.Task[None]] = set()
+
+    def set_address(self, peer: str, addr: str) -> None:
+        if peer != self.node_id and addr:
+            self.addresses[peer] = addr
+
+    async def start(self) -> None:
+        if not self.listen_addr:
+            return  # a group of one: nobody to listen to
+        host, port = split_addr(self.listen_addr)
+        self._server = await asyncio.start_server(
+            self._accept, host or "0.0.0.0", port, ssl=self.ssl_server, limit=MAX_FRAME
+        )
+
+    def send(self, peer: str, kind: int, body: Any) -> bool:
+        """Queue one frame for `peer`; False when it had to be dropped (queue full)."""
+        link = self._links.get(peer)
+        if link is None:
+            link = self._links[peer] = _Link(self, peer)
+            link.task = asyncio.get_running_loop().create_task(link.run(), name=f"link-{peer}")
+        try:
+            link.queue.put_nowait(encode_frame(kind, body))
+            return True
+        except asyncio.QueueFull:
+            return False
+
+    def is_connected(self, peer: str) -> bool:
+        link = self._links.get(peer)
+        return bool(link and link.connected)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inbound.add(task)
+        peer = "?"
+        try:
+            kind, body = await asyncio.wait_for(read_frame(reader), timeout=5.0)
+            if kind != HELLO or not isinstance(body, list) or len(body) != 2:
+                return
+            peer = str(body[0])
+            if self.on_hello is not None:
+                self.on_hello(peer, body[1])
+            while True:
+                kind, body = await read_frame(reader)
+                self.handler(peer, kind, body)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            log.warning("transport.bad_frame peer=%s error=%s", peer, exc)
+        finally:
+            if task is not None:
+                self._inbound.discard(task)
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [link.task for link in self._links.values() if link.task is not None]
+        tasks += list(self._inbound)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
