@@ -1,36 +1,136 @@
-"""Query planning and execution (being written: see the query helper's work)."""
+"""Query execution: the entry points the gRPC edge calls, and the result batch.
+
+`run_query` validates and plans a query (planner), streams rows from every filter
+branch (rows, scan), merges the branches by sort key, applies the start/end cursors,
+offset, limit and batch size, and renders a raw `QueryResultBatch`. It also returns the
+index ranges it read (`read_ranges`) and the entity keys it fetched (`read_keys`) so a
+read-write transaction can be validated at commit.
+
+more_results, as production and the official clients use it:
+    MORE_RESULTS_AFTER_LIMIT   the limit was reached (even if nothing follows)
+    MORE_RESULTS_AFTER_CURSOR  the next result lies past the end cursor
+    NOT_FINISHED               the batch is full (MAX_QUERY_BATCH rows or the byte
+                               budget); the client re-issues the query from end_cursor
+    NO_MORE_RESULTS            the scans are exhausted
+
+Must not import api/ (the edge imports this module); GQL lives in query/gql.py.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import struct
 from typing import Any
 
-from zonestore_node.api.errors import unimplemented
-from zonestore_node.storage import mvcc
-from zonestore_node.txn.command import ReadRange
+from google.cloud.datastore_v1.types import query as query_types
 
+from zonestore_node.model import keys, limits
+from zonestore_node.query import aggregate, gql, metadata, planner, rows, values
+from zonestore_node.query.outcome import QueryOutcome
+from zonestore_node.query.planner import ResultKind, Spec
+from zonestore_node.storage import keycodec, mvcc
 
-@dataclass(slots=True)
-class QueryOutcome:
-    batch: Any
-    read_ranges: list[ReadRange] = field(default_factory=list)
+QueryResultBatch: Any = query_types.QueryResultBatch.pb()
+
+NOT_FINISHED = 1
+MORE_RESULTS_AFTER_LIMIT = 2
+NO_MORE_RESULTS = 3
+MORE_RESULTS_AFTER_CURSOR = 4
+
+_U64 = struct.Struct(">Q")
+# Stop adding rows once this many bytes are in the batch: one more entity (at most
+# MAX_ENTITY_BYTES) still keeps the response under MAX_RESPONSE_BYTES.
+_BATCH_BYTES = limits.MAX_RESPONSE_BYTES - limits.MAX_ENTITY_BYTES
 
 
 def run_query(
     store: mvcc.Store, project: str, database: str, namespace: str, query: Any, read_ts: int
 ) -> QueryOutcome:
-    raise unimplemented("queries are not served yet")
+    spec = planner.parse(project, database, namespace, query)
+    if spec.kind in metadata.KINDS:
+        return metadata.run(store, spec, read_ts)
+    ctx = rows.Context(store, spec, read_ts)
+    batch = QueryResultBatch()
+    batch.entity_result_type = int(spec.result_kind)
+    more = NO_MORE_RESULTS
+    skipped = 0
+    last_skipped: rows.Row | None = None
+    last: rows.Row | None = None
+    count = size = 0
+    if spec.limit == 0:
+        more = MORE_RESULTS_AFTER_LIMIT
+    else:
+        for row in rows.stream(ctx):
+            if spec.end is not None and row.sort_key > spec.end.sort_key:
+                more = MORE_RESULTS_AFTER_CURSOR
+                break
+            if skipped < spec.offset:
+                skipped += 1
+                last_skipped = row
+                continue
+            size += render(spec, batch.entity_results.add(), row)
+            last = row
+            count += 1
+            if spec.limit is not None and count >= spec.limit:
+                more = MORE_RESULTS_AFTER_LIMIT
+                break
+            if count >= limits.MAX_QUERY_BATCH or size >= _BATCH_BYTES:
+                more = NOT_FINISHED
+                break
+    batch.skipped_results = skipped
+    if last_skipped is not None:
+        batch.skipped_cursor = rows.position(last_skipped).encode()
+    if last is not None:
+        batch.end_cursor = batch.entity_results[-1].cursor
+    elif last_skipped is not None:
+        batch.end_cursor = batch.skipped_cursor
+    else:
+        batch.end_cursor = spec.start.encode()
+    batch.more_results = more
+    return QueryOutcome(batch, ctx.tracker.ranges(), ctx.read_keys)
+
+
+def render(spec: Spec, er: Any, row: rows.Row) -> int:
+    """Fill one EntityResult; returns its approximate size in bytes."""
+    size = 64 + len(row.sort_key)
+    if spec.result_kind is ResultKind.FULL:
+        assert row.version is not None
+        raw = row.version.payload[8:]
+        er.entity.MergeFromString(raw)
+        size += len(raw)
+    else:
+        if row.entity is not None:
+            er.entity.key.CopyFrom(row.entity.key)
+        else:
+            path = keycodec.decode_path(row.path, 0)[0]
+            p = spec.partition
+            er.entity.key.CopyFrom(keys.build(p.project, p.database, p.namespace, path))
+        size += len(row.path) * 2
+        if spec.result_kind is ResultKind.PROJECTION:
+            props = er.entity.properties
+            for name, encoded in zip(spec.projection, row.combo, strict=True):
+                values.fill(props[name], encoded)
+                size += len(encoded) + len(name)
+    if row.version is not None:
+        commit_ts = row.version.commit_ts
+        create_ts = int(_U64.unpack_from(row.version.payload)[0])
+        er.version = commit_ts
+        er.create_time.seconds, rem = divmod(create_ts, 1_000_000)
+        er.create_time.nanos = rem * 1000
+        er.update_time.seconds, rem = divmod(commit_ts, 1_000_000)
+        er.update_time.nanos = rem * 1000
+    er.cursor = rows.position(row).encode()
+    return size
 
 
 def run_aggregation(
     store: mvcc.Store, project: str, database: str, namespace: str, aggregation: Any, read_ts: int
 ) -> QueryOutcome:
-    raise unimplemented("aggregation queries are not served yet")
+    return aggregate.run(store, project, database, namespace, aggregation, read_ts)
 
 
-def parse_gql(gql: Any) -> Any:
-    raise unimplemented("GQL is not supported yet")
+def parse_gql(gql_query: Any) -> Any:
+    return gql.parse_query(gql_query)
 
 
-def parse_gql_aggregation(gql: Any) -> Any:
-    raise unimplemented("GQL is not supported yet")
+def parse_gql_aggregation(gql_query: Any) -> Any:
+    return gql.parse_aggregation(gql_query)
