@@ -1,0 +1,167 @@
+"""One reconcile pass end to end against fakes of the two gateways (Kubernetes API and
+node admin API) backed by the simulated cluster: objects applied, status written, Events
+posted, and a failover finished within one pass."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from simcluster import REF, T0, SimCluster, SimMember
+
+from zonestore_operator.model.node import Membership, NodeStatus
+from zonestore_operator.model.spec import parse_spec
+from zonestore_operator.reconcile.loop import reconcile
+
+SPEC = {"zones": ["a", "b", "c"], "replicasPerZone": 2, "voters": 3}
+
+
+class FakeKube:
+    def __init__(self, sim: SimCluster, body: dict[str, Any]) -> None:
+        self.sim, self.body = sim, body
+        self.applied: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str]] = []
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        obs = self.sim.observation()
+        return [
+            {
+                "metadata": {
+                    "name": p.name,
+                    "labels": {"zonestore.io/zone": p.zone, "zonestore.io/role": p.role_label},
+                },
+                "spec": {"nodeName": p.node_name},
+                "status": {
+                    "phase": "Running",
+                    "podIP": p.name,
+                    "conditions": [{"type": "Ready", "status": str(p.ready)}],
+                },
+            }
+            for p in obs.pods.values()
+        ]
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        obs = self.sim.observation()
+        return [
+            {
+                "metadata": {"name": n, "labels": {"topology.kubernetes.io/zone": n.split("-")[1]}},
+                "status": {"conditions": [{"type": "Ready", "status": str(ok)}]},
+            }
+            for n, ok in obs.node_ready.items()
+        ]
+
+    async def list_statefulsets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return [
+            {"metadata": {"labels": {"zonestore.io/zone": z}}, "spec": {"replicas": n}}
+            for z, n in self.sim.sts.items()
+        ]
+
+    async def get_datastore(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.body
+
+    async def apply(self, obj: Mapping[str, Any]) -> None:
+        self.applied[(obj["kind"], obj["metadata"]["name"])] = dict(obj)
+        if obj["kind"] == "StatefulSet":
+            zone = obj["metadata"]["labels"]["zonestore.io/zone"]
+            self.sim.sts[zone] = obj["spec"]["replicas"]
+
+    async def set_pod_labels(
+        self, namespace: str, pod: str, labels: Mapping[str, str | None]
+    ) -> None:
+        if pod in self.sim.pods:
+            self.sim.pods[pod].role_label = labels["zonestore.io/role"]
+
+    async def delete_pod(self, namespace: str, pod: str) -> None:
+        raise AssertionError("no restarts expected")
+
+    async def patch_status(self, ref: Any, status: Mapping[str, Any]) -> None:
+        self.body["status"] = dict(status)
+
+    async def post_event(self, ref: Any, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason))
+
+
+class FakeAdmin:
+    def __init__(self, sim: SimCluster) -> None:
+        self.sim = sim
+        self.calls: list[tuple[str, str]] = []
+
+    async def status(self, address: str) -> NodeStatus:
+        name = address.rsplit(":", 1)[0]
+        statuses = self.sim.observation().statuses
+        if name not in statuses:
+            raise OSError("unreachable")
+        return statuses[name]
+
+    async def add_learner(self, address: str, member_id: str, peer_address: str, zone: str) -> None:
+        self.calls.append(("add", member_id))
+        self.sim.members[member_id] = SimMember(zone, Membership.LEARNER, lag=0)
+
+    async def promote(self, address: str, member_id: str) -> None:
+        self.calls.append(("promote", member_id))
+        self.sim.members[member_id].membership = Membership.VOTER
+
+    async def remove(self, address: str, member_id: str) -> None:
+        self.calls.append(("remove", member_id))
+        del self.sim.members[member_id]
+
+    async def transfer_leader(self, address: str, target: str) -> None:
+        self.calls.append(("transfer", target))
+        self.sim.leader = target
+
+
+def _body() -> dict[str, Any]:
+    return {
+        "apiVersion": "zonestore.io/v1alpha1",
+        "kind": "Datastore",
+        "metadata": {"name": REF.name, "namespace": REF.namespace, "uid": REF.uid, "generation": 1},
+        "spec": dict(SPEC),
+    }
+
+
+def test_a_pass_over_a_healthy_cluster_applies_objects_and_writes_ready_status() -> None:
+    sim = SimCluster.healthy(parse_spec(SPEC))
+    kube, admin = FakeKube(sim, _body()), FakeAdmin(sim)
+    outcome = asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0))
+    assert outcome.error is None
+    assert admin.calls == []
+    assert ("StatefulSet", "ds-c") in kube.applied
+    assert ("PodDisruptionBudget", "ds-voters") in kube.applied
+    status = kube.body["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Ready")
+    assert status["leader"] == "ds-a-0"
+    assert status["summary"] == {"replicas": "6/6", "zones": "3/3"}
+
+
+def test_a_failed_zone_is_failed_over_within_one_pass() -> None:
+    sim = SimCluster.healthy(parse_spec(SPEC))
+    kube, admin = FakeKube(sim, _body()), FakeAdmin(sim)
+    asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0))
+    sim.dead_zones.add("c")
+    asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0 + timedelta(seconds=5)))
+    assert admin.calls == []
+    outcome = asyncio.run(
+        reconcile(kube.body, kube, admin, clock=lambda: T0 + timedelta(seconds=70))
+    )
+    assert admin.calls == [("promote", "ds-a-1"), ("remove", "ds-c-0"), ("remove", "ds-c-1")]
+    assert len(outcome.member_actions) == 3
+    reasons = [r for _, r in kube.events]
+    assert reasons.index("ZoneDown") < reasons.index("ZoneFailed") < reasons.index("MemberPromoted")
+    assert reasons.count("MemberRemoved") == 2
+
+
+def test_an_invalid_spec_is_reported_on_the_status_and_as_an_event() -> None:
+    sim = SimCluster.healthy(parse_spec(SPEC))
+    body = _body()
+    body["spec"]["voters"] = 4
+    kube, admin = FakeKube(sim, body), FakeAdmin(sim)
+    outcome = asyncio.run(reconcile(body, kube, admin, clock=lambda: T0))
+    assert outcome.error is not None
+    assert "spec.voters must be odd" in outcome.error
+    ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert kube.events == [("Warning", "InvalidSpec")]
+    assert kube.applied == {}

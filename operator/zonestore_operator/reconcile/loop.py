@@ -1,0 +1,144 @@
+"""One reconcile pass for one Datastore: observe -> plan -> apply, repeated while the plan
+still has a membership change to make (one change per round, at most `max_rounds`), so a
+failover that needs promote, transfer and remove finishes in one pass when the nodes
+answer quickly. Level-based: everything is recomputed each round from observation and
+the status written the round before.
+
+The clock is read here (once per round) and handed to the pure planner.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from zonestore_operator import metrics
+from zonestore_operator.adminclient import AdminError
+from zonestore_operator.model.node import NodeStatus
+from zonestore_operator.model.ref import DatastoreRef
+from zonestore_operator.model.spec import SpecError, parse_spec
+from zonestore_operator.model.status import (
+    ConditionType,
+    DatastoreStatus,
+    parse_status,
+    set_condition,
+)
+from zonestore_operator.reconcile import apply as applier
+from zonestore_operator.reconcile.kube import KubeGateway
+from zonestore_operator.reconcile.observe import observe
+from zonestore_operator.reconcile.plan import MemberAction, Plan, plan
+
+log = logging.getLogger("zonestore_operator.reconcile")
+
+
+class NodeAdmin(applier.MembershipAdmin, Protocol):
+    async def status(self, address: str) -> NodeStatus: ...
+
+
+@dataclass
+class Outcome:
+    plan: Plan | None = None
+    member_actions: list[MemberAction] = field(default_factory=list)
+    error: str | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def reconcile(
+    body: Mapping[str, Any],
+    kube: KubeGateway,
+    admin: NodeAdmin,
+    clock: Callable[[], datetime] = _now,
+    max_rounds: int = 5,
+) -> Outcome:
+    ref = DatastoreRef.from_body(body)
+    previous = parse_status(body.get("status"))
+    try:
+        spec = parse_spec(body.get("spec"), ref.name)
+    except SpecError as exc:
+        await _report_invalid_spec(kube, ref, previous, str(exc), clock())
+        metrics.RECONCILES.labels("invalid_spec").inc()
+        return Outcome(error=str(exc))
+
+    outcome = Outcome()
+    status = previous
+    with metrics.DURATION.time():
+        for _ in range(max_rounds):
+            observation = await observe(kube, admin, ref, spec)
+            p = plan(ref, spec, status, observation, clock())
+            outcome.plan = p
+            await applier.apply_objects(kube, p)
+            await applier.apply_pods(kube, ref, p)
+            for event in p.events:
+                if event.reason == "ZoneFailed":
+                    metrics.FAILOVERS.inc()
+                await kube.post_event(ref, event.type, event.reason, event.message)
+            status = p.status
+            await kube.patch_status(ref, status.to_dict())
+            _export_members(ref, status)
+            if not p.member_actions:
+                break
+            action = p.member_actions[0]
+            address = applier.admin_address(p, observation, spec)
+            if address is None:
+                break
+            log.info(
+                "reconcile.member_action datastore=%s/%s action=%s member=%s reason=%s",
+                ref.namespace,
+                ref.name,
+                action.kind.value,
+                action.member,
+                action.reason,
+            )
+            try:
+                await applier.apply_member_action(admin, kube, ref, address, action)
+            except AdminError as exc:
+                outcome.error = str(exc)
+                await kube.post_event(
+                    ref,
+                    "Warning",
+                    "MembershipChangeFailed",
+                    f"{action.kind.value} {action.member}: {exc}",
+                )
+                metrics.ERRORS.labels("admin").inc()
+                break
+            metrics.MEMBER_ACTIONS.labels(action.kind.value).inc()
+            outcome.member_actions.append(action)
+    metrics.RECONCILES.labels("error" if outcome.error else "ok").inc()
+    return outcome
+
+
+def _export_members(ref: DatastoreRef, status: DatastoreStatus) -> None:
+    counts = {"healthy": 0, "unhealthy": 0, "voter": 0, "learner": 0}
+    for m in status.members:
+        counts["healthy" if m.healthy else "unhealthy"] += 1
+        if m.membership == "Voter":
+            counts["voter"] += 1
+        elif m.membership == "Learner":
+            counts["learner"] += 1
+    for state, n in counts.items():
+        metrics.MEMBERS.labels(ref.namespace, ref.name, state).set(n)
+
+
+async def _report_invalid_spec(
+    kube: KubeGateway, ref: DatastoreRef, previous: DatastoreStatus, message: str, now: datetime
+) -> None:
+    conditions = set_condition(
+        previous.conditions, ConditionType.READY, False, "InvalidSpec", message, now, ref.generation
+    )
+    conditions = set_condition(
+        conditions, ConditionType.DEGRADED, True, "InvalidSpec", message, now, ref.generation
+    )
+    await kube.patch_status(
+        ref,
+        {
+            "observedGeneration": ref.generation,
+            "conditions": [c.to_dict() for c in conditions],
+        },
+    )
+    await kube.post_event(ref, "Warning", "InvalidSpec", message)
