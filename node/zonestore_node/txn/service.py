@@ -23,6 +23,9 @@ from zonestore_node.txn.command import CommitCommand, Op, ReadRange, Write
 from zonestore_node.txn.ids import IdAllocator
 from zonestore_node.txn.transactions import Registry, Transaction
 
+# Bytes an EntityResult adds around its entity: tags, lengths, version, two timestamps.
+_RESULT_OVERHEAD = 64
+
 
 class CommitGroup(Protocol):
     """Where commands go to become durable (replica/local.py; later the Raft group)."""
@@ -144,18 +147,29 @@ class DatastoreService:
         if snap.txn is not None and not snap.txn.read_only:
             snap.txn.read_keys.update(encoded)
         versions = self.store.get_many(Family.ENTITIES, encoded, snap.read_ts)
+        # Keep the response under the budget *after* adding a result (a budget checked
+        # before adding let a near-maximum entity push it past the client's 4 MiB);
+        # the first result always goes in, so every response makes progress.
         size = 0
+        deferring = False
         for key, version in zip(key_pbs, versions, strict=True):
-            if size > limits.MAX_RESPONSE_BYTES:
-                result.deferred.append(key)
-                continue
             if version is None:
+                cost = key.ByteSize() + _RESULT_OVERHEAD
+            else:
+                create_ts, raw = apply_mod.split_payload(version.payload)
+                cost = len(raw) + _RESULT_OVERHEAD
+            deferring = deferring or (
+                size + cost > limits.MAX_RESPONSE_BYTES and bool(result.found or result.missing)
+            )
+            if deferring:
+                result.deferred.append(key)
+            elif version is None:
                 result.missing.append(key)
-                size += key.ByteSize() + 16
-                continue
-            create_ts, raw = apply_mod.split_payload(version.payload)
-            result.found.append(Found(key, version.commit_ts, create_ts, version.commit_ts, raw))
-            size += len(raw) + 32
+            else:
+                result.found.append(
+                    Found(key, version.commit_ts, create_ts, version.commit_ts, raw)
+                )
+            size += cost
         return result
 
     # Transactions ---------------------------------------------------------------
