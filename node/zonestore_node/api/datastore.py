@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 from google.cloud.datastore_v1.types import datastore as ds
+from google.protobuf.message import DecodeError
 
 from zonestore_node.api import errors
 from zonestore_node.api.metrics import Metrics
@@ -215,6 +216,8 @@ class DatastoreApi:
             started = time.perf_counter()
             code = "OK"
             try:
+                if isinstance(request, Malformed):
+                    raise invalid(f"The request is not a valid {request.type_name} message.")
                 return await fn(request, context)
             except DatastoreError as exc:
                 code = errors.status_of(exc.code).name
@@ -260,12 +263,35 @@ class DatastoreApi:
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 self._wrap(name, fn),
-                request_deserializer=req.pb().FromString,
+                request_deserializer=_lenient(req.pb()),
                 response_serializer=resp.pb().SerializeToString,
             )
             for name, (fn, req, resp) in table.items()
         }
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+class Malformed:
+    """A request whose bytes do not parse. grpc turns a deserializer exception into
+    UNKNOWN with the parser's text; this lets the handler answer INVALID_ARGUMENT."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _lenient(message_type: Any) -> Callable[[bytes], Any]:
+    parse = message_type.FromString
+    name = message_type.DESCRIPTOR.full_name
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return parse(raw)
+        except DecodeError:
+            return Malformed(name)
+
+    return deserialize
 
 
 LookupResponse: Any = ds.LookupResponse.pb()
