@@ -46,9 +46,8 @@ def run_query(
     store: mvcc.Store, project: str, database: str, namespace: str, query: Any, read_ts: int
 ) -> QueryOutcome:
     spec = planner.parse(project, database, namespace, query)
-    if spec.kind in metadata.KINDS:
-        return metadata.run(store, spec, read_ts)
     ctx = rows.Context(store, spec, read_ts)
+    produced = metadata.rows(ctx) if spec.kind in metadata.KINDS else rows.stream(ctx)
     batch = QueryResultBatch()
     batch.entity_result_type = int(spec.result_kind)
     more = NO_MORE_RESULTS
@@ -59,7 +58,7 @@ def run_query(
     if spec.limit == 0:
         more = MORE_RESULTS_AFTER_LIMIT
     else:
-        for row in rows.stream(ctx):
+        for row in produced:
             if spec.end is not None and row.sort_key > spec.end.sort_key:
                 more = MORE_RESULTS_AFTER_CURSOR
                 break
@@ -92,11 +91,13 @@ def run_query(
 def render(spec: Spec, er: Any, row: rows.Row) -> int:
     """Fill one EntityResult; returns its approximate size in bytes."""
     size = 64 + len(row.sort_key)
-    if spec.result_kind is ResultKind.FULL:
-        assert row.version is not None
+    if spec.result_kind is ResultKind.FULL and row.version is not None:
         raw = row.version.payload[8:]
         er.entity.MergeFromString(raw)
         size += len(raw)
+    elif spec.result_kind is ResultKind.FULL:
+        er.entity.CopyFrom(row.entity)  # metadata results are built, not stored
+        size += er.entity.ByteSize()
     else:
         if row.entity is not None:
             er.entity.key.CopyFrom(row.entity.key)

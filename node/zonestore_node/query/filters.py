@@ -30,6 +30,7 @@ from zonestore_node.model.errors import invalid
 from zonestore_node.storage import keycodec
 
 KEY_PROPERTY = "__key__"
+METADATA_KINDS = frozenset({"__namespace__", "__kind__", "__property__"})
 MAX_DISJUNCTIONS = 30
 MAX_IN_VALUES = 30
 MAX_NOT_IN_VALUES = 10
@@ -163,12 +164,7 @@ class Branch:
     def satisfiable(self) -> bool:
         if not self.key_ranges:
             return False
-        for c in self.properties.values():
-            if c.ranges is not None and not c.ranges:
-                return False
-            if len(set(c.eq)) > 1 and c.ranges is not None:
-                pass
-        return True
+        return all(c.ranges is None or c.ranges for c in self.properties.values())
 
     def matches(self, values: dict[str, list[bytes]], path: bytes) -> bool:
         if not contains(self.key_ranges, path):
@@ -311,7 +307,12 @@ class FilterParser:
         key = type(value.key_value)()
         key.CopyFrom(value.key_value)
         p = self.partition
-        keys.normalize(key, p.project, p.database)
+        if any(e.kind in METADATA_KINDS for e in key.path):
+            # Metadata keys use reserved kinds, which normalize() refuses for entities.
+            key.partition_id.project_id = key.partition_id.project_id or p.project
+            key.partition_id.database_id = key.partition_id.database_id or p.database
+        else:
+            keys.normalize(key, p.project, p.database)
         if key.partition_id.namespace_id != p.namespace:
             raise invalid(
                 f'The {what} key is in namespace "{key.partition_id.namespace_id}", '
