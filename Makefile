@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JS := node/tests/js
 JS_STAMP := $(JS)/node_modules/.installed
-REPLICAS ?= 1
+REPLICAS ?= 3
 ARGS ?=
 
 .PHONY: run test lint unit bench setup clean-data

@@ -33,6 +33,28 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--client-addr", default=_env("ZONESTORE_CLIENT_ADDR", "127.0.0.1:8081"))
     p.add_argument("--admin-addr", default=_env("ZONESTORE_ADMIN_ADDR", "127.0.0.1:9081"))
     p.add_argument(
+        "--peer-addr",
+        default=_env("ZONESTORE_PEER_ADDR", ""),
+        help="where to listen for the other replicas (empty: a group of one)",
+    )
+    p.add_argument(
+        "--advertise-peer-addr",
+        default=_env("ZONESTORE_ADVERTISE_PEER_ADDR", ""),
+        help="how the other replicas reach this one (default: --peer-addr)",
+    )
+    p.add_argument(
+        "--initial-cluster",
+        default=_env("ZONESTORE_INITIAL_CLUSTER", ""),
+        help="founding voters, id=host:port,...; ignored once the data folder holds a log",
+    )
+    p.add_argument(
+        "--join",
+        action="store_true",
+        default=_env("ZONESTORE_JOIN", "") == "1",
+        help="start empty and wait for the leader to add this replica (as a learner)",
+    )
+    p.add_argument("--tick-ms", type=float, default=float(_env("ZONESTORE_TICK_MS", "50")))
+    p.add_argument(
         "--retention-seconds",
         type=float,
         default=float(_env("ZONESTORE_RETENTION_SECONDS", "3600")),
@@ -48,10 +70,11 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a local cluster on loopback")
-    p.add_argument("--replicas", type=int, default=int(_env("ZONESTORE_REPLICAS", "1")))
+    p.add_argument("--replicas", type=int, default=int(_env("ZONESTORE_REPLICAS", "3")))
     p.add_argument("--host", default=_env("ZONESTORE_HOST", "127.0.0.1"))
     p.add_argument("--client-port", type=int, default=int(_env("ZONESTORE_CLIENT_PORT", "8081")))
     p.add_argument("--admin-port", type=int, default=int(_env("ZONESTORE_ADMIN_PORT", "9081")))
+    p.add_argument("--peer-port", type=int, default=int(_env("ZONESTORE_PEER_PORT", "7081")))
     p.add_argument("--data-dir", default=_env("ZONESTORE_DATA_DIR", ".zonestore-data"))
 
 
@@ -67,25 +90,39 @@ def _wait_ready(admin: str, deadline: float) -> bool:
     return False
 
 
+def parse_cluster(spec: str) -> tuple[tuple[str, str], ...]:
+    members = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        node_id, sep, addr = item.partition("=")
+        if not sep or not node_id or ":" not in addr:
+            raise SystemExit(f"zonestore: bad --initial-cluster entry {item!r}: want id=host:port")
+        members.append((node_id, addr))
+    return tuple(members)
+
+
 def run_cluster(args: argparse.Namespace) -> int:
-    if args.replicas != 1:
+    if args.replicas < 1 or args.replicas % 2 == 0:
         print(
-            "zonestore run: only --replicas 1 is available until replication lands "
-            f"(asked for {args.replicas}).",
+            f"zonestore run: --replicas must be odd (1, 3, 5...), got {args.replicas}: "
+            "an even group tolerates no more failures than the odd one below it.",
             file=sys.stderr,
         )
         return 2
     data = Path(args.data_dir)
+    ids = [f"local-{i}" for i in range(args.replicas)]
+    peers = ",".join(f"{ids[i]}={args.host}:{args.peer_port + i}" for i in range(args.replicas))
     children: list[subprocess.Popen[bytes]] = []
     for i in range(args.replicas):
         client = f"{args.host}:{args.client_port + i}"
         admin = f"{args.host}:{args.admin_port + i}"
         cmd = [
             sys.executable, "-m", "zonestore_node.cli", "serve",
-            "--node-id", f"local-{i}", "--zone", f"zone-{i}",
-            "--data-dir", str(data / f"local-{i}"),
+            "--node-id", ids[i], "--zone", f"zone-{chr(ord('a') + i % 3)}",
+            "--data-dir", str(data / ids[i]),
             "--client-addr", client, "--admin-addr", admin,
         ]  # fmt: skip
+        if args.replicas > 1:
+            cmd += ["--peer-addr", f"{args.host}:{args.peer_port + i}", "--initial-cluster", peers]
         children.append(subprocess.Popen(cmd))
     stop = False
 
@@ -102,6 +139,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     ):
         print(
             f"\nzonestore is serving the Datastore API ({args.replicas} replica(s), data in {data}).\n"
+            f"Any replica takes any request (client ports {args.client_port}.."
+            f"{args.client_port + args.replicas - 1}).\n"
             f"  export DATASTORE_EMULATOR_HOST={host}\n"
             f"  export DATASTORE_DATASET=demo GOOGLE_CLOUD_PROJECT=demo DATASTORE_PROJECT_ID=demo\n"
             f"Metrics and status: http://{args.host}:{args.admin_port}/metrics , /admin/status\n"
@@ -148,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                 admin_addr=args.admin_addr,
                 retention_seconds=args.retention_seconds,
                 gc_interval_seconds=args.gc_interval_seconds,
+                peer_addr=args.peer_addr,
+                advertise_peer_addr=args.advertise_peer_addr,
+                initial_cluster=parse_cluster(args.initial_cluster),
+                join=args.join,
+                tick_seconds=args.tick_ms / 1000.0,
             )
         )
         return 0

@@ -21,12 +21,15 @@ import grpc
 from aiohttp import web
 
 from zonestore_node.api import http
-from zonestore_node.api.datastore import GRPC_OPTIONS, DatastoreApi
+from zonestore_node.api.datastore import GRPC_OPTIONS, SERVICE, DatastoreApi
+from zonestore_node.api.forward import Forwarder
 from zonestore_node.api.metrics import Metrics
-from zonestore_node.replica.local import LocalGroup
+from zonestore_node.replica.group import GroupConfig, RaftGroup
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply
+from zonestore_node.txn.clock import HybridClock
+from zonestore_node.txn.command import CommitCommand
 from zonestore_node.txn.ids import IdAllocator
 from zonestore_node.txn.service import DatastoreService
 
@@ -40,6 +43,13 @@ class NodeConfig:
     data_dir: Path
     client_addr: str = "127.0.0.1:8081"
     admin_addr: str = "127.0.0.1:9081"
+    peer_addr: str = ""  # empty: a group of one, no peer port
+    advertise_peer_addr: str = ""
+    initial_cluster: tuple[tuple[str, str], ...] = ()  # founding voters: (id, peer address)
+    join: bool = False
+    tick_seconds: float = 0.05
+    # A replica is ready to serve reads when its applied index is this close to the commit.
+    ready_lag_entries: int = 1000
     retention_seconds: float = 3600.0
     gc_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 5.0
@@ -55,48 +65,75 @@ class Node:
         self.config = config
         self.engine = Engine(config.data_dir / "db")
         self.store = mvcc.Store(self.engine)
-        self.group = LocalGroup(self.engine, self.store, apply.apply)
+        self.group = RaftGroup(
+            GroupConfig(
+                node_id=config.node_id,
+                zone=config.zone,
+                peer_addr=config.peer_addr,
+                advertise_peer_addr=config.advertise_peer_addr or config.peer_addr,
+                client_addr=config.client_addr,
+                admin_addr=config.admin_addr,
+                initial_cluster=dict(config.initial_cluster),
+                join=config.join,
+                tick_seconds=config.tick_seconds,
+            ),
+            self.engine,
+            self.store,
+            apply.apply,
+            CommitCommand.decode,
+            HybridClock(),
+        )
         self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
         self.service.retention_us = int(config.retention_seconds * 1_000_000)
         self.metrics = Metrics(config.node_id, config.zone)
-        self.api = DatastoreApi(self.service, self.metrics)
+        self.forwarder = Forwarder(SERVICE, self._leader_client_addr)
+        self.api = DatastoreApi(self.service, self.metrics, self.forwarder)
         self.started = time.time()
         self._stopping = asyncio.Event()
         self.ready = False
         self._last_groups = 0
+        self._last_leader_changes = 0
+
+    def _leader_client_addr(self) -> str | None:
+        group = self.group
+        if not group.leader:
+            return None
+        if group.leader == self.config.node_id and not group.is_leader:
+            return None
+        return group.leader_client_addr()
+
+    def is_ready(self) -> bool:
+        """Serving: started, a leader is known, and this replica has applied nearly all
+        that is committed (a replica far behind would serve stale eventual reads)."""
+        if not self.ready or not self.group.leader:
+            return False
+        commit = self.group.node.raft.log.commit_index
+        return commit - self.group.applied_index <= self.config.ready_lag_entries
 
     def status(self) -> dict[str, Any]:
-        ts = self.group.read_ts()
-        return {
-            "node_id": self.config.node_id,
-            "zone": self.config.zone,
-            "role": "leader",
-            "term": 1,
-            "leader": self.config.node_id,
-            "commit_index": self.group.stats.commands,
-            "applied_index": self.group.stats.commands,
-            "read_ts": ts,
-            "ready": self.ready,
-            "members": [
-                {
-                    "id": self.config.node_id,
-                    "peer_address": "",
-                    "zone": self.config.zone,
-                    "role": "voter",
-                    "match_index": self.group.stats.commands,
-                    "lag": 0,
-                    "last_contact_ms": 0,
-                    "healthy": True,
-                }
-            ],
-        }
+        status = self.group.status()
+        status["ready"] = self.is_ready()
+        return status
 
     def refresh_metrics(self) -> None:
         stats = self.group.stats
-        self.metrics.commit_groups.inc(stats.groups - self._last_groups)
+        m = self.metrics
+        m.commit_groups.inc(stats.groups - self._last_groups)
         self._last_groups = stats.groups
-        self.metrics.open_transactions.set(len(self.service.transactions))
-        self.metrics.storage_bytes.set(self.engine.approximate_size())
+        m.raft_leader_changes.inc(stats.leader_changes - self._last_leader_changes)
+        self._last_leader_changes = stats.leader_changes
+        m.open_transactions.set(len(self.service.transactions))
+        m.storage_bytes.set(self.engine.approximate_size())
+        status = self.group.node.status()
+        m.raft_term.set(status.term)
+        for role in ("leader", "follower", "candidate", "pre_candidate"):
+            m.raft_role.labels(role).set(1 if status.role.value == role else 0)
+        m.raft_commit_index.set(status.commit_index)
+        m.raft_applied_index.set(self.group.applied_index)
+        for member, progress in status.progress.items():
+            m.raft_follower_lag.labels(member).set(
+                max(0, status.commit_index - progress.match_index)
+            )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -108,7 +145,7 @@ class Node:
         if not bound:
             raise OSError(f"cannot listen on {self.config.client_addr}")
         runner = web.AppRunner(
-            http.build_app(self.metrics, self.status, lambda: self.ready, self.refresh_metrics),
+            http.build_app(self.metrics, self.status, self.is_ready, self.refresh_metrics),
             access_log=None,
         )
         await runner.setup()
@@ -135,6 +172,7 @@ class Node:
                 upkeep.cancel()
                 self.group.close()
                 await group_task
+                await self.forwarder.close()
         finally:
             await runner.cleanup()
             self.engine.close()
@@ -152,6 +190,8 @@ class Node:
 
     async def collect_garbage(self) -> int:
         horizon = self.group.read_ts() - self.service.retention_us
+        # Never collect what an open transaction may still read.
+        horizon = min([horizon, *(t.read_ts for t in self.service.transactions.open())])
         if horizon <= 0:
             return 0
         deleted = 0

@@ -17,11 +17,12 @@ import grpc
 from google.cloud.datastore_v1.types import datastore as ds
 from google.protobuf.message import DecodeError
 
-from zonestore_node.api import errors
+from zonestore_node.api import errors, forward
 from zonestore_node.api.metrics import Metrics
 from zonestore_node.model import limits
 from zonestore_node.model.errors import DatastoreError, invalid
 from zonestore_node.query import executor
+from zonestore_node.replica.group import NotLeader
 from zonestore_node.txn.service import DatastoreService, ReadSpec
 
 SERVICE = "google.datastore.v1.Datastore"
@@ -71,9 +72,15 @@ def read_spec(read_options: Any) -> ReadSpec:
 
 
 class DatastoreApi:
-    def __init__(self, service: DatastoreService, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        service: DatastoreService,
+        metrics: Metrics,
+        forwarder: forward.Forwarder | None = None,
+    ) -> None:
         self.service = service
         self.metrics = metrics
+        self.forwarder = forwarder
 
     # Lookup -----------------------------------------------------------------
 
@@ -81,7 +88,7 @@ class DatastoreApi:
         project, database = project_of(request)
         if request.HasField("property_mask"):
             raise errors.unimplemented("Lookup property masks are not supported.")
-        result = self.service.lookup(
+        result = await self.service.lookup(
             project, database, list(request.keys), read_spec(request.read_options)
         )
         response = LookupResponse()
@@ -106,7 +113,7 @@ class DatastoreApi:
     async def run_query(self, request: Pb, context: Any) -> Pb:
         project, database = project_of(request)
         spec = read_spec(request.read_options)
-        snap = self.service.snapshot(project, database, spec)
+        snap = await self.service.snapshot(project, database, spec)
         response = RunQueryResponse()
         if request.WhichOneof("query_type") == "gql_query":
             query = executor.parse_gql(request.gql_query)
@@ -128,7 +135,7 @@ class DatastoreApi:
     async def run_aggregation_query(self, request: Pb, context: Any) -> Pb:
         project, database = project_of(request)
         spec = read_spec(request.read_options)
-        snap = self.service.snapshot(project, database, spec)
+        snap = await self.service.snapshot(project, database, spec)
         if request.WhichOneof("query_type") == "gql_query":
             aggregation = executor.parse_gql_aggregation(request.gql_query)
         else:
@@ -156,7 +163,9 @@ class DatastoreApi:
         if read_only and opts.read_only.HasField("read_time"):
             read_ts = timestamp_to_micros(opts.read_only.read_time)
         response = BeginTransactionResponse()
-        response.transaction = self.service.begin_transaction(project, database, read_only, read_ts)
+        response.transaction = await self.service.begin_transaction(
+            project, database, read_only, read_ts
+        )
         return response
 
     async def rollback(self, request: Pb, context: Any) -> Pb:
@@ -171,7 +180,7 @@ class DatastoreApi:
         transaction = request.transaction if which == "transaction" else None
         if which == "single_use_transaction":
             read_only = request.single_use_transaction.WhichOneof("mode") == "read_only"
-            transaction = self.service.begin_transaction(project, database, read_only, None)
+            transaction = await self.service.begin_transaction(project, database, read_only, None)
             transactional = True
         elif request.mode == 0 and which is None:  # MODE_UNSPECIFIED
             raise invalid("Commit mode must be TRANSACTIONAL or NON_TRANSACTIONAL.")
@@ -197,13 +206,28 @@ class DatastoreApi:
     async def allocate_ids(self, request: Pb, context: Any) -> Pb:
         project, database = project_of(request)
         response = AllocateIdsResponse()
-        response.keys.extend(self.service.allocate_ids(project, database, list(request.keys)))
+        response.keys.extend(await self.service.allocate_ids(project, database, list(request.keys)))
         return response
 
     async def reserve_ids(self, request: Pb, context: Any) -> Pb:
         project, database = project_of(request)
-        self.service.reserve_ids(project, database, list(request.keys))
+        await self.service.reserve_ids(project, database, list(request.keys))
         return ReserveIdsResponse()
+
+    async def _forward(self, method: str, request: Pb, context: Any) -> bytes:
+        """Relay a request this replica cannot serve to the leader (api/forward.py)."""
+        if self.forwarder is None or forward.Forwarder.was_forwarded(context):
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "This replica is not the leader; retry the request."
+            )
+        assert self.forwarder is not None
+        try:
+            return await self.forwarder.forward(method, request, context)
+        except forward.NoLeader as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details() or "")
+        raise AssertionError("unreachable: abort raises")
 
     # Registration -----------------------------------------------------------------
 
@@ -219,6 +243,9 @@ class DatastoreApi:
                 if isinstance(request, Malformed):
                     raise invalid(f"The request is not a valid {request.type_name} message.")
                 return await fn(request, context)
+            except NotLeader:
+                code = "FORWARDED"
+                return await self._forward(method, request, context)
             except DatastoreError as exc:
                 code = errors.status_of(exc.code).name
                 await context.abort(errors.status_of(exc.code), exc.message)
@@ -264,11 +291,23 @@ class DatastoreApi:
             name: grpc.unary_unary_rpc_method_handler(
                 self._wrap(name, fn),
                 request_deserializer=_lenient(req.pb()),
-                response_serializer=resp.pb().SerializeToString,
+                response_serializer=_serializer(resp.pb()),
             )
             for name, (fn, req, resp) in table.items()
         }
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def _serializer(message_type: Any) -> Callable[[Any], bytes]:
+    """Serialize a response message; bytes relayed from the leader pass through as-is."""
+
+    def serialize(response: Any) -> bytes:
+        if isinstance(response, bytes):
+            return response
+        raw: bytes = response.SerializeToString()
+        return raw
+
+    return serialize
 
 
 class Malformed:

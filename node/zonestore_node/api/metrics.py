@@ -85,6 +85,42 @@ class Metrics:
             "zonestore_transaction_aborts", "Commits aborted by a conflict.", registry=self.registry
         )
 
+        self.raft_term = Gauge("zonestore_raft_term", "Current Raft term.", registry=self.registry)
+        self.raft_role = Gauge(
+            "zonestore_raft_role",
+            "1 for the role this replica has now.",
+            ["role"],
+            registry=self.registry,
+        )
+        self.raft_commit_index = Gauge(
+            "zonestore_raft_commit_index",
+            "Highest log index known committed.",
+            registry=self.registry,
+        )
+        self.raft_applied_index = Gauge(
+            "zonestore_raft_applied_index", "Highest log index applied.", registry=self.registry
+        )
+        self.raft_leader_changes = Counter(
+            "zonestore_raft_leader_changes",
+            "Leader changes seen by this replica.",
+            registry=self.registry,
+        )
+        self.raft_follower_lag = Gauge(
+            "zonestore_raft_follower_lag_entries",
+            "On the leader: entries each member is behind the commit index.",
+            ["member"],
+            registry=self.registry,
+        )
+        self.forwarded = Counter(
+            "zonestore_forwarded_requests",
+            "Requests this replica relayed to the leader.",
+            ["method"],
+            registry=self.registry,
+        )
+
     def observe_request(self, method: str, code: str, seconds: float) -> None:
+        if code == "FORWARDED":
+            self.forwarded.labels(method).inc()
+            return
         self.requests.labels(method, code).inc()
         self.latency.labels(method).observe(seconds)

@@ -19,6 +19,7 @@ from zonestore_node.model import indexing
 from zonestore_node.model.errors import Code
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Family, WriteBatch
+from zonestore_node.txn import ids
 from zonestore_node.txn.command import CommitCommand, Op
 
 _U64 = struct.Struct(">Q")
@@ -59,11 +60,14 @@ def _index_keys(entity_bytes: bytes) -> set[bytes]:
 def apply(store: mvcc.Store, command: CommitCommand, batch: WriteBatch) -> ApplyResult:
     """Evaluate `command` against the store and add its effect to `batch`.
 
-    On any error the batch is left untouched by this command (the caller discards it or
-    writes the other commands' effects), and the result names the error.
+    On an error the command writes nothing but the id high-water mark (ids it carried
+    may have been handed out), and the result names the error.
     """
     commit_ts = command.commit_ts
     result = ApplyResult(commit_ts)
+    if command.id_high_water > ids.stored_high_water(store.engine):
+        # Applied even when the commit itself fails: the ids may have been handed out.
+        batch.put(Family.META, ids.HWM_KEY, ids.encode_high_water(command.id_high_water))
     if command.read_ts is not None:
         conflict = _validate(store, command)
         if conflict:

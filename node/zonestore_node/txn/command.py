@@ -52,6 +52,8 @@ class CommitCommand:
     read_ranges: tuple[ReadRange, ...] = ()
     # Non-transactional commits must not touch one entity twice; transactions may.
     transactional: bool = False
+    # The highest id this command allocates or reserves (0: none); see txn/ids.py.
+    id_high_water: int = 0
 
     def encode(self) -> bytes:
         packed: bytes = msgpack.packb(
@@ -63,6 +65,7 @@ class CommitCommand:
                 list(self.read_keys),
                 [[r.lo, r.hi] for r in self.read_ranges],
                 self.transactional,
+                self.id_high_water,
             ],
             use_bin_type=True,
         )
@@ -70,9 +73,8 @@ class CommitCommand:
 
     @staticmethod
     def decode(raw: bytes) -> CommitCommand:
-        version, commit_ts, writes, read_ts, read_keys, ranges, transactional = msgpack.unpackb(
-            raw, raw=False
-        )
+        fields = msgpack.unpackb(raw, raw=False)
+        version, commit_ts, writes, read_ts, read_keys, ranges, transactional, id_hwm = fields
         if version != FORMAT_VERSION:
             raise ValueError(f"unknown commit command format {version}")
         return CommitCommand(
@@ -82,4 +84,5 @@ class CommitCommand:
             read_keys=tuple(read_keys),
             read_ranges=tuple(ReadRange(lo, hi) for lo, hi in ranges),
             transactional=transactional,
+            id_high_water=id_hwm,
         )

@@ -1,9 +1,13 @@
-"""Ids for incomplete keys: unique, never reused, surviving restarts.
+"""Ids for incomplete keys: unique, never reused, surviving restarts and leader changes.
 
-Ids come from one node-wide counter. The counter's high-water mark is made durable a
-block at a time before any id of the block is handed out, so after a crash allocation
-resumes above every id that may have been returned. ReserveIds moves the counter past
-the reserved ids, so they are never auto-allocated.
+Only the leader allocates, from an in-memory counter. Every allocation reaches the
+replicated log before anyone sees the id: ids for incomplete keys travel inside the
+commit that uses them, AllocateIds and ReserveIds propose a command carrying only the
+new high-water mark. Applying a command raises the replicated high-water mark (META
+`id_high_water`, written by txn/apply.py), and the counter never goes below it, so a
+new leader, which has applied every committed entry before it accepts requests, never
+hands out an id that was acknowledged before. Ids of proposals that never committed may
+be handed out again: nobody was told about them.
 """
 
 from __future__ import annotations
@@ -14,37 +18,31 @@ from zonestore_node.model import limits
 from zonestore_node.storage.engine import Engine, Family
 
 HWM_KEY = b"id_high_water"
-BLOCK = 10_000
 _U64 = struct.Struct(">Q")
+
+
+def stored_high_water(engine: Engine) -> int:
+    """The highest id any applied command allocated or reserved (0: none)."""
+    raw = engine.get(Family.META, HWM_KEY)
+    return int(_U64.unpack(raw)[0]) if raw else 0
+
+
+def encode_high_water(value: int) -> bytes:
+    return _U64.pack(value)
 
 
 class IdAllocator:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        stored = engine.get(Family.META, HWM_KEY)
-        self._next = int(_U64.unpack(stored)[0]) if stored else 1
-        self._limit = self._next  # ids below _limit are durably reserved for us
-
-    def _extend(self, needed_next: int) -> None:
-        limit = max(needed_next, self._next) + BLOCK
-        batch = self._engine.batch()
-        batch.put(Family.META, HWM_KEY, _U64.pack(limit))
-        self._engine.write(batch)
-        self._engine.sync_wal()  # rare (once a block); a short GIL-free stall at most
-        self._limit = limit
+        self._next = 1
 
     def allocate(self, count: int) -> range:
-        if self._next + count > limits.MAX_ID:
+        start = max(self._next, stored_high_water(self._engine) + 1)
+        if start + count > limits.MAX_ID:
             raise OverflowError("id space exhausted")
-        if self._next + count > self._limit:
-            self._extend(self._next + count)
-        start = self._next
-        self._next += count
+        self._next = start + count
         return range(start, start + count)
 
     def reserve(self, ident: int) -> None:
         """Never hand out `ident` (nor anything below it) from now on."""
-        if ident >= self._next:
-            self._next = ident + 1
-            if self._next > self._limit:
-                self._extend(self._next)
+        self._next = max(self._next, ident + 1)

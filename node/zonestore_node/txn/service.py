@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from zonestore_node.model import indexing, keys, limits
 from zonestore_node.model.errors import Code, DatastoreError, invalid
+from zonestore_node.replica.group import ProposalLost
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Family
 from zonestore_node.txn import apply as apply_mod
@@ -28,11 +29,21 @@ _RESULT_OVERHEAD = 64
 
 
 class CommitGroup(Protocol):
-    """Where commands go to become durable (replica/local.py; later the Raft group)."""
+    """Where commands go to become durable: the replica group (replica/group.py).
+
+    `check_leader`, `submit` and `read_barrier` raise the group's NotLeader when this
+    replica cannot serve the request; the edge forwards it to the leader.
+    """
+
+    clock: HybridClock
 
     def read_ts(self) -> int: ...
-    def last_commit_ts(self) -> int: ...
-    def submit(self, command: CommitCommand) -> asyncio.Future[apply_mod.ApplyResult]: ...
+    def check_leader(self) -> None: ...
+    def submit(self, command: CommitCommand) -> asyncio.Future[Any]: ...
+    def read_barrier(self) -> asyncio.Future[int]: ...
+
+
+COMMIT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,50 +106,61 @@ class DatastoreService:
         self.store = store
         self.group = group
         self.ids = ids
-        self.clock = HybridClock()
-        self.clock.observe(group.last_commit_ts())
+        self.clock = group.clock
         self.transactions = Registry()
         self.retention_us = 3600 * 1_000_000
 
     # Snapshots ----------------------------------------------------------------
 
-    def snapshot(self, project: str, database: str, spec: ReadSpec) -> Snapshot:
+    async def snapshot(self, project: str, database: str, spec: ReadSpec) -> Snapshot:
+        """Resolve which snapshot a read sees.
+
+        Transactions live on the leader. Strong reads are linearizable: the leader
+        confirms it still leads (ReadIndex) and reads at the newest applied commit.
+        Eventual reads see whatever this replica has applied. A `read_time` read is
+        served here when this replica has applied past it, else by the leader.
+        """
         if spec.transaction is not None:
+            self.group.check_leader()
             txn = self.transactions.get(spec.transaction, project, database)
             return Snapshot(txn.read_ts, txn)
         if spec.new_transaction:
-            txn = self._begin(
+            txn = await self._begin(
                 project, database, spec.new_transaction_read_only, spec.new_transaction_read_ts
             )
             return Snapshot(txn.read_ts, txn, txn.id)
         if spec.read_ts is not None:
-            return Snapshot(self._check_read_time(spec.read_ts), None)
-        return Snapshot(self.group.read_ts(), None)
+            read_ts = self._check_read_time(spec.read_ts)
+            if read_ts > self.group.read_ts():
+                read_ts = min(read_ts, await self.group.read_barrier())
+            return Snapshot(read_ts, None)
+        if spec.eventual:
+            return Snapshot(self.group.read_ts(), None)
+        return Snapshot(await self.group.read_barrier(), None)
 
     def _check_read_time(self, read_ts: int) -> int:
-        now = self.group.read_ts()
-        if read_ts > now:
-            # A future read_time reads the newest data: nothing newer can exist yet.
-            return now
         oldest = self.clock.last - self.retention_us
         if read_ts < oldest:
             raise invalid("read_time is older than the version retention window (1 hour).")
         return read_ts
 
-    def _begin(
+    async def _begin(
         self, project: str, database: str, read_only: bool, read_ts: int | None
     ) -> Transaction:
-        ts = self._check_read_time(read_ts) if read_ts is not None else self.group.read_ts()
+        self.group.check_leader()
+        ts = await self.group.read_barrier()
+        if read_ts is not None:
+            ts = min(self._check_read_time(read_ts), ts)
         return self.transactions.begin(project, database, read_only, ts)
 
     # Lookup -------------------------------------------------------------------
 
-    def lookup(
+    async def lookup(
         self, project: str, database: str, key_pbs: list[Any], spec: ReadSpec
     ) -> LookupResult:
         if len(key_pbs) > limits.MAX_LOOKUP_KEYS:
             raise invalid(f"A lookup may have at most {limits.MAX_LOOKUP_KEYS} keys.")
-        snap = self.snapshot(project, database, spec)
+        snap = await self.snapshot(project, database, spec)
         result = LookupResult(snap.read_ts, transaction=snap.new_transaction)
         encoded: list[bytes] = []
         for key in key_pbs:
@@ -174,14 +196,15 @@ class DatastoreService:
 
     # Transactions ---------------------------------------------------------------
 
-    def begin_transaction(
+    async def begin_transaction(
         self, project: str, database: str, read_only: bool, read_ts: int | None
     ) -> bytes:
-        return self._begin(project, database, read_only, read_ts).id
+        return (await self._begin(project, database, read_only, read_ts)).id
 
     def rollback(self, project: str, database: str, txn_id: bytes) -> None:
         if not txn_id:
             raise invalid("Rollback needs a transaction.")
+        self.group.check_leader()
         self.transactions.get(txn_id, project, database)
         self.transactions.finish(txn_id)
 
@@ -198,6 +221,7 @@ class DatastoreService:
     ) -> CommitResult:
         if len(mutations) > limits.MAX_MUTATIONS:
             raise invalid(f"A commit may have at most {limits.MAX_MUTATIONS} mutations.")
+        self.group.check_leader()
         txn: Transaction | None = None
         if transactional:
             if not transaction:
@@ -230,8 +254,9 @@ class DatastoreService:
             read_keys=tuple(txn.read_keys) if txn is not None else (),
             read_ranges=tuple(txn.read_ranges) if txn is not None else (),
             transactional=transactional,
+            id_high_water=max((k.path[-1].id for k in allocated if k is not None), default=0),
         )
-        applied = await self.group.submit(command)
+        applied = await self._replicate(command)
         if applied.error is not None:
             raise DatastoreError(applied.error, applied.message)
         outcomes = [
@@ -267,6 +292,30 @@ class DatastoreService:
         indexing.check_entity(entity, project, database)
         return Write(op, keys.encode(entity.key), entity.SerializeToString(), base), new_key
 
+    async def _replicate(self, command: CommitCommand) -> apply_mod.ApplyResult:
+        """Submit a command and wait for its result.
+
+        A proposal overwritten by a new leader did not take effect: UNAVAILABLE, safe to
+        retry. One that is neither applied nor refused in time may still commit:
+        DEADLINE_EXCEEDED says the outcome is unknown (see the README).
+        """
+        future = self.group.submit(command)
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                result: apply_mod.ApplyResult = await future
+                return result
+        except TimeoutError:
+            raise DatastoreError(
+                Code.DEADLINE_EXCEEDED,
+                "The commit was not confirmed in time; it may or may not have been applied.",
+            ) from None
+        except ProposalLost as exc:
+            raise DatastoreError(
+                Code.UNAVAILABLE,
+                "The leader changed before the commit was replicated; it was not applied. "
+                "Retry it.",
+            ) from exc
+
     def _assign_id(self, key: Any) -> None:
         """Give an incomplete key an id that no live entity uses yet."""
         while True:
@@ -277,22 +326,28 @@ class DatastoreService:
 
     # Ids ---------------------------------------------------------------------------
 
-    def allocate_ids(self, project: str, database: str, key_pbs: list[Any]) -> list[Any]:
+    async def allocate_ids(self, project: str, database: str, key_pbs: list[Any]) -> list[Any]:
         for key in key_pbs:
             keys.normalize(key, project, database, allow_incomplete=True)
             if keys.is_complete(key):
                 raise invalid("AllocateIds needs incomplete keys.")
+        self.group.check_leader()
         for key in key_pbs:
             self._assign_id(key)
+        if key_pbs:  # the ids count as handed out only once the log says so
+            high = max(key.path[-1].id for key in key_pbs)
+            await self._replicate(CommitCommand(self.clock.now(), (), id_high_water=high))
         return key_pbs
 
-    def reserve_ids(self, project: str, database: str, key_pbs: list[Any]) -> None:
+    async def reserve_ids(self, project: str, database: str, key_pbs: list[Any]) -> None:
         for key in key_pbs:
             keys.normalize(key, project, database)
-        for key in key_pbs:
-            last = key.path[-1]
-            if last.WhichOneof("id_type") == "id":
-                self.ids.reserve(last.id)
+        self.group.check_leader()
+        reserved = [k.path[-1].id for k in key_pbs if k.path[-1].WhichOneof("id_type") == "id"]
+        for ident in reserved:
+            self.ids.reserve(ident)
+        if reserved:
+            await self._replicate(CommitCommand(self.clock.now(), (), id_high_water=max(reserved)))
 
     # Query hooks ---------------------------------------------------------------------
 

@@ -58,6 +58,9 @@ class Registry:
         txn.last_used = now
         return txn
 
+    def open(self) -> list[Transaction]:
+        return list(self._open.values())
+
     def finish(self, txn_id: bytes) -> None:
         self._open.pop(txn_id, None)
 
