@@ -76,7 +76,7 @@ class Context:
             for name, value in indexing.index_values(entity):
                 values.setdefault(name, []).append(value)
             result = Parsed(version, entity, values)
-        if len(self._cache) < 50_000:
+        if len(self._cache) < 10_000:  # dedupe help only: array entries, OR branches
             self._cache[path] = result
         return result
 
