@@ -86,6 +86,11 @@ class SimParams:
         p.p_partition = rng.choice((0.005, 0.015, 0.04))
         p.p_defer_ready = rng.choice((0.0, 0.25, 0.5))
         p.p_transfer = rng.choice((0.0, 0.006, 0.02))
+        if rng.random() < 0.3:
+            # Leader churn: short reigns, quick restarts, commits racing elections —
+            # the shape of the paper's Figure 8.
+            p.p_crash, p.p_restart, p.max_delay = 0.05, 0.25, rng.choice((2, 5))
+            p.p_partition, p.p_heal = 0.05, 0.1
         p.snapshot_every = rng.choice((8, 15, 1000))
         return p
 
@@ -411,7 +416,10 @@ class Cluster:
         r = rng.random
         if r() < p.p_crash:
             ups = self.up()
-            if ups:
+            lead = self.leader()
+            if lead is not None and r() < 0.5:
+                self.crash(lead.id, clean=False)  # leaders' deaths make the hard histories
+            elif ups:
                 self.crash(rng.choice(ups), clean=False)
         if r() < p.p_clean_crash:
             ups = self.up()
@@ -459,7 +467,8 @@ class Cluster:
             a, b = rng.sample(ids, 2)
             self.cut.add(frozenset((a, b)))
         elif kind == "isolate":
-            a = rng.choice(ids)
+            lead = self.leader()
+            a = lead.id if lead is not None and rng.random() < 0.5 else rng.choice(ids)
             self.cut |= {frozenset((a, b)) for b in ids if b != a}
         else:
             side = set(rng.sample(ids, rng.randint(1, len(ids) - 1)))

@@ -105,6 +105,10 @@ class RaftLog:
 
     def term(self, i: int) -> int:
         """The term at ``i``; 0 when ``i`` is past the end; raises `ErrCompacted` below."""
+        u = self.unstable
+        k = i - u.offset
+        if 0 <= k < len(u.entries):
+            return u.entries[k].term  # fast path: the unstable tail
         dummy = self.first_index() - 1
         if i < dummy:
             raise ErrCompacted(f"term of {i}: compacted up to {dummy}")

@@ -154,8 +154,11 @@ class Node:
             or log.unstable.snapshot is not None
             or r.read_states
             or log.has_next_committed()
-            or r.soft_state() != self._prev_soft
-            or r.hard_state() != self._prev_hard
+            or r.lead != self._prev_soft.lead
+            or r.role is not self._prev_soft.role
+            or r.term != self._prev_hard.term
+            or r.vote != self._prev_hard.vote
+            or log.commit_index != self._prev_hard.commit
         )
 
     def ready(self) -> Ready:
