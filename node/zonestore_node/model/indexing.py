@@ -62,13 +62,8 @@ def encode_value(value: Any, project: str, database: str) -> bytes | None:
     return None
 
 
-def _check_value(
-    name: str, value: Any, project: str, database: str, in_array: bool, excluded: bool
-) -> None:
-    """`excluded`: an enclosing embedded entity is excluded from indexes, and with it
-    every sub-property (as Datastore documents), whatever their own flags say."""
+def _check_value(name: str, value: Any, project: str, database: str, in_array: bool) -> None:
     which = value.WhichOneof("value_type")
-    excluded = excluded or value.exclude_from_indexes
     if which == "array_value":
         if in_array:
             raise invalid(f'Property "{name}" contains an array value inside an array.')
@@ -78,9 +73,9 @@ def _check_value(
                 "set it on the array's elements."
             )
         for element in value.array_value.values:
-            _check_value(name, element, project, database, True, excluded)
+            _check_value(name, element, project, database, True)
     elif which == "entity_value":
-        check_properties(value.entity_value, project, database, nested=True, excluded=excluded)
+        check_properties(value.entity_value, project, database, nested=True)
     elif which == "key_value":
         keys.normalize(value.key_value, project, database)
     elif which == "geo_point_value":
@@ -95,7 +90,7 @@ def _check_value(
             raise invalid(f'Property "{name}": timestamp is outside 0001-01-01..9999-12-31.')
     if (
         which in ("string_value", "blob_value")
-        and not excluded
+        and not value.exclude_from_indexes
         and len(value.string_value.encode() if which == "string_value" else value.blob_value)
         > limits.MAX_INDEXED_BYTES
     ):
@@ -105,12 +100,10 @@ def _check_value(
         )
 
 
-def check_properties(
-    entity: Any, project: str, database: str, *, nested: bool = False, excluded: bool = False
-) -> None:
+def check_properties(entity: Any, project: str, database: str, *, nested: bool = False) -> None:
     for name, value in entity.properties.items():
         keys.check_name(name, "property name")
-        _check_value(name, value, project, database, False, excluded)
+        _check_value(name, value, project, database, False)
     if nested and entity.HasField("key"):
         keys.normalize(entity.key, project, database, allow_incomplete=True)
 
