@@ -1,6 +1,6 @@
 """Many seeds of the chaos simulator; safety is checked after every step.
 
-RAFT_SIM_SEEDS=N runs N seeds (default 500); RAFT_SIM_SEED=K runs only seed K;
+RAFT_SIM_SEEDS=N runs N seeds (default 400); RAFT_SIM_SEED=K runs only seed K;
 RAFT_SIM_TICKS=T sets chaos ticks per seed (default 250).
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.raft.sim import Cluster
 
-SEEDS = int(os.environ.get("RAFT_SIM_SEEDS", "500"))
+SEEDS = int(os.environ.get("RAFT_SIM_SEEDS", "400"))
 TICKS = int(os.environ.get("RAFT_SIM_TICKS", "250"))
 BATCHES = 8
 SETTLE_BOUND = 400  # ticks (election_tick=10): leader + fresh commit + every member applied

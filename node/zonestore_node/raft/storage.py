@@ -20,6 +20,13 @@ Errors:
   it signals a bug in the caller or the storage.
 - `ErrSnapshotTemporarilyUnavailable`: `snapshot()` cannot answer right now (e.g. a
   checkpoint is being produced); the core retries later.
+
+Bootstrap and membership: a founding member writes `bootstrap_log` (one committed
+CONF_CHANGE entry per founding member) before its first start; a member added later
+starts from an empty storage and learns the membership from the log or a snapshot. At
+start the core reads `initial_state()`, `snapshot().metadata.index`, and the entries
+after that index (to replay the CONF_CHANGE entries: a configuration is in force from
+the moment it is appended). So `compact(i)` must keep ``i <= snapshot index``.
 """
 
 from __future__ import annotations
@@ -66,11 +73,12 @@ class LogStorage(Protocol):
     """
 
     def initial_state(self) -> tuple[HardState, ConfState]:
-        """The persisted `HardState` and the membership as of ``first_index() - 1``.
+        """The persisted `HardState` and the membership recorded with the snapshot.
 
-        That membership is the snapshot's ``conf_state`` (empty for a storage holding no
-        snapshot). The core replays CONF_CHANGE entries held in the log on top of it,
-        because a configuration takes effect when appended (see `confchange`).
+        That membership is ``snapshot().metadata.conf_state`` (empty for a storage holding
+        no snapshot). The core replays the CONF_CHANGE entries held after the snapshot's
+        index on top of it, because a configuration takes effect when appended (see
+        `confchange`).
         """
         ...
 
