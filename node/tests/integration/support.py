@@ -32,6 +32,8 @@ def node_env(node: NodeProcess, project: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATASTORE_", "GOOGLE_CLOUD"))}
     env.update(DATASTORE_EMULATOR_HOST=node.client_addr)
     env.update(GOOGLE_CLOUD_PROJECT=project, DATASTORE_PROJECT_ID=project)
+    # No GCE metadata probe from google-auth-library (a MetadataLookupWarning otherwise).
+    env.update(METADATA_SERVER_DETECTION="none")
     return env
 
 

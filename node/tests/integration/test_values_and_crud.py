@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pytest
+from google.api_core import exceptions
 from google.cloud import datastore
 from google.cloud.datastore.helpers import GeoPoint
 
@@ -149,9 +150,15 @@ def test_large_unindexed_text_and_blob_round_trip(client: Any) -> None:
     assert got["blob"] == blob
 
 
-def test_long_string_inside_an_unindexed_embedded_entity_is_accepted(client: Any) -> None:
-    """Datastore: excluding an embedded entity from indexes excludes its sub-properties."""
+def test_long_string_in_an_embedded_entity_needs_its_own_exclusion(client: Any) -> None:
+    """As production and Google's emulator do: excluding the embedded entity does not
+    lift the 1,500-byte limit of its sub-properties (googleapis/google-cloud-node#1916);
+    excluding the sub-property itself does."""
     inner = datastore.Entity()
+    inner["body"] = "y" * 5000
+    with pytest.raises(exceptions.InvalidArgument, match='"body" is longer than 1500 bytes'):
+        roundtrip(client, {"doc": inner}, ("doc",))
+    inner = datastore.Entity(exclude_from_indexes=("body",))
     inner["body"] = "y" * 5000
     got = roundtrip(client, {"doc": inner}, ("doc",))
     assert got["doc"]["body"] == "y" * 5000
