@@ -24,6 +24,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import datastore
 from google.cloud.datastore.helpers import GeoPoint
+from google.cloud.datastore.query import PropertyFilter
 
 from tests.harness import NodeProcess, free_port
 from tests.integration.support import datastore_client, raw_api
@@ -119,6 +120,11 @@ def normalize(value: Any) -> Any:
     if isinstance(value, GeoPoint):
         return ("geo", value.latitude, value.longitude)
     return value
+
+
+def keys_only(query: Any) -> Any:
+    query.keys_only()
+    return query
 
 
 def outcome(step: Callable[[], Any]) -> Outcome:
@@ -281,10 +287,123 @@ def sequence(addr: str, project: str) -> dict[str, Outcome]:
         return client.get(counter)
 
     record("begin_later", begin_later)
+    # Only what the emulator's default mode serves: it answers IN, !=, OR and
+    # RunAggregationQuery with INVALID_ARGUMENT/UNKNOWN/UNIMPLEMENTED (test_queries.py
+    # covers those against their documented semantics).
+    rows = [
+        entity(client.key("Q", i), i=i, even=i % 2 == 0, tags=[f"t{i % 3}", "all"], s=f"s{i}")
+        for i in range(1, 13)
+    ]
+    record("query seed", lambda: client.put_multi(rows))
+    queries: dict[str, Callable[[], Any]] = {
+        "kind": lambda: client.query(kind="Q"),
+        "eq": lambda: client.query(kind="Q").add_filter(filter=PropertyFilter("even", "=", True)),
+        "range desc": lambda: client.query(kind="Q", order=["-i"]).add_filter(
+            filter=PropertyFilter("i", ">", 8)
+        ),
+        "array": lambda: client.query(kind="Q").add_filter(
+            filter=PropertyFilter("tags", "=", "t1")
+        ),
+        "string order": lambda: client.query(kind="Q", order=["s"]),
+        "projection": lambda: client.query(kind="Q", projection=["i"], order=["-i"]),
+        "keys only": lambda: keys_only(client.query(kind="Q", order=["-i"])),
+    }
+    for name, build in queries.items():
+        q = build()
+        record(f"query {name}", lambda q=q: list(q.fetch(limit=5, offset=1)))
+
+    edge_cases(client, project, record)
     record("named db put", lambda: db2.put(entity(db2.key("D", "x"), v=2)))
     record("named db get", lambda: db2.get(db2.key("D", "x")))
     record("default db get", lambda: client.get(client.key("D", "x")))
     return out
+
+
+def edge_cases(client: Any, project: str, record: Callable[[str, Callable[[], Any]], None]) -> None:
+    """Corners of the API where a reimplementation is most likely to drift."""
+    api = raw_api(client)
+
+    def key(*path: Any) -> Any:
+        return client.key(*path).to_protobuf()
+
+    def commit(*mutations: dict[str, Any], mode: int = 2, txn: bytes | None = None) -> Any:
+        request: dict[str, Any] = {
+            "project_id": project,
+            "mode": mode,
+            "mutations": list(mutations),
+        }
+        if txn is not None:
+            request["transaction"] = txn
+        response = api.commit(request=request)
+        return [(r.conflict_detected, "key" in r) for r in response.mutation_results]
+
+    def begin() -> bytes:
+        return bytes(api.begin_transaction(request={"project_id": project}).transaction)
+
+    def lookup(*keys: Any) -> Any:
+        response = api.lookup(request={"project_id": project, "keys": list(keys)})
+        found = sorted(tuple(e.entity.key.path[-1].name for e in response.found))
+        missing = sorted(tuple(e.entity.key.path[-1].name for e in response.missing))
+        return found, missing, len(response.deferred)
+
+    record("empty commit", lambda: commit())
+    record("empty lookup", lambda: lookup())
+    record("lookup duplicate keys", lambda: lookup(key("E", "dup"), key("E", "dup")))
+    record("insert then update in a txn", lambda: commit(
+        {"insert": {"key": key("E", "iu")}}, {"update": {"key": key("E", "iu")}},
+        mode=1, txn=begin(),
+    ))  # fmt: skip
+    record("upsert then delete in a txn", lambda: commit(
+        {"upsert": {"key": key("E", "ud")}}, {"delete": key("E", "ud")}, mode=1, txn=begin()
+    ))  # fmt: skip
+    record("after upsert then delete", lambda: lookup(key("E", "ud"), key("E", "iu")))
+    record("delete then insert in a txn", lambda: commit(
+        {"delete": key("E", "iu")}, {"insert": {"key": key("E", "iu")}}, mode=1, txn=begin()
+    ))  # fmt: skip
+    record("insert twice in a txn", lambda: commit(
+        {"insert": {"key": key("E", "ii")}}, {"insert": {"key": key("E", "ii")}},
+        mode=1, txn=begin(),
+    ))  # fmt: skip
+    record("base version 0 on a missing entity", lambda: commit(
+        {"upsert": {"key": key("E", "bv")}, "base_version": 0}
+    ))  # fmt: skip
+    record("base version stale", lambda: commit(
+        {"upsert": {"key": key("E", "bv")}, "base_version": 1}
+    ))  # fmt: skip
+
+    def rollback_twice() -> Any:
+        txn = begin()
+        api.rollback(request={"project_id": project, "transaction": txn})
+        api.rollback(request={"project_id": project, "transaction": txn})
+
+    record("rollback twice", rollback_twice)
+
+    def commit_after_rollback() -> Any:
+        txn = begin()
+        api.rollback(request={"project_id": project, "transaction": txn})
+        return commit(mode=1, txn=txn)
+
+    record("commit after rollback", commit_after_rollback)
+    record("allocate a complete key", lambda: api.allocate_ids(
+        request={"project_id": project, "keys": [key("E", 5)]}
+    ) and None)  # fmt: skip
+    record("reserve an incomplete key", lambda: api.reserve_ids(
+        request={"project_id": project, "keys": [key("E")]}
+    ) and None)  # fmt: skip
+    record("transactional commit without a transaction", lambda: commit(mode=1))
+    record("empty property name", lambda: client.put(entity_with(client.key("E", "p"), "", 1)))
+    record("long key name", lambda: commit({"upsert": {"key": key("E", "n" * 1501)}}))
+    record("key name of 1500 bytes", lambda: commit({"upsert": {"key": key("E", "n" * 1500)}}))
+    record("reserved namespace", lambda: commit({"upsert": {"key": client.key(
+        "E", "x", namespace="__ns__").to_protobuf()}}))  # fmt: skip
+    record("dotted property name", lambda: client.put(entity_with(client.key("E", "d"), "a.b", 1)))
+    record("get dotted", lambda: client.get(client.key("E", "d")))
+
+
+def entity_with(key: Any, name: str, value: Any) -> Any:
+    e = datastore.Entity(key)
+    e[name] = value
+    return e
 
 
 def test_zonestore_and_the_emulator_agree_on_entities_and_error_codes(

@@ -32,6 +32,7 @@ SCENARIOS = [
     ["write", "", ""],
     ["write", "db2", "ns1"],
     ["read", "", "py", "FromPy", "p"],
+    ["query"],
 ]
 _modules = itertools.count()
 PY_WRITTEN = {"s": "hé", "n": 5, "ok": True, "nothing": None, "list": [1, "a"]}
@@ -138,3 +139,7 @@ def test_node_written_entities_read_and_write_back_in_python(
 
 def test_python_written_entities_read_in_node(played: dict[str, Any]) -> None:
     assert scenario(played, "read  py FromPy p") == {"found": True, **PY_WRITTEN}
+
+
+def test_node_query_filters_and_orders(played: dict[str, Any]) -> None:
+    assert scenario(played, "query") == {"rows": [2, 4]}
