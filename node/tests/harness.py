@@ -31,6 +31,7 @@ class NodeProcess:
         self.admin_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"{node_id}.log"
+        self.peer_port = 0
 
     @property
     def client_addr(self) -> str:
@@ -41,6 +42,13 @@ class NodeProcess:
         return f"127.0.0.1:{self.admin_port}"
 
     def start(self, timeout: float = 30.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def spawn(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
@@ -64,6 +72,9 @@ class NodeProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -105,3 +116,73 @@ class NodeProcess:
                 return r.status, r.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
+
+
+class Cluster:
+    """N replicas on loopback as separate processes, with their own data folders."""
+
+    def __init__(self, root: Path, size: int = 3, extra: list[str] | None = None) -> None:
+        self.root = root
+        self.nodes: list[NodeProcess] = []
+        peer_ports = [free_port() for _ in range(size)]
+        self.ids = [f"n{i}" for i in range(size)]
+        spec = ",".join(
+            f"{nid}=127.0.0.1:{port}" for nid, port in zip(self.ids, peer_ports, strict=True)
+        )
+        for nid, port in zip(self.ids, peer_ports, strict=True):
+            args = [
+                "--peer-addr", f"127.0.0.1:{port}",
+                "--initial-cluster", spec,
+                "--zone", f"zone-{nid}",
+                "--tick-ms", "20",
+                *(extra or []),
+            ]  # fmt: skip
+            node = NodeProcess(root / nid, node_id=nid, extra=args)
+            node.peer_port = port
+            self.nodes.append(node)
+
+    def start(self) -> None:
+        procs = []
+        for node in self.nodes:
+            node.spawn()
+            procs.append(node)
+        for node in procs:
+            node.wait_ready()
+
+    def by_id(self, node_id: str) -> NodeProcess:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def status(self, node: NodeProcess) -> dict[str, object]:
+        import json
+
+        code, body = node.http_get("/admin/status")
+        assert code == 200, body
+        result: dict[str, object] = json.loads(body)
+        return result
+
+    def leader(self, timeout: float = 15.0, among: list[NodeProcess] | None = None) -> NodeProcess:
+        """The replica that every live replica agrees leads, once one is ready."""
+        deadline = time.monotonic() + timeout
+        candidates = among or self.nodes
+        while time.monotonic() < deadline:
+            live = [n for n in candidates if n.alive()]
+            views = set()
+            for node in live:
+                try:
+                    views.add(self.status(node).get("leader"))
+                except (AssertionError, OSError, ValueError):
+                    views.add(None)
+            if len(views) == 1 and None not in views:
+                leader = self.by_id(str(views.pop()))
+                try:
+                    if leader in live and leader.http_get("/readyz")[0] == 200:
+                        return leader
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise TimeoutError("no agreed leader")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.kill()

@@ -55,6 +55,18 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--tick-ms", type=float, default=float(_env("ZONESTORE_TICK_MS", "50")))
     p.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=int(_env("ZONESTORE_SNAPSHOT_EVERY", "20000")),
+        help="applied entries between automatic snapshots",
+    )
+    p.add_argument(
+        "--snapshot-keep",
+        type=int,
+        default=int(_env("ZONESTORE_SNAPSHOT_KEEP", "5000")),
+        help="log entries kept behind a snapshot for followers catching up by log",
+    )
+    p.add_argument(
         "--retention-seconds",
         type=float,
         default=float(_env("ZONESTORE_RETENTION_SECONDS", "3600")),
@@ -192,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 initial_cluster=parse_cluster(args.initial_cluster),
                 join=args.join,
                 tick_seconds=args.tick_ms / 1000.0,
+                snapshot_every=args.snapshot_every,
+                snapshot_keep=args.snapshot_keep,
             )
         )
         return 0

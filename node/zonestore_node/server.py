@@ -21,10 +21,11 @@ import grpc
 from aiohttp import web
 
 from zonestore_node.api import http
+from zonestore_node.api.admin import AdminApi
 from zonestore_node.api.datastore import GRPC_OPTIONS, SERVICE, DatastoreApi
 from zonestore_node.api.forward import Forwarder
 from zonestore_node.api.metrics import Metrics
-from zonestore_node.replica.group import GroupConfig, RaftGroup
+from zonestore_node.replica.group import GroupConfig, NotLeader, RaftGroup
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply
@@ -48,6 +49,8 @@ class NodeConfig:
     initial_cluster: tuple[tuple[str, str], ...] = ()  # founding voters: (id, peer address)
     join: bool = False
     tick_seconds: float = 0.05
+    snapshot_every: int = 20_000
+    snapshot_keep: int = 5_000
     # A replica is ready to serve reads when its applied index is this close to the commit.
     ready_lag_entries: int = 1000
     retention_seconds: float = 3600.0
@@ -76,6 +79,8 @@ class Node:
                 initial_cluster=dict(config.initial_cluster),
                 join=config.join,
                 tick_seconds=config.tick_seconds,
+                snapshot_every=config.snapshot_every,
+                snapshot_keep=config.snapshot_keep,
             ),
             self.engine,
             self.store,
@@ -86,7 +91,7 @@ class Node:
         self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
         self.service.retention_us = int(config.retention_seconds * 1_000_000)
         self.metrics = Metrics(config.node_id, config.zone)
-        self.forwarder = Forwarder(SERVICE, self._leader_client_addr)
+        self.forwarder = Forwarder(SERVICE, self._leader_client_addr, self._serves_here)
         self.api = DatastoreApi(self.service, self.metrics, self.forwarder)
         self.started = time.time()
         self._stopping = asyncio.Event()
@@ -95,12 +100,19 @@ class Node:
         self._last_leader_changes = 0
 
     def _leader_client_addr(self) -> str | None:
+        """Where to forward: None while no other replica is known to lead (an election,
+        or this replica handing leadership over), and the forwarder waits."""
         group = self.group
-        if not group.leader:
-            return None
-        if group.leader == self.config.node_id and not group.is_leader:
+        if not group.leader or group.leader == self.config.node_id:
             return None
         return group.leader_client_addr()
+
+    def _serves_here(self) -> bool:
+        try:
+            self.group.check_leader()
+        except NotLeader:
+            return False
+        return True
 
     def is_ready(self) -> bool:
         """Serving: started, a leader is known, and this replica has applied nearly all
@@ -145,7 +157,9 @@ class Node:
         if not bound:
             raise OSError(f"cannot listen on {self.config.client_addr}")
         runner = web.AppRunner(
-            http.build_app(self.metrics, self.status, self.is_ready, self.refresh_metrics),
+            http.build_app(
+                self.metrics, self.status, self.is_ready, self.refresh_metrics, AdminApi(self.group)
+            ),
             access_log=None,
         )
         await runner.setup()

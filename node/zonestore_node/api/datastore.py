@@ -8,6 +8,7 @@ become gRPC statuses through the one table in api/errors.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -123,7 +124,7 @@ class DatastoreApi:
         outcome = executor.run_query(
             self.service.store, project, database, namespace, query, snap.read_ts
         )
-        self.service.record_ranges(snap, outcome.read_ranges)
+        self.service.record_reads(snap, outcome.read_ranges, outcome.read_keys)
         response.batch.CopyFrom(outcome.batch)
         response.query.CopyFrom(query)
         micros_to_timestamp(response.batch.read_time, snap.read_ts)
@@ -144,7 +145,7 @@ class DatastoreApi:
         outcome = executor.run_aggregation(
             self.service.store, project, database, namespace, aggregation, snap.read_ts
         )
-        self.service.record_ranges(snap, outcome.read_ranges)
+        self.service.record_reads(snap, outcome.read_ranges, outcome.read_keys)
         response = RunAggregationQueryResponse()
         response.batch.CopyFrom(outcome.batch)
         response.query.CopyFrom(aggregation)
@@ -214,15 +215,29 @@ class DatastoreApi:
         await self.service.reserve_ids(project, database, list(request.keys))
         return ReserveIdsResponse()
 
-    async def _forward(self, method: str, request: Pb, context: Any) -> bytes:
-        """Relay a request this replica cannot serve to the leader (api/forward.py)."""
-        if self.forwarder is None or forward.Forwarder.was_forwarded(context):
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "This replica is not the leader; retry the request."
-            )
+    async def _forward(
+        self, method: str, fn: Callable[[Pb, Any], Awaitable[Pb]], request: Pb, context: Any
+    ) -> Pb | bytes:
+        """Serve a request this replica could not take: relay it to the leader, or run it
+        here once this replica becomes the ready leader (api/forward.py)."""
+        if self.forwarder is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "This replica is not the leader.")
         assert self.forwarder is not None
         try:
-            return await self.forwarder.forward(method, request, context)
+            while True:
+                addr = await self.forwarder.route()
+                if addr is None:
+                    try:
+                        return await fn(request, context)
+                    except NotLeader:
+                        await asyncio.sleep(0.02)  # lost it again at once: route anew
+                        continue
+                if forward.Forwarder.hops(context) >= forward.MAX_HOPS:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "The leader changed while the request was relayed; retry it.",
+                    )
+                return await self.forwarder.forward(addr, method, request, context)
         except forward.NoLeader as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except grpc.aio.AioRpcError as exc:
@@ -245,7 +260,7 @@ class DatastoreApi:
                 return await fn(request, context)
             except NotLeader:
                 code = "FORWARDED"
-                return await self._forward(method, request, context)
+                return await self._forward(method, fn, request, context)
             except DatastoreError as exc:
                 code = errors.status_of(exc.code).name
                 await context.abort(errors.status_of(exc.code), exc.message)

@@ -2,9 +2,10 @@
 
 A follower that cannot serve a request (a write, a strong read, anything inside a
 transaction) passes its bytes on to the leader's client port and relays the answer,
-status codes included. A request is forwarded at most once (marked in metadata), so
-two replicas that disagree about the leader cannot bounce it back and forth; while no
-leader is known (an election), the request waits up to `LEADER_WAIT_S`.
+status codes included. Each relay counts a hop in metadata and a request makes at most
+`MAX_HOPS`, so replicas with stale views of the leader cannot bounce it forever (a
+leader handing over leadership relays what reaches it to its successor); while no
+leader is known (an election, a transfer), the request waits up to `LEADER_WAIT_S`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import grpc
 
 FORWARDED = "x-zonestore-forwarded"
 LEADER_WAIT_S = 5.0
+MAX_HOPS = 3
 _PASS_HEADERS = ("x-goog-request-params", "authorization")
 
 
@@ -29,9 +31,19 @@ class NoLeader(Exception):
 
 
 class Forwarder:
-    def __init__(self, service_name: str, leader_addr: Callable[[], str | None]) -> None:
+    """`leader_addr()` names another replica's client address when that replica leads;
+    `serves_here()` says this replica can now serve the request itself (it just became
+    a ready leader)."""
+
+    def __init__(
+        self,
+        service_name: str,
+        leader_addr: Callable[[], str | None],
+        serves_here: Callable[[], bool],
+    ) -> None:
         self._service = service_name
         self._leader_addr = leader_addr
+        self._serves_here = serves_here
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, addr: str) -> grpc.aio.Channel:
@@ -48,29 +60,37 @@ class Forwarder:
         return channel
 
     @staticmethod
-    def was_forwarded(context: Any) -> bool:
-        return any(k == FORWARDED for k, _ in (context.invocation_metadata() or ()))
+    def hops(context: Any) -> int:
+        for key, value in context.invocation_metadata() or ():
+            if key == FORWARDED:
+                try:
+                    return int(value)
+                except ValueError:
+                    return MAX_HOPS
+        return 0
 
-    async def leader(self) -> str:
-        async with asyncio.timeout(LEADER_WAIT_S):
-            while True:
-                addr = self._leader_addr()
-                if addr:
-                    return addr
-                await asyncio.sleep(0.05)
-
-    async def forward(self, method: str, request: Any, context: Any) -> bytes:
+    async def route(self) -> str | None:
+        """Wait until the request can go somewhere: None means "serve it here"."""
         try:
-            addr = await self.leader()
+            async with asyncio.timeout(LEADER_WAIT_S):
+                while True:
+                    if self._serves_here():
+                        return None
+                    addr = self._leader_addr()
+                    if addr:
+                        return addr
+                    await asyncio.sleep(0.02)
         except TimeoutError:
             raise NoLeader("no leader is known; the replica group may have lost quorum") from None
+
+    async def forward(self, addr: str, method: str, request: Any, context: Any) -> bytes:
         call = self._channel(addr).unary_unary(
             f"/{self._service}/{method}",
             request_serializer=_identity,
             response_deserializer=_identity,
         )
         metadata = [(k, v) for k, v in (context.invocation_metadata() or ()) if k in _PASS_HEADERS]
-        metadata.append((FORWARDED, "1"))
+        metadata.append((FORWARDED, str(self.hops(context) + 1)))
         remaining = context.time_remaining()
         response: bytes = await call(
             request.SerializeToString(), metadata=metadata, timeout=remaining

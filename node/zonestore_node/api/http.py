@@ -1,7 +1,6 @@
 """The HTTP side of a node: health, readiness, Prometheus metrics and the admin API.
 
-Served by aiohttp beside the gRPC port. Until replication lands, `/admin/status`
-describes a group of one (this node, leader of itself).
+Served by aiohttp beside the gRPC port; the admin operations live in api/admin.py.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from zonestore_node.api.admin import AdminApi
 from zonestore_node.api.metrics import Metrics
 
 
@@ -20,6 +20,7 @@ def build_app(
     status: Callable[[], dict[str, Any]],
     ready: Callable[[], bool],
     refresh: Callable[[], None],
+    admin: AdminApi | None = None,
 ) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -42,4 +43,6 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/admin/status", admin_status)
+    if admin is not None:
+        admin.routes(app)
     return app

@@ -18,6 +18,16 @@ applied command, and a new leader accepts proposals only once it has applied the
 entry of its own term, so timestamps keep increasing in log order across leader changes.
 
 Entry payloads: b"" is the new leader's no-op; b"C" + CommitCommand bytes.
+
+Snapshots. The state machine lives in the same database as the log, so a snapshot is
+a RocksDB checkpoint (hard links, milliseconds) taken right after applying its index,
+under <data>/snapshots/<index>. A replica too far behind gets it streamed in chunks
+(FRAME_SNAP frames: every key of the state families) and then the InstallSnapshot
+message; it stages the chunks in a database of its own and steps the message only once
+the staging is complete, then replaces its state in one atomic RocksDB batch together
+with the log's snapshot record. Every SNAPSHOT_EVERY applied entries a snapshot is taken
+and the log compacted, keeping SNAPSHOT_KEEP entries for followers that are only a
+little behind.
 """
 
 from __future__ import annotations
@@ -26,11 +36,15 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import msgpack
 
 from zonestore_node.raft import messages as rmsg
 from zonestore_node.raft.confchange import ConfChange, ConfChangeError
@@ -48,6 +62,12 @@ APPLIED_KEY = b"raft/applied"
 MAX_TS_KEY = b"max_commit_ts"
 COMMIT_PREFIX = b"C"
 FRAME_RAFT = 1
+FRAME_SNAP = 2
+PEERS_KEY = b"raft/peers"
+SNAPSHOT_EVERY = 20_000
+SNAPSHOT_KEEP = 5_000
+SNAP_CHUNK_BYTES = 512 * 1024
+STATE_FAMILIES = (Family.ENTITIES, Family.INDEXES, Family.META)
 _U64 = struct.Struct(">Q")
 _U64x2 = struct.Struct(">QQ")
 
@@ -82,6 +102,8 @@ class GroupConfig:
     tick_seconds: float = 0.05
     election_tick: int = 10  # ticks: 0.5-1 s randomized
     heartbeat_tick: int = 1
+    snapshot_every: int = SNAPSHOT_EVERY
+    snapshot_keep: int = SNAPSHOT_KEEP
 
 
 @dataclass(slots=True)
@@ -90,6 +112,24 @@ class PeerInfo:
     admin_addr: str = ""
     zone: str = ""
     last_contact: float = 0.0
+
+
+class _IncomingSnapshot:
+    """A snapshot being received: chunks staged in a database of their own."""
+
+    def __init__(self, index: int, applied_ts: int, path: Path) -> None:
+        if path.exists():
+            shutil.rmtree(path)
+        self.index = index
+        self.applied_ts = applied_ts
+        self.path = path
+        self.engine = Engine(path)
+        self.next_seq = 0
+        self.complete = False
+
+    def discard(self) -> None:
+        self.engine.close()
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 class GroupStats:
@@ -148,6 +188,7 @@ class RaftGroup:
                 config.client_addr, config.admin_addr, config.zone, time.time()
             )
         }
+        self._address_book: dict[str, list[str]] = {}
         self.transport = Transport(
             config.node_id,
             config.peer_addr,
@@ -158,6 +199,11 @@ class RaftGroup:
         )
         for peer, addr in config.initial_cluster.items():
             self.transport.set_address(peer, addr)
+        self._load_address_book()
+        self._snapshot_tasks: set[asyncio.Task[None]] = set()
+        self._incoming: _IncomingSnapshot | None = None
+        self.snapshots_sent = 0
+        self.snapshots_received = 0
         self._wake = asyncio.Event()
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._reads_waiting: list[asyncio.Future[int]] = []  # not yet in a ReadIndex round
@@ -182,6 +228,32 @@ class RaftGroup:
         self.engine.sync_wal()
         log.info("replica.bootstrapped node=%s voters=%s", self.config.node_id, sorted(voters))
 
+    def _load_address_book(self) -> None:
+        raw = self.engine.get(Family.META, PEERS_KEY)
+        if not raw:
+            return
+        self._address_book = msgpack.unpackb(raw, raw=False)
+        for peer, (addr, zone) in self._address_book.items():
+            if peer not in self.config.initial_cluster:
+                self.transport.set_address(peer, addr)
+            self.peers.setdefault(peer, PeerInfo()).zone = zone or self.peers[peer].zone
+
+    def _remember_member(self, change: ConfChange, batch: WriteBatch) -> None:
+        """Members added at run time come with their address: keep it across restarts."""
+        if not change.context:
+            return
+        try:
+            context = msgpack.unpackb(change.context, raw=False)
+            addr, zone = str(context.get("peer", "")), str(context.get("zone", ""))
+        except (ValueError, TypeError, AttributeError, msgpack.UnpackException):
+            return
+        if addr:
+            self.transport.set_address(change.node_id, addr)
+        info = self.peers.setdefault(change.node_id, PeerInfo())
+        info.zone = zone or info.zone
+        self._address_book[change.node_id] = [addr, zone]
+        batch.put(Family.META, PEERS_KEY, msgpack.packb(self._address_book, use_bin_type=True))
+
     # Views used by the service and the admin API --------------------------------------
 
     @property
@@ -202,7 +274,13 @@ class RaftGroup:
     # Proposals and reads ----------------------------------------------------------------
 
     def check_leader(self) -> None:
-        if self.role is not Role.LEADER or not self._leader_ready.is_set():
+        """Raise NotLeader unless this replica can take writes and strong reads now: it
+        leads, has applied its term's first entry, and is not handing leadership over."""
+        if (
+            self.role is not Role.LEADER
+            or not self._leader_ready.is_set()
+            or self.node.raft.lead_transferee
+        ):
             raise NotLeader(self.leader or None)
 
     def submit(self, command: Any) -> asyncio.Future[Any]:
@@ -274,12 +352,18 @@ class RaftGroup:
             info.zone = str(meta.get("zone", "")) or info.zone
 
     def _on_frame(self, peer: str, kind: int, body: Any) -> None:
+        if kind == FRAME_SNAP:
+            self._on_snapshot_chunk(peer, body)
+            return
         if kind != FRAME_RAFT:
             return
         try:
             msg = rmsg.from_wire(body)
         except rmsg.WireError as exc:
             log.warning("replica.bad_message peer=%s error=%s", peer, exc)
+            return
+        if msg.type is rmsg.MessageType.INSTALL_SNAPSHOT and not self._staged_for(msg):
+            log.warning("replica.snapshot_incomplete peer=%s; waiting for a resend", peer)
             return
         info = self.peers.setdefault(peer, PeerInfo())
         info.last_contact = time.time()
@@ -325,11 +409,13 @@ class RaftGroup:
         # 1. persist
         batch = self.engine.batch()
         if rd.snapshot is not None:
-            self.storage.apply_snapshot(rd.snapshot, batch)
+            self._restore(rd.snapshot, batch)
         self.storage.append(rd.entries, batch)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state, batch)
         self.engine.write(batch)
+        if rd.snapshot is not None:
+            self._after_restore(rd.snapshot)
         if rd.must_sync:
             started = time.perf_counter()
             await asyncio.to_thread(self.engine.sync_wal)
@@ -338,7 +424,12 @@ class RaftGroup:
             self.stats.last_group_size = len(rd.entries)
         # 2. send
         for msg in rd.messages:
-            self.transport.send(msg.to, FRAME_RAFT, rmsg.to_wire(msg))
+            if msg.type is rmsg.MessageType.INSTALL_SNAPSHOT:
+                task = asyncio.get_running_loop().create_task(self._send_snapshot(msg))
+                self._snapshot_tasks.add(task)
+                task.add_done_callback(self._snapshot_tasks.discard)
+            else:
+                self.transport.send(msg.to, FRAME_RAFT, rmsg.to_wire(msg))
         # 3. apply
         if rd.committed_entries:
             self._apply_entries(rd.committed_entries)
@@ -380,6 +471,7 @@ class RaftGroup:
                 try:
                     change = ConfChange.from_bytes(entry.data)
                     result = change
+                    self._remember_member(change, batch)
                 except ConfChangeError:
                     result = None
             elif entry.data.startswith(COMMIT_PREFIX):
@@ -408,6 +500,11 @@ class RaftGroup:
                 log.info(
                     "raft.leader_ready node=%s term=%d", self.config.node_id, self.node.raft.term
                 )
+        if (
+            self.applied_index - self.storage.snapshot().metadata.index
+            >= self.config.snapshot_every
+        ):
+            self.take_snapshot()
         # Proposals below the applied index that were never matched are lost.
         for index in [i for i in self._pending if i <= self.applied_index]:
             _, future = self._pending.pop(index)
@@ -441,6 +538,171 @@ class RaftGroup:
                 future.set_exception(exc)
         self._pending.clear()
         self._fail_reads(exc)
+
+    # Snapshots ------------------------------------------------------------------------
+
+    @property
+    def _snapshots_dir(self) -> Path:
+        return self.engine.path.parent / "snapshots"
+
+    def _checkpoint_dir(self, index: int) -> Path:
+        return self._snapshots_dir / f"{index:020d}"
+
+    def _checkpoint(self, index: int) -> None:
+        """A checkpoint of the state as of `index` (call right after applying it)."""
+        target = self._checkpoint_dir(index)
+        self._snapshots_dir.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        self.engine.checkpoint(target)
+        for old in self._snapshots_dir.iterdir():
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def take_snapshot(self) -> int:
+        """Snapshot the applied state and compact the log behind it; returns its index."""
+        index = self.applied_index
+        current = self.storage.snapshot().metadata.index
+        if index <= current and self._checkpoint_dir(current).exists():
+            return current
+        conf = self.node.conf_state_at(index)
+        self._checkpoint(index)
+        batch = self.engine.batch()
+        if index > current:
+            self.storage.create_snapshot(index, conf, batch)
+        compact_to = index - self.config.snapshot_keep
+        if compact_to >= self.storage.first_index():
+            self.storage.compact(compact_to, batch)
+        self.engine.write(batch)
+        log.info("raft.snapshot_taken node=%s index=%d", self.config.node_id, index)
+        return index
+
+    async def _send_snapshot(self, msg: rmsg.Message) -> None:
+        assert msg.snapshot is not None
+        peer, index = msg.to, msg.snapshot.metadata.index
+        try:
+            path = self._checkpoint_dir(index)
+            if not path.exists():
+                self.take_snapshot()  # the snapshot came from a leader: checkpoint now
+                raise FileNotFoundError(f"no checkpoint for snapshot {index}; took a new one")
+            source = Engine(path, read_only=True)
+            try:
+                applied_ts = 0
+                raw = source.get(Family.META, APPLIED_KEY)
+                if raw:
+                    applied_ts = _U64x2.unpack(raw)[1]
+                seq = 0
+                for family in STATE_FAMILIES:
+                    items: list[list[bytes]] = []
+                    size = 0
+                    it = source.iterator(family)
+                    it.seek(b"")
+                    while it.valid():
+                        key = it.key()
+                        if not (family is Family.META and key.startswith(b"raft/")):
+                            value = it.value()
+                            items.append([key, value])
+                            size += len(key) + len(value)
+                        it.next()
+                        if size >= SNAP_CHUNK_BYTES:
+                            await self.transport.send_paced(
+                                peer,
+                                FRAME_SNAP,
+                                [index, applied_ts, seq, family.value, items, False],
+                            )
+                            seq, items, size = seq + 1, [], 0
+                    if items:
+                        await self.transport.send_paced(
+                            peer, FRAME_SNAP, [index, applied_ts, seq, family.value, items, False]
+                        )
+                        seq += 1
+                await self.transport.send_paced(
+                    peer, FRAME_SNAP, [index, applied_ts, seq, Family.META.value, [], True]
+                )
+            finally:
+                source.close()
+            self.transport.send(peer, FRAME_RAFT, rmsg.to_wire(msg))
+            self.snapshots_sent += 1
+            self.node.report_snapshot(peer, failure=False)
+            log.info(
+                "raft.snapshot_sent node=%s peer=%s index=%d", self.config.node_id, peer, index
+            )
+        except Exception as exc:
+            log.warning("raft.snapshot_send_failed peer=%s index=%d error=%s", peer, index, exc)
+            self.node.report_snapshot(peer, failure=True)
+        self._wake.set()
+
+    def _on_snapshot_chunk(self, peer: str, body: Any) -> None:
+        try:
+            index, applied_ts, seq, family, items, last = body
+            incoming = self._incoming
+            if seq == 0:
+                if incoming is not None:
+                    incoming.discard()
+                path = self.engine.path.parent / "snapshot-incoming"
+                incoming = self._incoming = _IncomingSnapshot(index, applied_ts, path)
+            elif incoming is None or incoming.index != index or incoming.next_seq != seq:
+                if incoming is not None:
+                    incoming.discard()
+                self._incoming = None
+                return
+            batch = incoming.engine.batch()
+            for key, value in items:
+                batch.put(Family(family), key, value)
+            incoming.engine.write(batch)
+            incoming.next_seq += 1
+            incoming.complete = bool(last)
+        except (ValueError, TypeError) as exc:
+            log.warning("replica.bad_snapshot_chunk peer=%s error=%s", peer, exc)
+
+    def _staged_for(self, msg: rmsg.Message) -> bool:
+        assert msg.snapshot is not None
+        incoming = self._incoming
+        return (
+            incoming is not None
+            and incoming.complete
+            and incoming.index == msg.snapshot.metadata.index
+        )
+
+    def _restore(self, snap: rmsg.Snapshot, batch: WriteBatch) -> None:
+        """Replace the state machine by the staged snapshot, in the same batch as the
+        log's snapshot record: one atomic RocksDB write, so a crash leaves either the old
+        state and log or the new ones."""
+        incoming = self._incoming
+        index = snap.metadata.index
+        if incoming is None or not incoming.complete or incoming.index != index:
+            raise RuntimeError(f"snapshot {index} is not staged")
+        for family in (Family.ENTITIES, Family.INDEXES):
+            batch.delete_range(family, b"", b"\xff" * 64)
+        it = self.engine.iterator(Family.META)
+        it.seek(b"")
+        while it.valid():
+            if not it.key().startswith(b"raft/"):
+                batch.delete(Family.META, it.key())
+            it.next()
+        for family in STATE_FAMILIES:
+            it = incoming.engine.iterator(family)
+            it.seek(b"")
+            while it.valid():
+                batch.put(family, it.key(), it.value())
+                it.next()
+        self.storage.apply_snapshot(snap, batch)
+        self.applied_index = index
+        self.applied_ts = max(self.applied_ts, incoming.applied_ts)
+        self.clock.observe(self.applied_ts)
+        batch.put(Family.META, APPLIED_KEY, _U64x2.pack(self.applied_index, self.applied_ts))
+        batch.put(Family.META, PEERS_KEY, msgpack.packb(self._address_book, use_bin_type=True))
+
+    def _after_restore(self, snap: rmsg.Snapshot) -> None:
+        if self._incoming is not None:
+            self._incoming.discard()
+            self._incoming = None
+        self.snapshots_received += 1
+        with contextlib.suppress(OSError):
+            self._checkpoint(snap.metadata.index)
+        log.info(
+            "raft.snapshot_installed node=%s index=%d", self.config.node_id, snap.metadata.index
+        )
 
     # Status -------------------------------------------------------------------------------
 
@@ -494,5 +756,7 @@ class RaftGroup:
 
     async def aclose(self) -> None:
         self.close()
+        for task in list(self._snapshot_tasks):
+            task.cancel()
         with contextlib.suppress(Exception):
             await self.transport.close()

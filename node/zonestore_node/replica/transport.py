@@ -157,6 +157,14 @@ class Transport:
         except asyncio.QueueFull:
             return False
 
+    async def send_paced(self, peer: str, kind: int, body: Any, max_queued: int = 4) -> None:
+        """Queue one frame, first waiting until few are queued (bulk transfers such as
+        snapshots must neither flood memory nor starve Raft traffic)."""
+        link = self._links.get(peer)
+        while link is not None and link.queue.qsize() >= max_queued:  # noqa: ASYNC110 - no drain event
+            await asyncio.sleep(0.002)
+        self.send(peer, kind, body)
+
     def is_connected(self, peer: str) -> bool:
         link = self._links.get(peer)
         return bool(link and link.connected)

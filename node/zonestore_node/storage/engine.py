@@ -43,14 +43,23 @@ def _options() -> Any:
 class Engine:
     """One RocksDB database with zonestore's column families."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         families = {
             f.value: rocksdict.Options(raw_mode=True) for f in Family if f is not Family.META
         }
-        self._db = rocksdict.Rdict(str(self.path), options=_options(), column_families=families)
-        self._fsync_side_files()
+        if read_only:
+            self._db = rocksdict.Rdict(
+                str(self.path),
+                options=_options(),
+                column_families=families,
+                access_type=rocksdict.AccessType.read_only(),
+            )
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._db = rocksdict.Rdict(str(self.path), options=_options(), column_families=families)
+            self._fsync_side_files()
         self._handles = {f: self._db.get_column_family_handle(f.value) for f in Family}
         self._views = {f: self._db.get_column_family(f.value) for f in Family}
         self._write_opts = rocksdict.WriteOptions()
@@ -118,7 +127,8 @@ class Engine:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._db.flush_wal(True)
+            if not self.read_only:
+                self._db.flush_wal(True)
             self._db.close()
 
 
@@ -171,4 +181,9 @@ class WriteBatch:
 
     def delete(self, family: Family, key: bytes) -> None:
         self.raw.delete(key, self._engine.handle(family))
+        self.count += 1
+
+    def delete_range(self, family: Family, begin: bytes, end: bytes) -> None:
+        """Delete every key in [begin, end)."""
+        self.raw.delete_range(begin, end, self._engine.handle(family))
         self.count += 1

@@ -351,6 +351,9 @@ class DatastoreService:
 
     # Query hooks ---------------------------------------------------------------------
 
-    def record_ranges(self, snap: Snapshot, ranges: list[ReadRange]) -> None:
+    def record_reads(self, snap: Snapshot, ranges: list[ReadRange], read_keys: list[bytes]) -> None:
+        """What a query inside a read-write transaction read: the index ranges it scanned
+        and the entities whose contents decided its result (residual filters)."""
         if snap.txn is not None and not snap.txn.read_only:
             snap.txn.read_ranges.extend(ranges)
+            snap.txn.read_keys.update(read_keys)
