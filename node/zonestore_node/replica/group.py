@@ -208,6 +208,7 @@ class RaftGroup:
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._reads_waiting: list[asyncio.Future[int]] = []  # not yet in a ReadIndex round
         self._read_rounds: dict[bytes, list[asyncio.Future[int]]] = {}
+        self._read_round_started: dict[bytes, float] = {}
         self._reads_applying: list[tuple[int, list[asyncio.Future[int]]]] = []
         self._read_seq = 0
         self.role = Role.FOLLOWER
@@ -324,6 +325,7 @@ class RaftGroup:
                     f.set_exception(NotLeader(self.leader or None))
             return
         self._read_rounds[ctx] = waiters
+        self._read_round_started[ctx] = time.monotonic()
         self._wake.set()
 
     def propose_conf_change(self, change: ConfChange) -> asyncio.Future[Any]:
@@ -391,7 +393,19 @@ class RaftGroup:
         while not self._closed:
             await asyncio.sleep(self.config.tick_seconds)
             self.node.tick()
+            self._retry_stale_reads()
             self._wake.set()
+
+    def _retry_stale_reads(self) -> None:
+        """The core may drop a ReadIndex round (a lost heartbeat): start it again."""
+        limit = self.config.tick_seconds * self.config.election_tick
+        now = time.monotonic()
+        stale = [ctx for ctx, t in self._read_round_started.items() if now - t > limit]
+        for ctx in stale:
+            self._read_round_started.pop(ctx, None)
+            self._reads_waiting.extend(self._read_rounds.pop(ctx, []))
+        if stale and self.role is Role.LEADER:
+            self._start_read_round()
 
     async def _loop(self) -> None:
         while not self._closed:
@@ -435,6 +449,7 @@ class RaftGroup:
             self._apply_entries(rd.committed_entries)
         for rs in rd.read_states:
             waiters = self._read_rounds.pop(rs.request_ctx, None)
+            self._read_round_started.pop(rs.request_ctx, None)
             if waiters:
                 self._reads_applying.append((rs.index, waiters))
         self._release_reads()
@@ -526,6 +541,7 @@ class RaftGroup:
         waiting = [f for ws in self._read_rounds.values() for f in ws] + self._reads_waiting
         waiting += [f for _, ws in self._reads_applying for f in ws]
         self._read_rounds.clear()
+        self._read_round_started.clear()
         self._reads_waiting = []
         self._reads_applying = []
         for f in waiting:
