@@ -7,9 +7,11 @@ whole run; each cell sends every worker a command and collects one result each.
 
 Timing: all processes share CLOCK_MONOTONIC (`time.monotonic`), so the parent hands out
 absolute instants: threads run from when they get the command (warm-up) until
-`end_at`, and only operations that both start at or after `start_at` and finish by
-`end_at` count. Loops stop by themselves at `end_at` or after MAX_FAILURES errors in a
-row (a target that does not implement a workload), and every RPC has a deadline.
+`end_at`, and the operations that complete inside [start_at, end_at] count (a closed
+loop in steady state: an operation begun during warm-up still counts when it ends
+inside the window, so slow operations are not lost at the window's edge). Loops stop
+by themselves at `end_at` (retry loops too) or after MAX_FAILURES errors in a row (a
+target that does not implement a workload), and every RPC has a deadline.
 
 The parent imports this module but only uses `Pool`; nothing here imports grpc at
 module level.
@@ -130,7 +132,9 @@ class Worker:
             rng = random.Random(hash((cell.tag, self.index, t)))
             c = self.client(cell.addr, cell.project, t)
             tag = f"{cell.tag}-w{self.index}-t{t}"
-            ops.append(workloads.make_op(cell.workload, c, cell.params, tag, rng, stats[t]))
+            ops.append(
+                workloads.make_op(cell.workload, c, cell.params, tag, rng, stats[t], cell.end_at)
+            )
 
         def loop(t: int) -> None:
             op, lat, err = ops[t], lats[t], errors[t]
@@ -143,6 +147,8 @@ class Worker:
                     return
                 try:
                     op()
+                except workloads.CellOver:
+                    return
                 except Exception as exc:
                     err[describe(exc)] += 1
                     failures += 1
@@ -152,7 +158,7 @@ class Worker:
                     continue
                 failures = 0
                 done = clock()
-                if began >= start_at and done <= end_at:
+                if start_at <= done <= end_at:
                     lat.append(done - began)
 
         threads = [

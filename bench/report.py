@@ -36,7 +36,11 @@ class CellResult:
     other_cores: float = 0.0  # CPU used by everything else on the box during the window
     loadavg_1m: float = 0.0
     retries: int = 0
-    lost_updates: int | None = None  # txn_counter: committed increments minus final value
+    # txn_counter: increments the clients saw commit (warm-up included) and the counter's
+    # final value; they differ when updates are lost (value < committed) or when an
+    # attempt reported as failed did commit (value > committed).
+    committed: int | None = None
+    counter_value: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +134,11 @@ def cost_table(run: Run) -> str:
         notes = []
         if c.retries:
             notes.append(f"{c.retries} aborted attempts retried")
-        if c.lost_updates is not None:
-            notes.append(f"lost updates: {c.lost_updates}")
+        if c.committed is not None and c.counter_value is not None:
+            if c.committed == c.counter_value:
+                notes.append(f"counter = {c.counter_value} = committed: ok")
+            else:
+                notes.append(f"counter {c.counter_value} != committed {c.committed}")
         failed = sum(c.errors.values())
         if failed and c.error is None:
             notes.append(f"{failed} failed ops: {next(iter(c.errors))}")

@@ -59,6 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--profile", type=Path, default=None, help="py-spy the zonestore server in every cell"
     )
+    p.add_argument(
+        "--zonestore-rev",
+        default=None,
+        help="benchmark this git revision's node/ (e.g. HEAD) instead of the work tree",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (server logs)")
     args = p.parse_args(argv)
     q = args.quick
@@ -177,11 +182,11 @@ class Bench:
             client_cpu += part.cpu_seconds
             retries += part.retries
             committed += part.committed
-        lost = None
-        if workload == workloads.TXN_COUNTER and committed:
+        counter_value = None
+        if workload == workloads.TXN_COUNTER:
             value = self.pool.call([pool.ReadCounter(target.addr, PROJECT, cell_id)], timeout=60)
             if isinstance(value[0], int):
-                lost = committed - value[0]
+                counter_value = value[0]
         ops = len(lat)
         server_cpu = server1 - server0
         entities = {
@@ -193,7 +198,9 @@ class Bench:
             "entities": entities, "ops": ops, "seconds": seconds, "errors": errors,
             "server_cores": server_cpu / seconds, "client_cores": client_cpu / seconds,
             "other_cores": max(0.0, (busy1 - busy0 - server_cpu - client_cpu) / seconds),
-            "loadavg_1m": load1, "retries": retries, "lost_updates": lost,
+            "loadavg_1m": load1, "retries": retries,
+            "committed": committed if workload == workloads.TXN_COUNTER else None,
+            "counter_value": counter_value,
         }  # fmt: skip
         if ops == 0:
             message = next(iter(errors), "no operation completed")
@@ -222,14 +229,14 @@ def main(argv: list[str] | None = None) -> int:
             "clients": args.clients, "workloads": args.workload_list,
             "sizes": {"lookup": sizes.lookup, "query": sizes.query,
                       "query_small": sizes.query_small},
-            "cpus": os.cpu_count(),
+            "cpus": os.cpu_count(), "zonestore_rev": args.zonestore_rev or "work tree",
         },
     )  # fmt: skip
     run.loadavg["start"] = list(os.getloadavg())
     servers: list[targets.Target] = []
     for name in args.target_list:
         if name == "zonestore":
-            servers.append(targets.Zonestore(scratch))
+            servers.append(targets.Zonestore(scratch, args.zonestore_rev))
         else:
             found = targets.find_emulator()
             if found is None:

@@ -108,7 +108,7 @@ class Target:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=self.env(),
             )
         deadline = began + timeout
         while time.monotonic() < deadline:
@@ -124,6 +124,9 @@ class Target:
                 time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"{self.name} not ready in {timeout}s: {self.log_tail()}")
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.pid)
@@ -150,9 +153,40 @@ class Zonestore(Target):
 
     name = "zonestore"
 
-    def __init__(self, scratch: Path) -> None:
+    def __init__(self, scratch: Path, rev: str | None = None) -> None:
         super().__init__(scratch)
         self.admin_port = free_port()
+        self.rev = rev
+        self.src: Path | None = None
+
+    def prepare(self) -> None:
+        """With a revision, run that commit's node/ (from `git archive`), not the work tree.
+
+        The work tree is shared and may be mid-edit; PYTHONPATH puts the exported copy
+        ahead of the editable install's finder.
+        """
+        super().prepare()
+        if self.rev is None or self.src is not None:
+            return
+        repo = Path(__file__).resolve().parent.parent
+        out = self.dir / "src"
+        out.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", self.rev, "node"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True, timeout=60)
+        self.src = out / "node"
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(self.src), os.environ.get("PYTHONPATH", "")) if p
+            )
+        return env
 
     def command(self) -> list[str]:
         return [

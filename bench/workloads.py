@@ -55,6 +55,10 @@ class Retried(Exception):
     """Raised by a transaction that was aborted TXN_ATTEMPTS times in a row."""
 
 
+class CellOver(Exception):
+    """A retry loop gave up because the cell's time is over: not a failure of the target."""
+
+
 def make_entity(client: Any, kind: str, name: str, tag: int, n: int) -> Any:
     from google.cloud import datastore
 
@@ -92,7 +96,13 @@ class Stats:
 
 
 def make_op(
-    workload: str, client: Any, params: Params, tag: str, rng: random.Random, stats: Stats
+    workload: str,
+    client: Any,
+    params: Params,
+    tag: str,
+    rng: random.Random,
+    stats: Stats,
+    stop_at: float,
 ) -> Callable[[], None]:
     from google.api_core import exceptions
     from google.cloud import datastore
@@ -156,6 +166,8 @@ def make_op(
         def increment() -> None:
             backoff = 0.001
             for _ in range(TXN_ATTEMPTS):
+                if time.monotonic() >= stop_at:
+                    raise CellOver
                 try:
                     with client.transaction():
                         entity = client.get(key, timeout=RPC_TIMEOUT)
