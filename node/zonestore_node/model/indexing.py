@@ -77,7 +77,7 @@ def _check_value(name: str, value: Any, project: str, database: str, in_array: b
     elif which == "entity_value":
         check_properties(value.entity_value, project, database, nested=True)
     elif which == "key_value":
-        keys.normalize(value.key_value, project, database)
+        keys.normalize_reference(value.key_value, project, database)
     elif which == "geo_point_value":
         g = value.geo_point_value
         if not (-90.0 <= g.latitude <= 90.0) or math.isnan(g.latitude):
@@ -88,6 +88,7 @@ def _check_value(name: str, value: Any, project: str, database: str, in_array: b
         t = value.timestamp_value
         if not (-62135596800 <= t.seconds <= 253402300799) or not (0 <= t.nanos < 10**9):
             raise invalid(f'Property "{name}": timestamp is outside 0001-01-01..9999-12-31.')
+        t.nanos -= t.nanos % 1000  # Datastore keeps microseconds (so does the index)
     if (
         which in ("string_value", "blob_value")
         and not value.exclude_from_indexes
@@ -105,7 +106,7 @@ def check_properties(entity: Any, project: str, database: str, *, nested: bool =
         keys.check_name(name, "property name")
         _check_value(name, value, project, database, False)
     if nested and entity.HasField("key"):
-        keys.normalize(entity.key, project, database, allow_incomplete=True)
+        keys.normalize_reference(entity.key, project, database, allow_incomplete=True)
 
 
 def check_entity(entity: Any, project: str, database: str) -> None:

@@ -63,6 +63,29 @@ def normalize(key: Any, project: str, database: str, *, allow_incomplete: bool =
         )
     partition.project_id = project
     partition.database_id = database
+    _check_path(key, allow_incomplete)
+    return key
+
+
+def normalize_reference(
+    key: Any, project: str, database: str, *, allow_incomplete: bool = False
+) -> Any:
+    """Validate, in place, a key held in a property value (or an embedded entity's key).
+
+    Unlike an entity's own key it may point into another project or database, as
+    production and Google's emulator allow; only an empty partition (the Node client
+    sends one) is filled from the request.
+    """
+    partition = key.partition_id
+    if not partition.project_id:
+        partition.project_id = project
+        partition.database_id = database
+    _check_path(key, allow_incomplete)
+    return key
+
+
+def _check_path(key: Any, allow_incomplete: bool) -> None:
+    partition = key.partition_id
     if partition.namespace_id:
         check_name(partition.namespace_id, "namespace", allow_reserved=False)
     path = key.path
@@ -81,7 +104,6 @@ def normalize(key: Any, project: str, database: str, *, allow_incomplete: bool =
             check_name(element.name, "key path element name")
         elif i != last or not allow_incomplete:
             raise invalid(f"Key path element must not be incomplete: [{element.kind}: ].")
-    return key
 
 
 def is_complete(key: Any) -> bool:
