@@ -25,6 +25,7 @@ from google.api_core import exceptions
 from google.cloud import datastore
 from google.cloud.datastore.helpers import GeoPoint
 from google.cloud.datastore.query import PropertyFilter
+from google.cloud.datastore_v1.types import entity as entity_pb
 
 from tests.harness import NodeProcess, free_port
 from tests.integration.support import datastore_client, raw_api
@@ -398,6 +399,32 @@ def edge_cases(client: Any, project: str, record: Callable[[str, Callable[[], An
         "E", "x", namespace="__ns__").to_protobuf()}}))  # fmt: skip
     record("dotted property name", lambda: client.put(entity_with(client.key("E", "d"), "a.b", 1)))
     record("get dotted", lambda: client.get(client.key("E", "d")))
+
+    def with_value(name: str, value: Any) -> Any:
+        e = entity_pb.Entity(key=key("V", name))
+        e.properties["v"] = value
+        return commit({"upsert": e})
+
+    foreign = entity_pb.Key(partition_id={"project_id": "elsewhere"}, path=[{"kind": "F", "id": 1}])
+    record("key value of another project", lambda: with_value(
+        "foreign", entity_pb.Value(key_value=foreign)))  # fmt: skip
+    other_ns = client.key("F", 1, namespace="other").to_protobuf()
+    record("key value of another namespace", lambda: with_value(
+        "ns", entity_pb.Value(key_value=other_ns)))  # fmt: skip
+    record("incomplete key value", lambda: with_value(
+        "incomplete", entity_pb.Value(key_value=key("F"))))  # fmt: skip
+    embedded = entity_pb.Entity(key=key("Inner"))
+    embedded.properties["x"] = entity_pb.Value(integer_value=1)
+    record("embedded entity with an incomplete key", lambda: with_value(
+        "embedded", entity_pb.Value(entity_value=embedded)))  # fmt: skip
+    record("read back values", lambda: [
+        normalize(e) for e in client.get_multi([client.key("V", n) for n in (
+            "foreign", "ns", "incomplete", "embedded")])])  # fmt: skip
+    nanos = entity_pb.Value(timestamp_value={"seconds": 1, "nanos": 123456789})
+    record("timestamp with nanoseconds", lambda: with_value("nanos", nanos))
+    record("timestamp read back", lambda: api.lookup(
+        request={"project_id": project, "keys": [key("V", "nanos")]}
+    ).found[0].entity.properties["v"].timestamp_value.nanosecond)  # fmt: skip
 
 
 def entity_with(key: Any, name: str, value: Any) -> Any:

@@ -102,6 +102,30 @@ def test_key_values_round_trip_with_ancestors_and_partitions(client: Any) -> Non
     assert got["keys"] == [parent, other_ns]
 
 
+def test_key_values_may_point_into_another_project_or_database(client: Any) -> None:
+    """As production and Google's emulator allow (only entity keys must match)."""
+    foreign = datastore.Key("Thing", 1, project="elsewhere")
+    other_db = datastore.Key("Thing", 2, project=client.project, database="db9")
+    got = roundtrip(client, {"foreign": foreign, "other_db": other_db})
+    assert got["foreign"].project == "elsewhere"
+    assert got["foreign"].flat_path == ("Thing", 1)
+    assert got["other_db"].database == "db9"
+
+
+def test_timestamps_are_kept_to_the_microsecond(client: Any) -> None:
+    from google.cloud.datastore_v1.types import entity as entity_pb
+
+    key = client.key("Nanos", 1).to_protobuf()
+    entity = entity_pb.Entity(key=key)
+    entity.properties["t"] = entity_pb.Value(timestamp_value={"seconds": 5, "nanos": 123456789})
+    raw_api(client).commit(
+        request={"project_id": client.project, "mode": 2, "mutations": [{"upsert": entity}]}
+    )
+    response = raw_api(client).lookup(request={"project_id": client.project, "keys": [key]})
+    stored = response.found[0].entity.properties["t"].timestamp_value
+    assert stored.nanosecond == 123456000
+
+
 def test_geopoints_round_trip_at_the_extremes(client: Any) -> None:
     props = {
         "paris": GeoPoint(48.8566, 2.3522),
