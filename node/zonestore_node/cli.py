@@ -1,4 +1,5 @@
-"""The `zonestore` command: `serve` runs one node; `run` starts a local cluster.
+"""The `zonestore` command: `serve` runs one node; `run` starts a local cluster; `status`,
+`members` and `transfer-leader` wrap the admin API of a running replica group.
 
 `zonestore run` is what `make run` calls: replicas on loopback as separate processes
 (client API on 127.0.0.1:8081.., admin/metrics HTTP on 127.0.0.1:9081..), data under
@@ -10,13 +11,16 @@ variables.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from zonestore_node import logs
 
@@ -180,12 +184,119 @@ def run_cluster(args: argparse.Namespace) -> int:
     return code
 
 
+def admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def with_admin(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--admin",
+            default=_env("ZONESTORE_ADMIN", "127.0.0.1:9081"),
+            help="admin address of any replica (mutations follow the leader)",
+        )
+        return p
+
+    with_admin(sub.add_parser("status", help="show a replica's view of the group"))
+    members = with_admin(sub.add_parser("members", help="list or change members"))
+    msub = members.add_subparsers(dest="action")
+    add = msub.add_parser("add", help="add a learner")
+    add.add_argument("id")
+    add.add_argument("peer_address")
+    add.add_argument("--zone", default="")
+    msub.add_parser("promote", help="promote a learner to voter").add_argument("id")
+    msub.add_parser("remove", help="remove a member").add_argument("id")
+    for action in msub.choices.values():  # --admin after the action works too
+        action.add_argument("--admin", default=argparse.SUPPRESS)
+    transfer = with_admin(sub.add_parser("transfer-leader", help="hand leadership to a voter"))
+    transfer.add_argument("target")
+    with_admin(sub.add_parser("snapshot", help="take a snapshot and compact the log"))
+
+
+def _admin_call(addr: str, method: str, path: str, body: object = None) -> tuple[int, object]:
+    """One admin request; a 421 from a follower is followed once, to the leader."""
+    for _ in range(2):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            payload = json.loads(exc.read() or b"{}")
+            if exc.code == 421 and payload.get("leader_admin_address"):
+                addr = payload["leader_admin_address"]
+                continue
+            return exc.code, payload
+    return 421, {"error": "the leader moved twice; retry"}
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "status":
+            code, payload = _admin_call(args.admin, "GET", "/admin/status")
+            if code == 200 and isinstance(payload, dict):
+                print(_format_status(payload))
+                return 0
+        elif args.command == "members":
+            if args.action is None:
+                code, payload = _admin_call(args.admin, "GET", "/admin/status")
+                if code == 200 and isinstance(payload, dict):
+                    print(_format_members(payload))
+                    return 0
+            elif args.action == "add":
+                body = {"id": args.id, "peer_address": args.peer_address, "zone": args.zone}
+                code, payload = _admin_call(args.admin, "POST", "/admin/members", body)
+            elif args.action == "promote":
+                code, payload = _admin_call(args.admin, "POST", f"/admin/members/{args.id}/promote")
+            else:
+                code, payload = _admin_call(args.admin, "DELETE", f"/admin/members/{args.id}")
+        elif args.command == "transfer-leader":
+            code, payload = _admin_call(
+                args.admin, "POST", "/admin/leader", {"target": args.target}
+            )
+        else:
+            code, payload = _admin_call(args.admin, "POST", "/admin/snapshot")
+    except OSError as exc:
+        print(f"zonestore: cannot reach the admin API at {args.admin}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(payload, indent=2))
+    return 0 if code == 200 else 1
+
+
+def _format_members(status: dict[str, Any]) -> str:
+    rows = [("ID", "ROLE", "ZONE", "MATCH", "LAG", "HEALTHY", "PEER")]
+    for m in status.get("members", []):
+        rows.append(
+            (
+                str(m["id"]) + (" *" if m["id"] == status.get("leader") else ""),
+                str(m["role"]),
+                str(m.get("zone") or "-"),
+                str(m.get("match_index", "-")),
+                str(m.get("lag") if m.get("lag") is not None else "-"),
+                str(m.get("healthy") if m.get("healthy") is not None else "-"),
+                str(m.get("peer_address") or "-"),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def _format_status(status: dict[str, Any]) -> str:
+    head = (
+        f"node {status['node_id']} (zone {status.get('zone') or '-'}): {status['role']}, "
+        f"term {status['term']}, leader {status.get('leader') or 'unknown'}\n"
+        f"commit index {status['commit_index']}, applied index {status['applied_index']}, "
+        f"ready {status.get('ready')}\n"
+    )
+    return head + _format_members(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zonestore")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser(sub)
     run_parser(sub)
+    admin_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in ("status", "members", "transfer-leader", "snapshot"):
+        return run_admin(args)
     if args.command == "serve":
         from zonestore_node import server
 

@@ -747,7 +747,9 @@ class RaftGroup:
                     "last_contact_ms": int((now - info.last_contact) * 1000)
                     if info.last_contact
                     else None,
-                    "healthy": bool(progress.recent_active) if progress else None,
+                    "healthy": True
+                    if member == self.config.node_id
+                    else (bool(progress.recent_active) if progress else None),
                 }
             )
         role = st.role.value
