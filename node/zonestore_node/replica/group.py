@@ -753,8 +753,8 @@ class RaftGroup:
                 }
             )
         role = st.role.value
-        if self.config.node_id in conf.learners:
-            role = "learner"
+        if self.config.node_id not in conf.voters:
+            role = "learner"  # a learner, or a joining replica not yet added
         return {
             "node_id": self.config.node_id,
             "zone": self.config.zone,
