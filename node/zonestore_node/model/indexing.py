@@ -64,6 +64,9 @@ def encode_value(value: Any, project: str, database: str) -> bytes | None:
 
 def _check_value(name: str, value: Any, project: str, database: str, in_array: bool) -> None:
     which = value.WhichOneof("value_type")
+    if which is None:
+        # Clients cannot read such a value back (the Python client raises ValueError).
+        raise invalid(f'Property "{name}" has a value with no type; use null_value for null.')
     if which == "array_value":
         if in_array:
             raise invalid(f'Property "{name}" contains an array value inside an array.')

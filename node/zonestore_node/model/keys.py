@@ -88,6 +88,8 @@ def _check_path(key: Any, allow_incomplete: bool) -> None:
     partition = key.partition_id
     if partition.namespace_id:
         check_name(partition.namespace_id, "namespace", allow_reserved=False)
+        if len(partition.namespace_id.encode()) > limits.MAX_NAMESPACE_BYTES:
+            raise invalid(f"The namespace is longer than {limits.MAX_NAMESPACE_BYTES} bytes.")
     path = key.path
     if not path:
         raise invalid("A key must have at least one path element.")
