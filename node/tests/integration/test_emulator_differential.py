@@ -420,6 +420,53 @@ def edge_cases(client: Any, project: str, record: Callable[[str, Callable[[], An
     record("read back values", lambda: [
         normalize(e) for e in client.get_multi([client.key("V", n) for n in (
             "foreign", "ns", "incomplete", "embedded")])])  # fmt: skip
+    inner_array = entity_pb.Value(array_value={"values": [entity_pb.Value(integer_value=1)]})
+    record("array in an array", lambda: with_value(
+        "nested", entity_pb.Value(array_value={"values": [inner_array]})))  # fmt: skip
+    record("excluded array value", lambda: with_value("exarr", entity_pb.Value(
+        array_value={"values": [entity_pb.Value(integer_value=1)]}, exclude_from_indexes=True)))  # fmt: skip
+    deep = entity_pb.Entity()
+    deep.properties["arr"] = entity_pb.Value(
+        array_value={"values": [entity_pb.Value(string_value="x")]}
+    )
+    record("array in an entity in an array", lambda: with_value("deep", entity_pb.Value(
+        array_value={"values": [entity_pb.Value(entity_value=deep)]})))  # fmt: skip
+    record("value without a type", lambda: with_value("untyped", entity_pb.Value()))
+    record(
+        "read untyped",
+        lambda: [
+            e.entity.properties["v"]._pb.WhichOneof("value_type")
+            for e in api.lookup(
+                request={"project_id": project, "keys": [key("V", "untyped")]}
+            ).found
+        ],
+    )
+    record("geopoint out of range", lambda: with_value("geo", entity_pb.Value(
+        geo_point_value={"latitude": 91.0, "longitude": 0.0})))  # fmt: skip
+    record(
+        "reserved property name", lambda: client.put(entity_with(client.key("E", "r"), "__p__", 1))
+    )
+    record("reserved kind", lambda: commit({"upsert": {"key": key("__K__", 1)}}))
+    record(
+        "long property name", lambda: client.put(entity_with(client.key("E", "l"), "p" * 1501, 1))
+    )
+    record("long kind", lambda: commit({"upsert": {"key": key("K" * 1501, 1)}}))
+    record("long namespace", lambda: commit({"upsert": {"key": client.key(
+        "E", 1, namespace="n" * 101).to_protobuf()}}))  # fmt: skip
+    record("namespace of 100 bytes", lambda: commit({"upsert": {"key": client.key(
+        "E", 1, namespace="n" * 100).to_protobuf()}}))  # fmt: skip
+    record("delete an incomplete key", lambda: commit({"delete": key("E")}))
+    record("non-transactional commit naming a transaction", lambda: commit(txn=begin()))
+
+    def read_only_write() -> Any:
+        txn = bytes(api.begin_transaction(
+            request={"project_id": project, "transaction_options": {"read_only": {}}}
+        ).transaction)  # fmt: skip
+        return commit({"upsert": {"key": key("E", "ro")}}, mode=1, txn=txn)
+
+    record("write in a read-only transaction", read_only_write)
+    record("allocate nothing", lambda: list(api.allocate_ids(
+        request={"project_id": project, "keys": []}).keys))  # fmt: skip
     nanos = entity_pb.Value(timestamp_value={"seconds": 1, "nanos": 123456789})
     record("timestamp with nanoseconds", lambda: with_value("nanos", nanos))
     record("timestamp read back", lambda: api.lookup(

@@ -217,6 +217,23 @@ def test_a_key_of_another_project_or_database_is_invalid(client: Any) -> None:
         raw_api(client).lookup(request={"project_id": client.project, "keys": [other_db]})
 
 
+def test_a_namespace_of_101_bytes_is_invalid(client: Any) -> None:
+    ok = client.key("Kind", 1, namespace="n" * 100)
+    client.put(datastore.Entity(ok))
+    too_long = client.key("Kind", 1, namespace="n" * 101).to_protobuf()
+    with pytest.raises(exceptions.InvalidArgument, match="namespace is longer than 100 bytes"):
+        commit(client, {"upsert": {"key": too_long}})
+
+
+def test_a_value_with_no_type_is_invalid(client: Any) -> None:
+    """Stored, it would make the entity unreadable for the Python client."""
+    entity = entity_pb.Entity(key=raw_key(client.project, ("Kind", "untyped")))
+    entity.properties["v"] = entity_pb.Value()
+    with pytest.raises(exceptions.InvalidArgument, match='"v" has a value with no type'):
+        commit(client, {"upsert": entity})
+    assert client.get(client.key("Kind", "untyped")) is None
+
+
 def test_a_reserved_property_name_is_invalid(client: Any) -> None:
     entity = datastore.Entity(client.key("Kind", "prop"))
     entity["__key__"] = 1
