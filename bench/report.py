@@ -94,7 +94,8 @@ def _figures(cell: CellResult | None) -> list[str]:
         return ["-", "-", "-"]
     if cell.error is not None:
         return [f"n/a (error: {cell.error})", "-", "-"]
-    return [_num(cell.ops_per_s, 0), _num(cell.p50_ms), _num(cell.p99_ms)]
+    ops = cell.ops_per_s or 0.0
+    return [_num(ops, 0 if ops >= 10 else 1), _num(cell.p50_ms), _num(cell.p99_ms)]
 
 
 def _row(values: list[str]) -> str:
