@@ -33,6 +33,7 @@ SCENARIOS = [
     ["write", "db2", "ns1"],
     ["read", "", "py", "FromPy", "p"],
     ["query"],
+    ["large"],
 ]
 _modules = itertools.count()
 PY_WRITTEN = {"s": "hé", "n": 5, "ok": True, "nothing": None, "list": [1, "a"]}
@@ -143,3 +144,12 @@ def test_python_written_entities_read_in_node(played: dict[str, Any]) -> None:
 
 def test_node_query_filters_and_orders(played: dict[str, Any]) -> None:
     assert scenario(played, "query") == {"rows": [2, 4]}
+
+
+def test_node_gets_large_entities_and_pages_through_a_large_query(played: dict[str, Any]) -> None:
+    assert scenario(played, "large") == {
+        "got": 5,
+        "bytes": 5 * 900_000,
+        "rows": 700,
+        "sorted": True,
+    }

@@ -270,3 +270,66 @@ def test_query_timestamps_compare_by_instant(client: Any) -> None:
         client.put(entity)
     since = base + datetime.timedelta(microseconds=2)
     assert ids(query(client, "Event", PropertyFilter("at", ">=", since)).fetch()) == [2, 3, 4]
+
+
+def test_a_transaction_that_read_an_entity_through_a_query_aborts_if_it_changed(
+    node: NodeProcess, project: str
+) -> None:
+    """A query returns whole entities: a transaction updating what it read must not
+    overwrite a concurrent change to a property the query did not filter on."""
+    client = datastore_client(node.client_addr, project)
+    other = datastore_client(node.client_addr, project)
+    seed(client, n=3)
+    with pytest.raises(exceptions.Aborted), client.transaction() as txn:
+        [found] = list(query(client, "Task", PropertyFilter("i", "=", 2)).fetch())
+        changed = other.get(other.key("Task", 2))
+        changed["score"] = 100.0  # not what the query filtered on
+        other.put(changed)
+        found["name"] = "renamed"
+        txn.put(found)
+    assert client.get(client.key("Task", 2))["score"] == 100.0  # the other write survived
+
+
+@pytest.mark.parametrize("method", ["run_query", "run_aggregation_query"])
+def test_a_query_can_begin_a_transaction_that_then_guards_what_it_read(
+    node: NodeProcess, project: str, method: str
+) -> None:
+    """read_options.new_transaction on RunQuery/RunAggregationQuery (begin_later). The
+    Python client sends it but ignores the returned id (query.py never reads
+    response.transaction), so this drives the raw API."""
+    client = datastore_client(node.client_addr, project)
+    seed(client, n=3)
+    api = raw_api(client)
+    kind_query = {"kind": [{"name": "Task"}]}
+    request: dict[str, Any] = {
+        "project_id": project,
+        "read_options": {"new_transaction": {"read_write": {}}},
+    }
+    if method == "run_query":
+        request["query"] = kind_query
+    else:
+        request["aggregation_query"] = {
+            "nested_query": kind_query,
+            "aggregations": [{"count": {}, "alias": "n"}],
+        }
+    response = getattr(api, method)(request=request)
+    txn = response.transaction
+    assert txn
+    other = datastore_client(node.client_addr, project)
+    other.put(datastore.Entity(other.key("Task", 99)))
+    summary = {"upsert": {"key": client.key("Summary", method).to_protobuf()}}
+    with pytest.raises(exceptions.Aborted):
+        api.commit(
+            request={"project_id": project, "mode": 1, "transaction": txn, "mutations": [summary]}
+        )
+    # Without the concurrent write, the same flow commits.
+    response = getattr(api, method)(request=request)
+    api.commit(
+        request={
+            "project_id": project,
+            "mode": 1,
+            "transaction": response.transaction,
+            "mutations": [summary],
+        }
+    )
+    assert client.get(client.key("Summary", method)) is not None

@@ -162,6 +162,31 @@ const scenarios = {
     return out;
   },
 
+  // Large results: a get of 5 x 900 KB (the server defers some keys, the client loops)
+  // and a query of 700 entities (several NOT_FINISHED batches).
+  async large() {
+    const ds = new Datastore();
+    const blob = Buffer.alloc(900000, 7);
+    const big = [1, 2, 3, 4, 5].map((i) => ({
+      key: ds.key(['Large', i]),
+      data: {blob},
+      excludeFromIndexes: ['blob'],
+    }));
+    await ds.save(big.slice(0, 2));
+    await ds.save(big.slice(2));
+    const [got] = await ds.get(big.map((e) => e.key));
+    const rows = [];
+    for (let start = 0; start < 700; start += 350) {
+      const batch = [];
+      for (let i = start + 1; i <= start + 350; i++) batch.push({key: ds.key(['Bulk', i]), data: {i}});
+      await ds.save(batch);
+    }
+    const [all] = await ds.runQuery(ds.createQuery('Bulk'));
+    for (const e of all) rows.push(e.i);
+    return {got: got.length, bytes: got.reduce((n, e) => n + e.blob.length, 0), rows: rows.length,
+      sorted: rows.every((v, i) => v === i + 1)};
+  },
+
   // A kind query (only when the query engine serves queries).
   async query() {
     const ds = new Datastore();
