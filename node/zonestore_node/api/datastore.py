@@ -176,6 +176,13 @@ class DatastoreApi:
 
     async def commit(self, request: Pb, context: Any) -> Pb:
         project, database = project_of(request)
+        size = request.ByteSize()
+        if size > limits.MAX_REQUEST_BYTES:
+            # gRPC's receive limit is set 1 MiB higher so this message can be given.
+            raise invalid(
+                f"Request payload size exceeds the limit: {limits.MAX_REQUEST_BYTES} bytes "
+                f"(this commit is {size} bytes)."
+            )
         transactional = request.mode == 1  # TRANSACTIONAL
         which = request.WhichOneof("transaction_selector")
         transaction = request.transaction if which == "transaction" else None
