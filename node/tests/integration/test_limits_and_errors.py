@@ -114,11 +114,22 @@ def test_a_5_mb_put_multi_is_accepted(client: Any) -> None:
     assert len(client.get_multi([e.key for e in entities])) == 5
 
 
-def test_a_request_over_the_size_limit_is_refused_and_the_node_carries_on(client: Any) -> None:
-    entities = [entity_of_size(client, f"twelve-{i}", 1_000_000) for i in range(12)]
-    with pytest.raises((exceptions.ResourceExhausted, exceptions.InvalidArgument)):
+def test_a_commit_over_10_mib_is_invalid_and_the_node_carries_on(client: Any) -> None:
+    """10 MiB is Datastore's request limit; gRPC's own receive limit sits 1 MiB above it
+    so that the node can answer with a clear message instead of a dropped stream."""
+    entities = [entity_of_size(client, f"ten-{i}", 960_000) for i in range(11)]  # 10.56 MB
+    with pytest.raises(exceptions.InvalidArgument, match="10485760 bytes"):
         client.put_multi(entities)
     assert client.get(entities[0].key) is None
+    client.put_multi(entities[:10])  # 9.6 MB is fine
+
+
+def test_a_request_over_the_grpc_limit_is_refused_and_the_node_carries_on(client: Any) -> None:
+    entities = [entity_of_size(client, f"twelve-{i}", 1_000_000) for i in range(12)]
+    with pytest.raises(exceptions.ResourceExhausted):
+        client.put_multi(entities)
+    assert client.get(entities[0].key) is None
+    client.put(entity_of_size(client, "after", 1000))
 
 
 def test_get_multi_of_large_entities_is_split_with_deferred_and_the_client_loops(
