@@ -333,3 +333,17 @@ def test_a_query_can_begin_a_transaction_that_then_guards_what_it_read(
         }
     )
     assert client.get(client.key("Summary", method)) is not None
+
+
+def test_keys_with_zero_bytes_and_unicode_round_trip_and_sort_by_utf8_bytes(
+    client: Any,
+) -> None:
+    names = ["ab", "a", "a\x00b", "a\x00", "é", "z", "\U0001f600", "\uffff"]
+    client.put_multi([datastore.Entity(client.key("Odd", n)) for n in names])
+    client.put(datastore.Entity(client.key("Odd", 5)))
+    for name in names:
+        assert client.get(client.key("Odd", name)) is not None, repr(name)
+    q = client.query(kind="Odd")
+    q.keys_only()
+    got = [e.key.id_or_name for e in q.fetch()]
+    assert got == [5, *sorted(names, key=lambda n: n.encode())]  # ids before names

@@ -167,7 +167,9 @@ def test_a_transaction_that_read_a_missing_entity_aborts_if_it_was_created(
     assert client.get(key)["by"] == "other"
 
 
-def increment_with_retries(addr: str, project: str, key_name: str, times: int) -> int:
+def increment_with_retries(
+    addr: str, project: str, key_name: str, times: int, begin_later: bool = False
+) -> int:
     """Increment a counter `times` times, retrying each transaction on Aborted (the
     client does not retry Commit by itself). Returns the number of aborts seen."""
     client = datastore_client(addr, project)
@@ -177,7 +179,7 @@ def increment_with_retries(addr: str, project: str, key_name: str, times: int) -
         deadline = time.monotonic() + 60
         while True:
             try:
-                with client.transaction():
+                with client.transaction(begin_later=begin_later):
                     entity = client.get(key) or datastore.Entity(key)
                     entity["n"] = entity.get("n", 0) + 1
                     client.put(entity)  # inside the with: buffered in the transaction
@@ -188,16 +190,21 @@ def increment_with_retries(addr: str, project: str, key_name: str, times: int) -
     return aborts
 
 
+@pytest.mark.parametrize(("threads_n", "per_thread", "begin_later"), [(8, 6, False), (4, 5, True)])
 def test_concurrent_transactional_increments_reach_exactly_the_right_total(
-    node: NodeProcess, project: str
+    node: NodeProcess, project: str, threads_n: int, per_thread: int, begin_later: bool
 ) -> None:
-    threads_n, per_thread = 8, 6
     errors: list[BaseException] = []
     aborts: list[int] = []
 
+    start = threading.Barrier(threads_n)
+
     def worker() -> None:
         try:
-            aborts.append(increment_with_retries(node.client_addr, project, "c", per_thread))
+            start.wait(timeout=30)  # all at once, so that they do collide
+            aborts.append(
+                increment_with_retries(node.client_addr, project, "c", per_thread, begin_later)
+            )
         except BaseException as exc:
             errors.append(exc)
 
@@ -209,7 +216,7 @@ def test_concurrent_transactional_increments_reach_exactly_the_right_total(
     assert not errors, errors
     client = datastore_client(node.client_addr, project)
     assert client.get(client.key("Counter", "c"))["n"] == threads_n * per_thread
-    assert sum(aborts) > 0, "8 threads on one entity should have collided at least once"
+    assert sum(aborts) > 0, "threads on one entity should have collided at least once"
 
 
 def test_a_committed_transaction_id_cannot_be_reused(client: Any) -> None:
