@@ -203,7 +203,9 @@ class Node:
                 await self.collect_garbage()
 
     async def collect_garbage(self) -> int:
-        horizon = self.group.read_ts() - self.service.retention_us
+        # read_time reads older than this are refused (service.retention_horizon), and
+        # a read at the newest commit sees only the newest version of each key, kept.
+        horizon = self.service.retention_horizon()
         # Never collect what an open transaction may still read.
         horizon = min([horizon, *(t.read_ts for t in self.service.transactions.open())])
         if horizon <= 0:

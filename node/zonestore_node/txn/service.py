@@ -10,6 +10,7 @@ that the edge turns back into protobuf responses. Errors are `DatastoreError`s.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -138,8 +139,16 @@ class DatastoreService:
             return Snapshot(self.group.read_ts(), None)
         return Snapshot(await self.group.read_barrier(), None)
 
+    def retention_horizon(self) -> int:
+        """The oldest timestamp still readable (read_time, snapshots): the retention
+        window back from now. From the wall clock too, not only from the newest commit:
+        otherwise, once writes stop, the window never moves and versions that have
+        long left it are neither collected nor refused."""
+        now = max(self.clock.last, time.time_ns() // 1000)
+        return now - self.retention_us
+
     def _check_read_time(self, read_ts: int) -> int:
-        oldest = self.clock.last - self.retention_us
+        oldest = self.retention_horizon()
         if read_ts < oldest:
             raise invalid("read_time is older than the version retention window (1 hour).")
         return read_ts
