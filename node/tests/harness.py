@@ -10,6 +10,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.netproxy import ProxyHub
 
 
 def free_port() -> int:
@@ -121,15 +125,27 @@ class NodeProcess:
 class Cluster:
     """N replicas on loopback as separate processes, with their own data folders."""
 
-    def __init__(self, root: Path, size: int = 3, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        extra: list[str] | None = None,
+        proxies: ProxyHub | None = None,
+    ) -> None:
+        """With `proxies`, every replica reaches every other through a link of its own
+        that the test can cut (tests/netproxy.py)."""
         self.root = root
         self.nodes: list[NodeProcess] = []
         peer_ports = [free_port() for _ in range(size)]
         self.ids = [f"n{i}" for i in range(size)]
-        spec = ",".join(
-            f"{nid}=127.0.0.1:{port}" for nid, port in zip(self.ids, peer_ports, strict=True)
-        )
         for nid, port in zip(self.ids, peer_ports, strict=True):
+            addrs = {}
+            for other, other_port in zip(self.ids, peer_ports, strict=True):
+                target = other_port
+                if proxies is not None and other != nid:
+                    target = proxies.link(nid, other, other_port)
+                addrs[other] = f"127.0.0.1:{target}"
+            spec = ",".join(f"{k}={v}" for k, v in addrs.items())
             args = [
                 "--peer-addr", f"127.0.0.1:{port}",
                 "--initial-cluster", spec,

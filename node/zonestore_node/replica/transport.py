@@ -7,6 +7,12 @@ drops what was queued (Raft retransmits), reports the peer unreachable, and reco
 with exponential backoff. Inbound connections start with a hello frame naming the
 sender. Frames are `[kind, body]` with plain msgpack types: never pickle.
 
+A silent partition leaves TCP connections that accept writes into the void for many
+minutes. So the receiving side acknowledges traffic on the same connection (an ACK
+frame, at most every `ACK_EVERY_S`), and a sender whose frames stay unacknowledged for
+`SILENCE_LIMIT_S` drops the connection and dials again: a new connection only works
+once the path is back.
+
 TLS: `ssl_server` / `ssl_client` contexts are accepted and passed to asyncio as they are;
 the security work supplies them (mutual TLS with a per-cluster CA).
 """
@@ -18,6 +24,7 @@ import contextlib
 import logging
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +35,10 @@ log = logging.getLogger("zonestore.transport")
 _LEN = struct.Struct(">I")
 MAX_FRAME = 64 << 20
 HELLO = 0
+ACK = 3
 QUEUE_LIMIT = 4096
+ACK_EVERY_S = 0.1
+SILENCE_LIMIT_S = 2.0
 
 Handler = Callable[[str, int, Any], None]
 """(peer id, frame kind, frame body) -> None; called on the event loop."""
@@ -62,6 +72,9 @@ class _Link:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
         self.task: asyncio.Task[None] | None = None
         self.connected = False
+        self.writer: asyncio.StreamWriter | None = None
+        self.connected_at = 0.0
+        self.unacked_since: float | None = None
 
     async def run(self) -> None:
         backoff = 0.05
@@ -72,7 +85,7 @@ class _Link:
                 continue
             try:
                 host, port = split_addr(addr)
-                _, writer = await asyncio.wait_for(
+                reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port, ssl=self.transport.ssl_client), timeout=2.0
                 )
             except (OSError, TimeoutError, ValueError) as exc:
@@ -82,6 +95,10 @@ class _Link:
                 continue
             backoff = 0.05
             self.connected = True
+            self.writer = writer
+            self.connected_at = time.monotonic()
+            self.unacked_since = None
+            watchdog = asyncio.get_running_loop().create_task(self._watch(reader, writer))
             try:
                 writer.write(encode_frame(HELLO, [self.transport.node_id, self.transport.hello]))
                 while True:
@@ -89,15 +106,39 @@ class _Link:
                     chunks = [frame]
                     while not self.queue.empty():
                         chunks.append(self.queue.get_nowait())
+                    if self.unacked_since is None:
+                        self.unacked_since = time.monotonic()
                     writer.writelines(chunks)
                     await writer.drain()
             except (OSError, ConnectionError) as exc:
                 self._fail(f"send: {exc}")
             finally:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
                 self.connected = False
+                self.writer = None
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
+
+    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read the peer's ACKs; abort the connection when frames go unacknowledged."""
+        while True:
+            try:
+                kind, _ = await asyncio.wait_for(read_frame(reader), timeout=ACK_EVERY_S * 2)
+                if kind == ACK:
+                    self.unacked_since = None
+            except TimeoutError:
+                pass
+            except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
+                writer.transport.abort()
+                return
+            since = self.unacked_since
+            if since is not None and time.monotonic() - since > SILENCE_LIMIT_S:
+                log.info("transport.silent_peer peer=%s; reconnecting", self.peer)
+                writer.transport.abort()
+                return
 
     def _fail(self, why: str) -> None:
         dropped = self.queue.qsize()
@@ -181,9 +222,14 @@ class Transport:
             peer = str(body[0])
             if self.on_hello is not None:
                 self.on_hello(peer, body[1])
+            last_ack = 0.0
             while True:
                 kind, body = await read_frame(reader)
                 self.handler(peer, kind, body)
+                now = time.monotonic()
+                if now - last_ack >= ACK_EVERY_S:
+                    last_ack = now
+                    writer.write(encode_frame(ACK, None))
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
