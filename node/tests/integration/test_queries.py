@@ -347,3 +347,38 @@ def test_keys_with_zero_bytes_and_unicode_round_trip_and_sort_by_utf8_bytes(
     q.keys_only()
     got = [e.key.id_or_name for e in q.fetch()]
     assert got == [5, *sorted(names, key=lambda n: n.encode())]  # ids before names
+
+
+def test_aggregations_respect_limits_and_empty_inputs(client: Any) -> None:
+    seed(client)
+    capped = client.aggregation_query(query(client))
+    capped.count(alias="n")
+    assert [r.value for batch in capped.fetch(limit=4) for r in batch] == [4]
+    # Over no rows: count 0, sum the integer 0, avg null. (The Python client reads a
+    # null avg as 0.0, `integer_value or double_value`; the raw response shows it.)
+    response = raw_api(client).run_aggregation_query(
+        request={
+            "project_id": client.project,
+            "aggregation_query": {
+                "nested_query": {
+                    "kind": [{"name": "Task"}],
+                    "filter": {
+                        "property_filter": {
+                            "property": {"name": "i"},
+                            "op": "GREATER_THAN",
+                            "value": {"integer_value": 100},
+                        }
+                    },
+                },
+                "aggregations": [
+                    {"count": {}, "alias": "n"},
+                    {"sum": {"property": {"name": "i"}}, "alias": "total"},
+                    {"avg": {"property": {"name": "i"}}, "alias": "mean"},
+                ],
+            },
+        }
+    )
+    values = response.batch.aggregation_results[0].aggregate_properties
+    kinds = {alias: values[alias]._pb.WhichOneof("value_type") for alias in ("n", "total", "mean")}
+    assert kinds == {"n": "integer_value", "total": "integer_value", "mean": "null_value"}
+    assert values["n"].integer_value == 0 and values["total"].integer_value == 0
