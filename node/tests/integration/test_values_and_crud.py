@@ -342,3 +342,14 @@ def test_lookup_keys_come_back_with_the_request_partition(
     returned = response.missing[0].entity.key.partition_id
     assert returned.project_id == project
     assert returned.database_id == database
+
+
+def test_eventually_consistent_reads_see_acknowledged_writes_on_a_single_node(
+    client: Any,
+) -> None:
+    key = client.key("Eventual", 1)
+    entity = datastore.Entity(key)
+    entity["n"] = 1
+    client.put(entity)
+    assert client.get(key, eventual=True)["n"] == 1
+    assert [e["n"] for e in client.get_multi([key], eventual=True)] == [1]
