@@ -206,6 +206,7 @@ class RaftGroup:
         self.snapshots_received = 0
         self._wake = asyncio.Event()
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._reads_waiting: list[asyncio.Future[int]] = []  # not yet in a ReadIndex round
         self._read_rounds: dict[bytes, list[asyncio.Future[int]]] = {}
         self._read_round_started: dict[bytes, float] = {}
@@ -216,6 +217,8 @@ class RaftGroup:
         self.term_start_index = 0  # index of this leader's no-op; proposals wait for it
         self._leader_ready = asyncio.Event()
         self._closed = False
+        hard = self.storage.hard_state
+        self._durable_term_vote = (hard.term, hard.vote)
 
     # Setup ----------------------------------------------------------------------------
 
@@ -285,17 +288,30 @@ class RaftGroup:
             raise NotLeader(self.leader or None)
 
     def submit(self, command: Any) -> asyncio.Future[Any]:
-        """Propose a command; the future resolves with the apply result once committed
-        and applied here. Raises NotLeader when this replica cannot propose."""
+        """Queue a command for proposal; the future resolves with the apply result once
+        committed and applied here (or raises NotLeader if it could not be proposed).
+        Raises NotLeader at once when this replica cannot propose.
+
+        Commands queued in one turn of the event loop are proposed together by the
+        driver (`_propose_queued`): one log append, one AppendEntries per follower."""
         self.check_leader()
-        try:
-            index = self.node.propose(COMMIT_PREFIX + command.encode())
-        except ProposalDropped as exc:
-            raise NotLeader(self.leader or None) from exc
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[index] = (self.node.raft.term, future)
+        self._proposals.append((COMMIT_PREFIX + command.encode(), future))
         self._wake.set()
         return future
+
+    def _propose_queued(self) -> None:
+        queued, self._proposals = self._proposals, []
+        try:
+            last = self.node.propose_batch([data for data, _ in queued])
+        except ProposalDropped:
+            for _, future in queued:
+                if not future.done():
+                    future.set_exception(NotLeader(self.leader or None))
+            return
+        term = self.node.raft.term
+        for offset, (_, future) in enumerate(queued):
+            self._pending[last - len(queued) + 1 + offset] = (term, future)
 
     async def wait_leader_ready(self) -> None:
         await self._leader_ready.wait()
@@ -411,6 +427,8 @@ class RaftGroup:
         while not self._closed:
             await self._wake.wait()
             self._wake.clear()
+            if self._proposals:
+                self._propose_queued()
             while self.node.has_ready():
                 rd = self.node.ready()
                 await self._handle(rd)
@@ -430,6 +448,13 @@ class RaftGroup:
         self.engine.write(batch)
         if rd.snapshot is not None:
             self._after_restore(rd.snapshot)
+        # Thesis §10.2.1: a leader may replicate its new entries while it persists them,
+        # as long as its term and vote are already durable (it counts itself in a quorum
+        # only through entries; clients hear back only after step 3, i.e. after this
+        # fsync). A follower must persist before it acknowledges: never early.
+        early = self.role is Role.LEADER and rd.snapshot is None and not self._vote_changed(rd)
+        if early:
+            self._send(rd.messages)
         if rd.must_sync:
             started = time.perf_counter()
             await asyncio.to_thread(self.engine.sync_wal)
@@ -437,13 +462,8 @@ class RaftGroup:
             self.stats.groups += 1
             self.stats.last_group_size = len(rd.entries)
         # 2. send
-        for msg in rd.messages:
-            if msg.type is rmsg.MessageType.INSTALL_SNAPSHOT:
-                task = asyncio.get_running_loop().create_task(self._send_snapshot(msg))
-                self._snapshot_tasks.add(task)
-                task.add_done_callback(self._snapshot_tasks.discard)
-            else:
-                self.transport.send(msg.to, FRAME_RAFT, rmsg.to_wire(msg))
+        if not early:
+            self._send(rd.messages)
         # 3. apply
         if rd.committed_entries:
             self._apply_entries(rd.committed_entries)
@@ -455,6 +475,23 @@ class RaftGroup:
         self._release_reads()
         if not self._read_rounds and self._reads_waiting:
             self._start_read_round()
+
+    def _vote_changed(self, rd: Ready) -> bool:
+        hs = rd.hard_state
+        if hs is None:
+            return False
+        changed = (hs.term, hs.vote) != self._durable_term_vote
+        self._durable_term_vote = (hs.term, hs.vote)
+        return changed
+
+    def _send(self, messages: list[rmsg.Message]) -> None:
+        for msg in messages:
+            if msg.type is rmsg.MessageType.INSTALL_SNAPSHOT:
+                task = asyncio.get_running_loop().create_task(self._send_snapshot(msg))
+                self._snapshot_tasks.add(task)
+                task.add_done_callback(self._snapshot_tasks.discard)
+            else:
+                self.transport.send(msg.to, FRAME_RAFT, rmsg.to_wire(msg))
 
     def _on_soft_state(self, rd: Ready) -> None:
         assert rd.soft_state is not None
@@ -549,6 +586,10 @@ class RaftGroup:
                 f.set_exception(exc)
 
     def _fail_pending(self, exc: Exception) -> None:
+        for _, future in self._proposals:
+            if not future.done():
+                future.set_exception(exc)
+        self._proposals.clear()
         for _, future in self._pending.values():
             if not future.done():
                 future.set_exception(exc)

@@ -172,7 +172,7 @@ class Transport:
         self.addresses: dict[str, str] = {}
         self._links: dict[str, _Link] = {}
         self._server: asyncio.Server | None = None
-        self._inbound: set[asyncio.Task[None]] = set()
+        self._inbound: set[asyncio.StreamWriter] = set()
 
     def set_address(self, peer: str, addr: str) -> None:
         if peer != self.node_id and addr:
@@ -211,9 +211,7 @@ class Transport:
         return bool(link and link.connected)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._inbound.add(task)
+        self._inbound.add(writer)
         peer = "?"
         try:
             kind, body = await asyncio.wait_for(read_frame(reader), timeout=5.0)
@@ -235,15 +233,15 @@ class Transport:
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             log.warning("transport.bad_frame peer=%s error=%s", peer, exc)
         finally:
-            if task is not None:
-                self._inbound.discard(task)
+            self._inbound.discard(writer)
             writer.close()
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for writer in list(self._inbound):
+            writer.transport.abort()  # ends each inbound reader with IncompleteReadError
         tasks = [link.task for link in self._links.values() if link.task is not None]
-        tasks += list(self._inbound)
         for task in tasks:
             task.cancel()
         for task in tasks:
