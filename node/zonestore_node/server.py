@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -234,4 +235,18 @@ def run(config: NodeConfig) -> None:
                 loop.add_signal_handler(sig, node.stop)
         await node.serve()
 
-    asyncio.run(main())
+    profile_path = os.environ.get("ZONESTORE_PROFILE")
+    if not profile_path:
+        asyncio.run(main())
+        return
+    # Development aid: cProfile the whole node and write pstats on shutdown (py-spy
+    # cannot attach to this machine's Python builds).
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(main())
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile_path)
