@@ -85,7 +85,7 @@ class Node:
             ),
             self.engine,
             self.store,
-            apply.apply,
+            apply.Applier(),
             CommitCommand.decode,
             HybridClock(),
         )

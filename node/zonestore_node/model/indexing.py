@@ -175,7 +175,13 @@ def index_keys(entity: Any) -> set[bytes]:
     path = keys.path_of(key)
     kind = path[-1][0]
     encoded_path = keycodec.encode_path(path)
-    out = {kind_prefix(partition, kind) + encoded_path}
+    escaped_kind = keycodec.escape(kind.encode())
+    out = {KIND_INDEX + partition + escaped_kind + encoded_path}
+    base = PROPERTY_INDEX + partition + escaped_kind
+    prefixes: dict[str, bytes] = {}  # array elements share their property's prefix
     for name, value in index_values(entity):
-        out.add(property_prefix(partition, kind, name) + value + encoded_path)
+        prefix = prefixes.get(name)
+        if prefix is None:
+            prefix = prefixes[name] = base + keycodec.escape(name.encode())
+        out.add(prefix + value + encoded_path)
     return out

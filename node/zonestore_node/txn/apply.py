@@ -57,7 +57,46 @@ def _index_keys(entity_bytes: bytes) -> set[bytes]:
     return indexing.index_keys(entity)
 
 
-def apply(store: mvcc.Store, command: CommitCommand, batch: WriteBatch) -> ApplyResult:
+class IndexKeyCache:
+    """Index keys of recently written entity versions, by (encoded key, commit_ts).
+
+    An overwrite needs the index keys of the version it replaces; recomputing them
+    means parsing and walking the old entity. A version's index keys never change, so
+    remembering them is pure memoization: results stay deterministic.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self._capacity = capacity
+        self._entries: dict[tuple[bytes, int], set[bytes]] = {}
+
+    def get(self, encoded: bytes, commit_ts: int, payload: bytes) -> set[bytes]:
+        cached = self._entries.get((encoded, commit_ts))
+        if cached is None:
+            cached = _index_keys(split_payload(payload)[1])
+        return cached
+
+    def put(self, encoded: bytes, commit_ts: int, index: set[bytes]) -> None:
+        if len(self._entries) >= self._capacity:
+            self._entries.clear()  # crude but bounded: the next overwrites recompute
+        self._entries[(encoded, commit_ts)] = index
+
+
+class Applier:
+    """`apply` with an index-key cache: what a replica's state machine calls."""
+
+    def __init__(self) -> None:
+        self.cache = IndexKeyCache()
+
+    def __call__(self, store: mvcc.Store, command: CommitCommand, batch: WriteBatch) -> ApplyResult:
+        return apply(store, command, batch, self.cache)
+
+
+def apply(
+    store: mvcc.Store,
+    command: CommitCommand,
+    batch: WriteBatch,
+    cache: IndexKeyCache | None = None,
+) -> ApplyResult:
     """Evaluate `command` against the store and add its effect to `batch`.
 
     On an error the command writes nothing but the id high-water mark (ids it carried
@@ -76,17 +115,22 @@ def apply(store: mvcc.Store, command: CommitCommand, batch: WriteBatch) -> Apply
 
     # Pending state of the keys this command touches: encoded -> payload (b"" = deleted).
     overlay: dict[bytes, bytes] = {}
+    overlay_index: dict[bytes, set[bytes]] = {}
     index_puts: dict[bytes, bytes] = {}
     entity_puts: list[tuple[bytes, bytes]] = []
 
     for write in command.writes:
         current_payload: bytes | None
+        old_index: set[bytes] | None = None
         if write.encoded in overlay:
             current_payload = overlay[write.encoded]
+            old_index = overlay_index.get(write.encoded)
         else:
             newest = store.newest(Family.ENTITIES, write.encoded)
             current_payload = newest.payload if newest else None
             current_ts = newest.commit_ts if newest else 0
+            if newest is not None and newest.payload and cache is not None:
+                old_index = cache.get(write.encoded, newest.commit_ts, newest.payload)
         exists = bool(current_payload)
         if write.encoded in overlay:
             current_ts = commit_ts if exists else 0
@@ -101,7 +145,8 @@ def apply(store: mvcc.Store, command: CommitCommand, batch: WriteBatch) -> Apply
         if write.op is Op.UPDATE and not exists:
             return ApplyResult(commit_ts, Code.NOT_FOUND, "no entity to update")
 
-        old_index = _index_keys(split_payload(current_payload)[1]) if current_payload else set()
+        if old_index is None:
+            old_index = _index_keys(split_payload(current_payload)[1]) if current_payload else set()
         if write.op is Op.DELETE:
             new_payload = mvcc.TOMBSTONE
             new_index: set[bytes] = set()
@@ -113,6 +158,7 @@ def apply(store: mvcc.Store, command: CommitCommand, batch: WriteBatch) -> Apply
         if exists or write.op is not Op.DELETE:
             entity_puts.append((write.encoded, new_payload))
         overlay[write.encoded] = new_payload
+        overlay_index[write.encoded] = new_index
         for key in old_index - new_index:
             index_puts[key] = mvcc.TOMBSTONE
         for key in new_index - old_index:
@@ -121,6 +167,8 @@ def apply(store: mvcc.Store, command: CommitCommand, batch: WriteBatch) -> Apply
 
     for encoded, payload in entity_puts:
         store.put_version(batch, Family.ENTITIES, encoded, commit_ts, payload)
+        if cache is not None and payload:
+            cache.put(encoded, commit_ts, overlay_index[encoded])
     for key, marker in index_puts.items():
         store.put_version(batch, Family.INDEXES, key, commit_ts, marker)
     result.index_updates = len(index_puts)
