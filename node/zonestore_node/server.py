@@ -93,6 +93,8 @@ class Node:
         self.service.retention_us = int(config.retention_seconds * 1_000_000)
         self.metrics = Metrics(config.node_id, config.zone)
         self.forwarder = Forwarder(SERVICE, self._leader_client_addr, self._serves_here)
+        self.group.on_sync = self.metrics.observe_sync
+        self.service.on_replicated = self.metrics.proposal_latency.observe
         self.api = DatastoreApi(self.service, self.metrics, self.forwarder)
         self.started = time.time()
         self._stopping = asyncio.Event()
@@ -143,6 +145,8 @@ class Node:
             m.raft_role.labels(role).set(1 if status.role.value == role else 0)
         m.raft_commit_index.set(status.commit_index)
         m.raft_applied_index.set(self.group.applied_index)
+        m.snapshots_sent.set(self.group.snapshots_sent)
+        m.snapshots_received.set(self.group.snapshots_received)
         for member, progress in status.progress.items():
             m.raft_follower_lag.labels(member).set(
                 max(0, status.commit_index - progress.match_index)

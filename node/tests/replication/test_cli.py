@@ -66,3 +66,32 @@ def test_an_unreachable_admin_address_is_a_clear_error(tmp_path: Path) -> None:
     out = zonestore("status", "--admin", "127.0.0.1:1")
     assert out.returncode == 1
     assert "cannot reach the admin API" in out.stderr
+
+
+def test_replication_metrics_count_fsyncs_batches_and_proposals(group: Cluster) -> None:
+    import os
+
+    from google.cloud import datastore
+
+    leader = group.leader()
+    os.environ["DATASTORE_EMULATOR_HOST"] = leader.client_addr
+    client = datastore.Client(project="metrics")
+    client.put_multi([datastore.Entity(client.key("M", i)) for i in range(1, 6)])
+    code, body = leader.http_get("/metrics")
+    assert code == 200
+    metrics = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            metrics[name] = float(value)
+    assert metrics["zonestore_fsync_duration_seconds_count"] > 0
+    assert (
+        metrics["zonestore_commit_group_size_sum"]
+        >= metrics["zonestore_commit_group_size_count"]
+        > 0
+    )
+    assert metrics["zonestore_proposal_duration_seconds_count"] >= 1
+    assert metrics['zonestore_raft_role{role="leader"}'] == 1
+    followers = [n.node_id for n in group.nodes if n is not leader]
+    for follower in followers:
+        assert f'zonestore_raft_follower_lag_entries{{member="{follower}"}}' in metrics

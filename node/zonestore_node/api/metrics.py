@@ -111,12 +111,33 @@ class Metrics:
             ["member"],
             registry=self.registry,
         )
+        self.proposal_latency = Histogram(
+            "zonestore_proposal_duration_seconds",
+            "From proposing a commit to its result on the leader (replicated and applied).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.snapshots_sent = Gauge(
+            "zonestore_raft_snapshots_sent",
+            "Snapshots streamed to other replicas since start.",
+            registry=self.registry,
+        )
+        self.snapshots_received = Gauge(
+            "zonestore_raft_snapshots_received",
+            "Snapshots installed since start.",
+            registry=self.registry,
+        )
         self.forwarded = Counter(
             "zonestore_forwarded_requests",
             "Requests this replica relayed to the leader.",
             ["method"],
             registry=self.registry,
         )
+
+    def observe_sync(self, seconds: float, entries: int) -> None:
+        self.fsync_latency.observe(seconds)
+        if entries:
+            self.group_size.observe(entries)
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         if code == "FORWARDED":

@@ -219,6 +219,8 @@ class RaftGroup:
         self._closed = False
         hard = self.storage.hard_state
         self._durable_term_vote = (hard.term, hard.vote)
+        # Told of every log fsync: (seconds, entries it made durable). For metrics.
+        self.on_sync: Callable[[float, int], None] | None = None
 
     # Setup ----------------------------------------------------------------------------
 
@@ -458,9 +460,12 @@ class RaftGroup:
         if rd.must_sync:
             started = time.perf_counter()
             await asyncio.to_thread(self.engine.sync_wal)
-            self.stats.fsync_seconds += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.stats.fsync_seconds += elapsed
             self.stats.groups += 1
             self.stats.last_group_size = len(rd.entries)
+            if self.on_sync is not None:
+                self.on_sync(elapsed, len(rd.entries))
         # 2. send
         if not early:
             self._send(rd.messages)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,6 +109,8 @@ class DatastoreService:
         self.group = group
         self.ids = ids
         self.clock = group.clock
+        # Told how long each replicated command took (metrics).
+        self.on_replicated: Callable[[float], None] | None = None
         self.transactions = Registry()
         self.retention_us = 3600 * 1_000_000
 
@@ -308,11 +311,14 @@ class DatastoreService:
         retry. One that is neither applied nor refused in time may still commit:
         DEADLINE_EXCEEDED says the outcome is unknown (see the README).
         """
+        started = time.perf_counter()
         future = self.group.submit(command)
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT_S):
                 result: apply_mod.ApplyResult = await future
-                return result
+            if self.on_replicated is not None:
+                self.on_replicated(time.perf_counter() - started)
+            return result
         except TimeoutError:
             raise DatastoreError(
                 Code.DEADLINE_EXCEEDED,
