@@ -107,8 +107,12 @@ class Worker:
         return self.clients[key]
 
     def handle(self, command: Any) -> Any:
-        from bench import workloads
+        from bench import loadgen, workloads
 
+        if isinstance(command, loadgen.RawCell):
+            return loadgen.run_cell(command)
+        if isinstance(command, loadgen.Probe):
+            return loadgen.run_probe(command)
         if isinstance(command, RunCell):
             return self.run_cell(command)
         if isinstance(command, Preload):

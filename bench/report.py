@@ -222,7 +222,254 @@ def render(run: Run) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_json(run: Run, path: Path) -> None:
-    data = asdict(run)
-    data["loads"] = [{**asdict(x), "per_s": x.per_s} for x in run.loads]
+def write_json(run: Run | None, path: Path, replicated: ReplRun | None = None) -> None:
+    """The emulator suite's run at the top level (as before); the replicated one under
+    "replicated"."""
+    data: dict[str, Any] = {}
+    if run is not None:
+        data = asdict(run)
+        data["loads"] = [{**asdict(x), "per_s": x.per_s} for x in run.loads]
+    if replicated is not None:
+        data["replicated"] = asdict(replicated)
+        data["replicated"]["failover_median_s"] = failover_medians(replicated)
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+# The replicated suite: 3-replica zonestore against 3-member etcd --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplCell:
+    """Writes at one client count against one replica group, through one kind of client."""
+
+    target: str  # "zonestore3" or "etcd"
+    client: str  # "raw grpc" or "official client"
+    clients: int
+    ops: int = 0
+    seconds: float = 0.0
+    ops_per_s: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    error: str | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+    leader: str = ""
+    server_cpu_us_per_op: float | None = None  # summed over the members
+    member_cpu_us_per_op: dict[str, float] = field(default_factory=dict)  # name -> µs/op
+    client_cpu_us_per_op: float | None = None
+    server_cores: float = 0.0
+    client_cores: float = 0.0
+    other_cores: float = 0.0
+    loadavg_1m: float = 0.0
+    # zonestore: deltas of the members' /metrics over the window, name -> {metric: delta}
+    batching: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """One SIGKILL of the leader: seconds until a write issued after the kill succeeded."""
+
+    target: str
+    killed: str
+    seconds: float | None  # None: no write succeeded before the limit
+    new_leader: str = ""
+    writes_before_kill: int = 0  # successes in the second before the kill (the probe works)
+    failed_writes: int = 0
+    first_error: str = ""
+
+
+@dataclass(slots=True)
+class ReplRun:
+    targets: list[str]
+    skipped: dict[str, str]
+    settings: dict[str, Any]
+    cells: list[ReplCell] = field(default_factory=list)
+    failovers: list[Failover] = field(default_factory=list)
+    startup_s: dict[str, float] = field(default_factory=dict)
+    loadavg: dict[str, list[float]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def find(self, target: str, client: str, clients: int) -> ReplCell | None:
+        for cell in self.cells:
+            if (cell.target, cell.client, cell.clients) == (target, client, clients):
+                return cell
+        return None
+
+
+def _repl_figures(cell: ReplCell | None) -> list[str]:
+    if cell is None:
+        return ["-", "-", "-"]
+    if cell.error is not None:
+        return [f"n/a (error: {cell.error})", "-", "-"]
+    ops = cell.ops_per_s or 0.0
+    return [_num(ops, 0 if ops >= 10 else 1), _num(cell.p50_ms), _num(cell.p99_ms)]
+
+
+def _repl_ratio(a: ReplCell | None, b: ReplCell | None) -> str:
+    if a is None or b is None or not a.ops_per_s or not b.ops_per_s:
+        return "-"
+    return f"{a.ops_per_s / b.ops_per_s:.2f}x"
+
+
+def _cpu_ratio(a: ReplCell | None, b: ReplCell | None) -> str:
+    if a is None or b is None or not a.server_cpu_us_per_op or not b.server_cpu_us_per_op:
+        return "-"
+    return f"{a.server_cpu_us_per_op / b.server_cpu_us_per_op:.2f}x"
+
+
+def repl_table(run: ReplRun) -> str:
+    lines = [
+        _row(["clients", "zonestore3 via", "zonestore3 ops/s", "p50 ms", "p99 ms",
+              "etcd ops/s", "p50 ms", "p99 ms", "ratio ops/s (zs/etcd)",
+              "server CPU µs/op zs | etcd", "ratio CPU/op"]),
+        _row(["---:", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:",
+              "---:"]),
+    ]  # fmt: skip
+    counts: list[int] = []
+    for cell in run.cells:
+        if cell.clients not in counts:
+            counts.append(cell.clients)
+    for clients in counts:
+        etcd = run.find("etcd", "raw grpc", clients)
+        fig_etcd = _repl_figures(etcd) if "etcd" in run.targets else ["skipped", "-", "-"]
+        for via in ("raw grpc", "official client"):
+            zs = run.find("zonestore3", via, clients)
+            if zs is None and "zonestore3" in run.targets:
+                continue
+            cpu = (
+                f"{_num(zs.server_cpu_us_per_op if zs else None, 0)} | "
+                f"{_num(etcd.server_cpu_us_per_op if etcd else None, 0)}"
+            )
+            lines.append(
+                _row([str(clients), via, *_repl_figures(zs), *fig_etcd, _repl_ratio(zs, etcd),
+                      cpu, _cpu_ratio(zs, etcd)])
+            )  # fmt: skip
+    return "\n".join(lines)
+
+
+def repl_cost_table(run: ReplRun) -> str:
+    lines = [
+        _row(["target", "via", "clients", "leader", "server CPU µs/op (3 members)",
+              "per member µs/op (leader first)", "server cores", "client CPU µs/op",
+              "client cores", "others' cores", "load 1m", "notes"]),
+        _row(["---", "---", "---:", "---", "---:", "---", "---:", "---:", "---:", "---:",
+              "---:", "---"]),
+    ]  # fmt: skip
+    for c in run.cells:
+        members = sorted(c.member_cpu_us_per_op.items(), key=lambda kv: kv[0] != c.leader)
+        per_member = ", ".join(
+            f"{name}{'*' if name == c.leader else ''} {us:,.0f}" for name, us in members
+        )
+        failed = sum(c.errors.values())
+        notes = f"{failed} failed ops: {next(iter(c.errors))}" if failed else ""
+        lines.append(
+            _row([c.target, c.client, str(c.clients), c.leader or "-",
+                  _num(c.server_cpu_us_per_op, 0), per_member or "-", f"{c.server_cores:.2f}",
+                  _num(c.client_cpu_us_per_op, 0), f"{c.client_cores:.2f}",
+                  f"{c.other_cores:.2f}", f"{c.loadavg_1m:.2f}", notes])
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def batching_table(run: ReplRun) -> str:
+    """From the zonestore members' /metrics: how many log entries each fsync carried."""
+    lines = [
+        _row(["via", "clients", "ops", "member", "fsync groups", "entries applied",
+              "entries per group", "ops per leader group", "commit_group_size count",
+              "fsync histogram count", "forwarded"]),
+        _row(["---", "---:", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:",
+              "---:"]),
+    ]  # fmt: skip
+    for c in run.cells:
+        if not c.batching:
+            continue
+        names = sorted(c.batching, key=lambda n: n != c.leader)
+        for name in names:
+            d = c.batching[name]
+            groups = d.get("groups", 0.0)
+            applied = d.get("applied", 0.0)
+            per_group = f"{applied / groups:.1f}" if groups else "-"
+            per_leader_group = f"{c.ops / groups:.1f}" if groups and name == c.leader else ""
+            lines.append(
+                _row([c.client, str(c.clients), f"{c.ops:,}",
+                      f"{name}{' (leader)' if name == c.leader else ''}",
+                      f"{groups:,.0f}", f"{applied:,.0f}", per_group, per_leader_group,
+                      f"{d.get('group_size_count', 0.0):,.0f}",
+                      f"{d.get('fsync_count', 0.0):,.0f}", f"{d.get('forwarded', 0.0):,.0f}"])
+            )  # fmt: skip
+    return "\n".join(lines)
+
+
+def failover_table(run: ReplRun) -> str:
+    lines = [
+        _row(["target", "kill", "killed (leader)", "new leader", "first write after kill s",
+              "writes in the second before", "failed writes", "first error"]),
+        _row(["---", "---:", "---", "---", "---:", "---:", "---:", "---"]),
+    ]  # fmt: skip
+    counts: dict[str, int] = {}
+    for f in run.failovers:
+        counts[f.target] = counts.get(f.target, 0) + 1
+        lines.append(
+            _row([f.target, str(counts[f.target]), f.killed, f.new_leader or "-",
+                  "none in time" if f.seconds is None else f"{f.seconds:.3f}",
+                  str(f.writes_before_kill), str(f.failed_writes), f.first_error or "-"])
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def failover_medians(run: ReplRun) -> dict[str, float | None]:
+    medians: dict[str, float | None] = {}
+    for target in dict.fromkeys(f.target for f in run.failovers):
+        times = sorted(f.seconds for f in run.failovers if f.target == target and f.seconds)
+        medians[target] = times[len(times) // 2] if times else None
+    return medians
+
+
+def render_replicated(run: ReplRun) -> str:
+    s = run.settings
+    parts = [
+        "# Replicated writes: zonestore (3 replicas) vs etcd (3 members)",
+        "",
+        f"{s['seconds']} s per cell after {s['cell_warmup']} s warm-up; writes to the "
+        f"leader; raw grpc = {s['raw_procs']} worker process(es) at most, one grpc.aio "
+        f"channel each, clients = calls in flight; official client = threads over at most "
+        f"{s['procs']} processes; loopback; {s['cpus']} CPUs shared by servers and clients.",
+        "zonestore3: Datastore Commit, NON_TRANSACTIONAL, one upsert of a ~500-byte entity "
+        "(node defaults: 50 ms tick, election 10-20 ticks). etcd: KV Put of a 500-byte "
+        "value over gRPC, hand-encoded PutRequest (etcd defaults: heartbeat 100 ms, "
+        "election 1 s).",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in run.versions.items()),
+        "Load average (1m, 5m, 15m): "
+        + "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}" for k, v in run.loadavg.items()),
+    ]
+    for name, why in run.skipped.items():
+        parts.append(f"{name} skipped: {why}")
+    parts += ["", "## Throughput, latency and server CPU per write", "", repl_table(run)]
+    if run.failovers:
+        medians = failover_medians(run)
+        parts += [
+            "",
+            "## Failover: SIGKILL the leader, first write issued after the kill that succeeds",
+            "",
+            "Writes every "
+            f"{s['probe_interval'] * 1000:.0f} ms, round-robin to every member; "
+            "median: "
+            + ", ".join(f"{t} {'-' if m is None else f'{m:.3f} s'}" for t, m in medians.items()),
+            "",
+            failover_table(run),
+        ]
+    if run.startup_s:
+        parts += [
+            "",
+            "Start-up to an agreed leader: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in run.startup_s.items()),
+        ]
+    parts += ["", "## CPU per write and machine load per cell", "", repl_cost_table(run)]
+    if any(c.batching for c in run.cells):
+        parts += [
+            "",
+            "## zonestore batching (deltas of each replica's /metrics over the cell; "
+            "entries include Raft no-ops)",
+            "",
+            batching_table(run),
+        ]
+    return "\n".join(parts) + "\n"

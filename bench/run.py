@@ -1,15 +1,28 @@
-"""`make bench`: the same workloads against zonestore and Google's emulator, side by side.
+"""`make bench`: zonestore side by side with Google's emulator, and replicated with etcd.
 
-    python -m bench.run [--seconds 5] [--threads 1,16] [--workloads put,lookup,...]
-                        [--targets zonestore,emulator] [--quick] [--json PATH]
-                        [--procs 4] [--profile DIR]
+    python -m bench.run [--suite all|emulator|replicated] [--seconds 5] [--quick]
+                        [--targets zonestore,emulator,zonestore3,etcd] [--json PATH]
+                        [--threads 1,16] [--workloads put,lookup,...] [--procs 4]
+                        [--repl-clients 1,16,64] [--kills 3] [--raw-procs 2]
+                        [--profile DIR] [--no-install]
 
-Each target is a fresh server (a new zonestore data folder, a new in-memory emulator)
-on loopback. Both are started, preloaded with put_multi of 500 from parallel worker
-processes (timed), warmed up, and then measured cell by cell, alternating targets
-within each (workload, clients) pair so a change in the shared box's background load
-hits both sides alike. A target that fails a workload gets "n/a (error: ...)" in its
-column instead of stopping the run; a target that is not installed is skipped (exit 0).
+Two suites, both run by default (`make bench`: about 4-5 minutes on a 2-core box,
+most of it the emulator suite's preloads and cells; `--suite replicated` alone takes
+about 2 minutes).
+
+The emulator suite (targets zonestore, emulator): each target is a fresh server (a new
+zonestore data folder, a new in-memory emulator) on loopback. Both are started,
+preloaded with put_multi of 500 from parallel worker processes (timed), warmed up, and
+then measured cell by cell, alternating targets within each (workload, clients) pair
+so a change in the shared box's background load hits both sides alike. A target that
+fails a workload gets "n/a (error: ...)" in its column instead of stopping the run; a
+target that is not installed is skipped (exit 0).
+
+The replicated suite (targets zonestore3, etcd; bench/replicated.py): a 3-replica
+zonestore group against a 3-member etcd on loopback, writes to the leader at
+1/16/64 clients, server CPU per write, and the time from SIGKILLing the leader to the
+first successful write. etcd comes from Debian's etcd-server package, which the suite
+installs when missing (apt-get; skipped with a message when that is impossible).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -25,9 +39,11 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import hotspots, pool, report, targets, workloads
+from bench import hotspots, pool, replicated, report, targets, workloads
 
 PROJECT = "bench"
+EMULATOR_SUITE = ("zonestore", "emulator")
+REPLICATED_SUITE = ("zonestore3", "etcd")
 DISPATCH_SLACK = 0.15  # seconds for commands to reach every worker before warm-up counts
 
 
@@ -48,7 +64,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=None, help="measured seconds per cell (5)")
     p.add_argument("--threads", default="1,16", help="client counts, comma-separated")
     p.add_argument("--workloads", default=",".join(workloads.ALL))
-    p.add_argument("--targets", default="zonestore,emulator")
+    p.add_argument(
+        "--suite",
+        choices=["all", "emulator", "replicated"],
+        default="all",
+        help="which comparison to run (both)",
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(EMULATOR_SUITE + REPLICATED_SUITE),
+        help="emulator suite: zonestore, emulator; replicated suite: zonestore3, etcd",
+    )
+    p.add_argument("--repl-clients", default="1,16,64", help="replicated suite client counts")
+    p.add_argument("--kills", type=int, default=None, help="leader kills per group (3; quick: 1)")
+    p.add_argument(
+        "--raw-procs", type=int, default=2, help="worker processes for raw-gRPC load (2)"
+    )
+    p.add_argument("--no-install", action="store_true", help="do not apt-get install etcd-server")
     p.add_argument("--quick", action="store_true", help="small data and short cells (smoke run)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument(
@@ -77,10 +109,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for w in args.workload_list:
         if w not in workloads.ALL:
             p.error(f"unknown workload {w!r} (choose from {', '.join(workloads.ALL)})")
-    args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
-    for t in args.target_list:
-        if t not in ("zonestore", "emulator"):
+    args.repl_clients = [int(x) for x in args.repl_clients.split(",") if x.strip()]
+    args.kills = args.kills if args.kills is not None else (1 if q else 3)
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for t in wanted:
+        if t not in EMULATOR_SUITE + REPLICATED_SUITE:
             p.error(f"unknown target {t!r}")
+    suites = ("emulator", "replicated") if args.suite == "all" else (args.suite,)
+    args.target_list = [t for t in wanted if t in EMULATOR_SUITE and "emulator" in suites]
+    args.repl_targets = [t for t in wanted if t in REPLICATED_SUITE and "replicated" in suites]
     if args.profile is not None and hotspots.py_spy() is None:
         p.error("--profile needs py-spy: .venv/bin/pip install py-spy")
     return args
@@ -218,8 +255,42 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sizes: Sizes = args.sizes
+    # SIGTERM (a CI timeout, say) unwinds like Ctrl-C, so every server we started stops.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scratch = Path(tempfile.mkdtemp(prefix="zonestore-bench-"))
+    emulator_run: report.Run | None = None
+    replicated_run: report.ReplRun | None = None
+    workers: pool.Pool | None = None
+    try:
+        if not args.target_list and not args.repl_targets:
+            print("no target to run", flush=True)
+            return 0
+        workers = pool.Pool(max(args.procs, 1))
+        if args.target_list:
+            emulator_run = emulator_suite(args, workers, scratch)
+        if args.repl_targets:
+            replicated_run = replicated.run_suite(args, workers, scratch)
+    finally:
+        if workers is not None:
+            workers.close()
+        if args.keep:
+            print(f"scratch kept at {scratch}", flush=True)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if emulator_run is not None:
+        print()
+        print(report.render(emulator_run), flush=True)
+    if replicated_run is not None:
+        print()
+        print(report.render_replicated(replicated_run), flush=True)
+    if args.json is not None:
+        report.write_json(emulator_run, args.json, replicated_run)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def emulator_suite(args: argparse.Namespace, workers: pool.Pool, scratch: Path) -> report.Run:
+    sizes: Sizes = args.sizes
     run = report.Run(
         targets=[],
         skipped={},
@@ -244,12 +315,10 @@ def main(argv: list[str] | None = None) -> int:
                 run.skipped["emulator"] = "not installed"
             else:
                 servers.append(targets.Emulator(scratch, *found))
-    workers: pool.Pool | None = None
     try:
         if not servers:
             print("no target to run", flush=True)
-            return 0
-        workers = pool.Pool(max(args.procs, 1))
+            return run
         bench = Bench(args, workers)
         for server in servers:
             run.startup_s[server.name] = server.start()
@@ -299,20 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         for label, raw in bench.profiles:
             run.hotspots[label] = hotspots.summarise(raw)
     finally:
-        if workers is not None:
-            workers.close()
         for server in servers:
             server.stop()
-        if args.keep:
-            print(f"scratch kept at {scratch}", flush=True)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
-    print()
-    print(report.render(run), flush=True)
-    if args.json is not None:
-        report.write_json(run, args.json)
-        print(f"results written to {args.json}")
-    return 0
+    return run
 
 
 def _progress(cell: report.CellResult) -> str:

@@ -1,4 +1,5 @@
-"""Smoke test: a seconds-long `bench.run --quick` against zonestore, so the bench cannot rot.
+"""Smoke test: a seconds-long `bench.run --quick` against zonestore (one node, and a
+3-replica group for the replicated suite, 1 client, no kill), so the bench cannot rot.
 
 Not under pytest's testpaths; run it explicitly:
     .venv/bin/python -m pytest -q bench/test_bench_smoke.py
@@ -21,7 +22,8 @@ def test_quick_bench_prints_the_table_and_measures_every_working_workload(tmp_pa
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--seconds", "0.5",
-         "--targets", "zonestore", "--json", str(out)],
+         "--targets", "zonestore,zonestore3", "--repl-clients", "1", "--kills", "0",
+         "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=110,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -34,3 +36,11 @@ def test_quick_bench_prints_the_table_and_measures_every_working_workload(tmp_pa
         assert cells[(workload, 1)]["ops_per_s"], cells[(workload, 1)]
     txn = cells[("txn_counter", 1)]
     assert txn["committed"] == txn["counter_value"], txn
+    repl = results["replicated"]
+    assert repl["targets"] == ["zonestore3"], repl
+    assert {(c["client"], c["clients"]) for c in repl["cells"]} == {
+        ("raw grpc", 1), ("official client", 1)}  # fmt: skip
+    for cell in repl["cells"]:
+        assert cell["ops_per_s"] and cell["server_cpu_us_per_op"], cell
+        assert len(cell["member_cpu_us_per_op"]) == 3, cell
+    assert "# Replicated writes: zonestore (3 replicas) vs etcd (3 members)" in proc.stdout
