@@ -1,9 +1,17 @@
 """A TCP proxy per directed link between replicas, so tests can cut the network.
 
-`cut()` makes a link a black hole: open connections are closed and new ones are accepted
-and then ignored, as packets vanish in a real partition (nothing is refused, so the
-sender learns nothing until its own timeouts fire). `heal()` restores it. Everything
+A cut link is a black hole: open connections are closed and new ones are accepted and
+then ignored, as packets vanish in a real partition (nothing is refused, so the sender
+learns nothing until its own timeouts fire). `heal()` restores every link. Everything
 listens on loopback and runs in one background thread with its own event loop.
+
+A link carries one replica's connection to another (src dials dst): src's messages and
+dst's acknowledgements of them. So `cut(src, dst)` is a one-way partition: src's
+messages no longer reach dst while dst's still reach src. `isolate(node)` cuts every
+link to and from a node; `partition(groups)` cuts every link between groups (a replica
+in no group is cut off from all); `cut_pair(a, b)` both ways between two replicas only,
+which, with a third reaching both, makes a non-transitive ("bridge") partition. Every
+change has taken effect when the call returns.
 """
 
 from __future__ import annotations
@@ -79,17 +87,39 @@ class ProxyHub:
         return link.port
 
     def _set(self, pairs: list[tuple[str, str]], cut: bool) -> None:
-        def apply() -> None:
+        async def apply() -> None:
             for pair in pairs:
                 link = self.links[pair]
                 link.cut_flag = cut
                 if cut:
                     link._close_all()
 
-        self.loop.call_soon_threadsafe(apply)
+        asyncio.run_coroutine_threadsafe(apply(), self.loop).result(5)
 
     def isolate(self, node: str) -> None:
         self._set([p for p in self.links if node in p], True)
+
+    def cut(self, src: str, dst: str) -> None:
+        """One way: what `src` sends to `dst` vanishes; `dst` still reaches `src`."""
+        self._set([(src, dst)], True)
+
+    def cut_pair(self, a: str, b: str) -> None:
+        self._set([p for p in self.links if set(p) == {a, b}], True)
+
+    def partition(self, groups: list[set[str]]) -> None:
+        """Cut every link whose ends are not in one group."""
+        side = {node: i for i, group in enumerate(groups) for node in group}
+        self._set(
+            [
+                (src, dst)
+                for src, dst in self.links
+                if src not in side or dst not in side or side[src] != side[dst]
+            ],
+            True,
+        )
+
+    def cut_links(self) -> list[tuple[str, str]]:
+        return sorted(pair for pair, link in self.links.items() if link.cut_flag)
 
     def heal(self) -> None:
         self._set(list(self.links), False)

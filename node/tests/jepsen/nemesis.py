@@ -1,0 +1,272 @@
+"""Faults on a schedule drawn from a seed, applied to a live cluster.
+
+`schedule(seed, mix, seconds)` is pure: the same seed and mix give the same list of
+faults (kind, start, duration, which replica by role). Roles are resolved against the
+cluster when a fault starts ("the leader" is whoever leads then), and the `Nemesis`
+logs what it really did with times, for the failure report.
+
+Faults (one at a time, each healed before the next):
+  kill      kill -9 a replica, restart it after the duration
+  stop      SIGTERM (what Kubernetes sends on every rolling restart), then restart
+  pause     SIGSTOP, SIGCONT after the duration
+  isolate   cut every link to and from a replica (the leader, usually)
+  oneway    cut what one replica sends to each of the others; theirs still reach it
+  bridge    cut the two links between two replicas; a third still reaches both
+  transfer  leadership transfer to a follower through the admin API
+  member    remove a follower, wipe it, start it with --join, add it back as a
+            learner, wait for it to catch up, promote it (admin API)
+
+Clock skew (libfaketime with FAKETIME_TIMESTAMP_FILE, DONT_FAKE_MONOTONIC=1) and disk
+faults (a FUSE file system failing fsync, or dropping unsynced data on "power loss")
+are not here yet: see /work/shared/docs/research/reliability-anchors.md, part 2.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from tests.harness import Cluster, NodeProcess
+from tests.netproxy import ProxyHub
+
+MIXES: dict[str, list[str]] = {
+    "crash": ["kill", "pause", "stop", "kill"],
+    "partition": ["isolate", "oneway", "bridge", "isolate"],
+    "admin": ["transfer", "member", "transfer", "kill"],
+    "all": ["kill", "pause", "stop", "isolate", "oneway", "bridge", "transfer", "member"],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    kind: str
+    start_s: float
+    duration_s: float
+    target: str  # "leader", "follower" or "any"
+    pick: int  # which follower / replica, modulo how many there are
+
+    def __str__(self) -> str:
+        return f"t={self.start_s:5.1f}s {self.kind:<8} {self.target}#{self.pick} for {self.duration_s:.1f}s"
+
+
+def schedule(seed: int, mix: str, seconds: float) -> list[Fault]:
+    rng = random.Random(f"{seed}-{mix}")
+    faults = []
+    t = rng.uniform(1.0, 2.5)
+    while t < seconds:
+        kind = rng.choice(MIXES[mix])
+        duration = 0.0 if kind == "transfer" else rng.uniform(1.5, 4.0)
+        target = {
+            "member": "follower",
+            "transfer": "follower",
+            "oneway": "leader",
+        }.get(kind, rng.choice(["leader", "leader", "follower", "any"]))
+        faults.append(Fault(kind, round(t, 2), round(duration, 2), target, rng.randrange(6)))
+        t += duration + rng.uniform(1.0, 3.0)
+    return faults
+
+
+def admin(node: NodeProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{node.admin_addr}{path}", data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except OSError as exc:
+        return 0, {"error": str(exc)}
+
+
+class Nemesis:
+    """Runs a schedule in a thread; `heal()` undoes everything still in effect."""
+
+    def __init__(self, cluster: Cluster, hub: ProxyHub, faults: list[Fault]) -> None:
+        self.cluster = cluster
+        self.hub = hub
+        self.faults = faults
+        self.log: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
+        self._t0 = 0.0
+        self._paused: set[str] = set()
+
+    def note(self, text: str) -> None:
+        self.log.append(f"{time.monotonic() - self._t0:6.2f}s {text}")
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    def _run(self) -> None:
+        for fault in self.faults:
+            delay = self._t0 + fault.start_s - time.monotonic()
+            if self._stop.wait(max(0.0, delay)):
+                return
+            try:
+                self._apply(fault)
+            except Exception as exc:  # keep going; the report shows it
+                self.errors.append(f"{fault}: {exc!r}")
+                self.note(f"error in {fault.kind}: {exc!r}")
+                self.heal()
+
+    # Targets ---------------------------------------------------------------------
+
+    def _leader(self) -> NodeProcess | None:
+        try:
+            return self.cluster.leader(timeout=10)
+        except TimeoutError:
+            return None
+
+    def _resolve(self, fault: Fault) -> NodeProcess:
+        nodes = self.cluster.nodes
+        leader = self._leader() if fault.target != "any" else None
+        if fault.target == "leader" and leader is not None:
+            return leader
+        if fault.target == "follower" and leader is not None:
+            followers = [n for n in nodes if n is not leader]
+            return followers[fault.pick % len(followers)]
+        return nodes[fault.pick % len(nodes)]
+
+    # Faults ----------------------------------------------------------------------
+
+    def _apply(self, fault: Fault) -> None:
+        node = self._resolve(fault)
+        nid = node.node_id
+        others = [n.node_id for n in self.cluster.nodes if n is not node]
+        if fault.kind in ("kill", "stop"):
+            self.note(f"{fault.kind} {nid}")
+            if fault.kind == "kill":
+                node.kill()
+            else:
+                node.stop()
+            self._stop.wait(fault.duration_s)
+            self.note(f"restart {nid}")
+            node.start()
+        elif fault.kind == "pause":
+            assert node.proc is not None
+            self.note(f"pause {nid}")
+            node.proc.send_signal(signal.SIGSTOP)
+            self._paused.add(nid)
+            self._stop.wait(fault.duration_s)
+            self.note(f"resume {nid}")
+            node.proc.send_signal(signal.SIGCONT)
+            self._paused.discard(nid)
+        elif fault.kind in ("isolate", "oneway", "bridge"):
+            if fault.kind == "isolate":
+                self.hub.isolate(nid)
+            elif fault.kind == "oneway":
+                for other in others:
+                    self.hub.cut(nid, other)
+            else:
+                self.hub.cut_pair(nid, others[fault.pick % 2])
+            self.note(f"{fault.kind} {nid}: cut {self.hub.cut_links()}")
+            self._stop.wait(fault.duration_s)
+            self.note("heal network")
+            self.hub.heal()
+        elif fault.kind == "transfer":
+            leader = self._leader()
+            if leader is None or leader is node:
+                self.note("transfer skipped: no leader")
+                return
+            code, body = admin(leader, "POST", "/admin/leader", {"target": nid})
+            self.note(f"transfer {leader.node_id} -> {nid}: {code} {body}")
+        elif fault.kind == "member":
+            self._member_cycle(node, fault.duration_s)
+        else:
+            raise ValueError(fault.kind)
+
+    def _admin_on_leader(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """An admin call on whoever leads, retried across leader changes for up to 20 s."""
+        deadline = time.monotonic() + 20
+        code, answer = 0, {}
+        while time.monotonic() < deadline:
+            leader = self._leader()
+            if leader is not None:
+                code, answer = admin(leader, method, path, body)
+                if code == 200:
+                    return code, answer
+            time.sleep(0.2)
+        return code, answer
+
+    def _member_cycle(self, node: NodeProcess, duration_s: float) -> None:
+        nid = node.node_id
+        code, body = self._admin_on_leader("DELETE", f"/admin/members/{nid}")
+        self.note(f"remove {nid}: {code} {body}")
+        if code != 200:
+            raise RuntimeError(f"remove {nid} failed: {code} {body}")
+        node.kill()
+        shutil.rmtree(node.data_dir / "data", ignore_errors=True)
+        self._stop.wait(duration_s)
+        if "--join" not in node.extra:
+            node.extra.append("--join")
+        node.spawn()
+        code, body = self._admin_on_leader(
+            "POST",
+            "/admin/members",
+            {"id": nid, "peer_address": f"127.0.0.1:{node.peer_port}",
+             "zone": f"zone-{nid}", "role": "learner"},
+        )  # fmt: skip
+        self.note(f"add {nid} as learner: {code} {body}")
+        if code != 200:
+            raise RuntimeError(f"add {nid} failed: {code} {body}")
+        node.wait_ready()
+        self._wait_learner_caught_up(nid)
+        code, body = self._admin_on_leader("POST", f"/admin/members/{nid}/promote")
+        self.note(f"promote {nid}: {code} {body}")
+        if code != 200:
+            raise RuntimeError(f"promote {nid} failed: {code} {body}")
+
+    def _wait_learner_caught_up(self, nid: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self._leader()
+            if leader is not None:
+                members = self.cluster.status(leader).get("members") or []
+                for member in members:  # type: ignore[union-attr]
+                    if member.get("id") == nid and member.get("lag") in (0, None):
+                        return
+            time.sleep(0.1)
+        self.note(f"learner {nid} not caught up in {timeout}s; promoting anyway")
+
+    def heal(self) -> None:
+        """Undo whatever is in effect: network, paused and dead replicas, membership."""
+        self.hub.heal()
+        for node in self.cluster.nodes:
+            if node.node_id in self._paused and node.proc is not None:
+                node.proc.send_signal(signal.SIGCONT)
+        self._paused.clear()
+        for node in self.cluster.nodes:
+            if not node.alive():
+                self.note(f"heal: restart {node.node_id}")
+                node.start()
+        leader = self._leader()
+        if leader is None:
+            return
+        members = {m["id"]: m["role"] for m in self.cluster.status(leader).get("members") or []}  # type: ignore[union-attr]
+        for node in self.cluster.nodes:
+            nid = node.node_id
+            if nid not in members:
+                self.note(f"heal: re-add {nid}")
+                self._admin_on_leader("POST", "/admin/members", {
+                    "id": nid, "peer_address": f"127.0.0.1:{node.peer_port}",
+                    "zone": f"zone-{nid}", "role": "learner"})  # fmt: skip
+                members[nid] = "learner"
+            if members[nid] == "learner":
+                self._wait_learner_caught_up(nid)
+                code, body = self._admin_on_leader("POST", f"/admin/members/{nid}/promote")
+                self.note(f"heal: promote {nid}: {code} {body}")

@@ -1,0 +1,270 @@
+"""One Jepsen-style run: a three-replica cluster behind cuttable proxies, the register,
+bank and set workloads running together (each with its own history and checker) while
+the nemesis works through its schedule; then heal, let the cluster settle, read the
+final state strongly and on every replica eventually, and check.
+
+The run order, written down once: start cluster → set up accounts → start workers →
+start nemesis → (seconds) → stop nemesis, heal → workers go on for `recovery_s` on a
+healed cluster (a cluster that takes no write then is stuck) → stop workers → wait
+until every replica has applied the commit index → final reads → checks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.cloud import datastore
+
+from tests.harness import Cluster, NodeProcess
+from tests.jepsen import checkers, linearizability, nemesis
+from tests.jepsen.history import Op, Recorder, Status
+from tests.jepsen.workloads import Bank, Registers, Sets, Worker, make_client
+from tests.netproxy import ProxyHub
+
+PROJECT = "jepsen"
+
+
+@dataclass
+class Report:
+    seed: int
+    mix: str
+    seconds: float
+    root: Path
+    faults: list[nemesis.Fault] = field(default_factory=list)
+    nemesis_log: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+    registers: list[Op] = field(default_factory=list)
+    bank: list[Op] = field(default_factory=list)
+    sets: list[Op] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def render(self) -> str:
+        lines = [
+            f"jepsen run seed={self.seed} mix={self.mix} seconds={self.seconds}",
+            f"  rerun: JEPSEN_SEEDS={self.seed} JEPSEN_MIXES={self.mix} "
+            f"JEPSEN_SECONDS={self.seconds:g} pytest node/tests/jepsen -k cluster",
+            f"  node logs: {self.root}/n*/n*.log",
+            "schedule:",
+            *(f"  {f}" for f in self.faults),
+            "nemesis log:",
+            *(f"  {line}" for line in self.nemesis_log),
+            "summary:",
+            *(f"  {line}" for line in self.summary),
+        ]
+        if self.problems:
+            lines += ["PROBLEMS:", *(f"  {p}" for p in self.problems)]
+        return "\n".join(lines)
+
+
+def wait_converged(cluster: Cluster, timeout: float = 30.0) -> None:
+    """Every replica has applied the highest commit index any of them knows."""
+    deadline = time.monotonic() + timeout
+    last: list[Any] = []
+    while time.monotonic() < deadline:
+        try:
+            last = [cluster.status(n) for n in cluster.nodes]
+        except (AssertionError, OSError, ValueError):
+            time.sleep(0.1)
+            continue
+        applied = {int(s["applied_index"]) for s in last}
+        commits = {int(s["commit_index"]) for s in last}
+        if len(applied) == 1 and applied == {max(commits)}:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"replicas did not converge: {last}")
+
+
+def _eventual_registers(client: datastore.Client, names: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for start in range(0, len(names), 500):
+        keys = [client.key(Registers.KIND, n) for n in names[start : start + 500]]
+        for entity in client.get_multi(keys, eventual=True, timeout=30):
+            found[entity.key.name] = entity["v"]
+    return found
+
+
+def _elements(client: datastore.Client, eventual: bool) -> set[str]:
+    query = client.query(kind=Sets.KIND)
+    query.keys_only()
+    return {e.key.name for e in query.fetch(eventual=eventual, timeout=30)}
+
+
+def run(
+    root: Path,
+    seed: int,
+    mix: str,
+    seconds: float,
+    recovery_s: float = 3.0,
+) -> Report:
+    report = Report(seed, mix, seconds, root)
+    report.faults = nemesis.schedule(seed, mix, max(1.0, seconds - 2.0))
+    hub = ProxyHub()
+    cluster = Cluster(
+        root, 3, proxies=hub, extra=["--snapshot-every", "400", "--snapshot-keep", "100"]
+    )
+    nem: nemesis.Nemesis | None = None
+    workers: list[Worker] = []
+    stop = threading.Event()
+    try:
+        cluster.start()
+        leader = cluster.leader(timeout=30)
+        reg_rec, bank_rec, set_rec = Recorder(), Recorder(), Recorder()
+        registers, bank, sets = Registers(reg_rec), Bank(bank_rec), Sets(set_rec)
+        bank.setup(make_client(leader.client_addr, PROJECT))
+        rng = random.Random(seed)
+        plan = [("reg", registers.step)] * 4 + [("bank", bank.step)] * 2 + [("set", sets.step)] * 2
+        for i, (name, body) in enumerate(plan):
+            node = cluster.nodes[i % len(cluster.nodes)]
+            client = make_client(node.client_addr, PROJECT)
+            workers.append(
+                Worker(f"{name}-{i}", body, client, i, random.Random(rng.random()), stop)
+            )
+        nem = nemesis.Nemesis(cluster, hub, report.faults)
+        for w in workers:
+            w.start()
+        nem.start()
+        time.sleep(seconds)
+        nem.stop()
+        nem.heal()
+        healed_at = reg_rec.invoke()
+        time.sleep(recovery_s)
+        stop.set()
+        for w in workers:
+            w.join()
+        report.nemesis_log = nem.log
+        for w in workers:
+            if w.crashes:
+                report.problems.append(f"worker {w.name} crashed: {w.crashes}")
+        if nem.errors:
+            report.summary.append(f"nemesis errors (not a verdict): {nem.errors}")
+        after_heal = [op for op in reg_rec.snapshot() if op.invoke > healed_at]
+        if not any(op.status is Status.OK and op.f != "read" for op in after_heal):
+            report.problems.append(
+                f"stuck: no register write succeeded in {recovery_s}s after healing "
+                f"({len(after_heal)} attempts: {[op.error for op in after_heal[:5]]})"
+            )
+        try:
+            wait_converged(cluster)
+        except TimeoutError as exc:
+            report.problems.append(f"stuck: {exc}")
+        _final_checks(report, cluster, reg_rec, registers, bank_rec, bank, set_rec)
+    finally:
+        stop.set()
+        if nem is not None:
+            nem.stop()
+        for node in cluster.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(__import__("signal").SIGCONT)
+        cluster.stop()
+        hub.close()
+        os.environ.pop("DATASTORE_EMULATOR_HOST", None)
+    return report
+
+
+def _final_checks(
+    report: Report,
+    cluster: Cluster,
+    reg_rec: Recorder,
+    registers: Registers,
+    bank_rec: Recorder,
+    bank: Bank,
+    set_rec: Recorder,
+) -> None:
+    leader = cluster.leader(timeout=30)
+    strong = make_client(leader.client_addr, PROJECT)
+    names = registers.keys()
+    # Final strong reads join the register history: they too must linearize.
+    for name in names:
+        t0 = reg_rec.invoke()
+        entity = strong.get(strong.key(Registers.KIND, name), timeout=30)
+        value = None if entity is None else entity["v"]
+        reg_rec.complete(-1, "read", name, None, Status.OK, t0, result=value)
+    final_regs = {op.key: op.result for op in reg_rec.snapshot() if op.process == -1}
+    t0 = bank_rec.invoke()
+    accounts = strong.get_multi([strong.key(Bank.KIND, n) for n in bank.names], timeout=30)
+    bank_rec.complete(-1, "read", "bank", None, Status.OK, t0,
+                      result={e.key.name: e["balance"] for e in accounts})  # fmt: skip
+    final_set = _elements(strong, eventual=False)
+
+    report.registers, report.bank, report.sets = (
+        reg_rec.snapshot(),
+        bank_rec.snapshot(),
+        set_rec.snapshot(),
+    )
+    _count(report, "registers", report.registers)
+    _count(report, "bank", report.bank)
+    _count(report, "set", report.sets)
+
+    started = time.monotonic()
+    lin = linearizability.check(report.registers, budget=2_000_000)
+    report.summary.append(f"registers: {lin.explain()} in {time.monotonic() - started:.2f}s")
+    if not lin.valid:
+        report.problems.append(f"registers: {lin.explain()}")
+        if lin.unknown_keys:
+            report.problems.append(f"registers: search budget exceeded on {lin.unknown_keys}")
+    verdict = checkers.check_bank(report.bank, bank.names, bank.total)
+    report.summary.append(f"bank: {verdict.explain()}")
+    if not verdict.valid:
+        report.problems.append(f"bank: {verdict.explain()}")
+    verdict = checkers.check_set(report.sets, final_set)
+    report.summary.append(f"set: {verdict.explain()}")
+    if not verdict.valid:
+        report.problems.append(f"set: {verdict.explain()}")
+
+    # No acknowledged write lost on any replica: eventual (local) reads after convergence.
+    for node in cluster.nodes:
+        _replica_checks(report, node, names, final_regs, bank, set_rec, final_set)
+
+
+def _replica_checks(
+    report: Report,
+    node: NodeProcess,
+    names: list[str],
+    final_regs: dict[str, Any],
+    bank: Bank,
+    set_rec: Recorder,
+    final_set: set[str],
+) -> None:
+    local = make_client(node.client_addr, PROJECT)
+    regs = _eventual_registers(local, names)
+    diverged = {
+        n: (regs.get(n), final_regs.get(n)) for n in names if regs.get(n) != final_regs.get(n)
+    }
+    if diverged:
+        report.problems.append(
+            f"{node.node_id}: registers differ from the final strong read "
+            f"(local, strong): {dict(list(diverged.items())[:10])}"
+        )
+    found = local.get_multi(
+        [local.key(Bank.KIND, n) for n in bank.names], eventual=True, timeout=30
+    )
+    total = sum(e["balance"] for e in found)
+    if total != bank.total or len(found) != len(bank.names):
+        report.problems.append(f"{node.node_id}: bank total {total} over {len(found)} accounts")
+    elements = _elements(local, eventual=True)
+    verdict = checkers.check_set(set_rec.snapshot(), elements, where=f"{node.node_id} local read")
+    if not verdict.valid:
+        report.problems.append(f"set: {verdict.explain()}")
+    if elements != final_set:
+        report.problems.append(
+            f"{node.node_id}: elements differ from the strong read: "
+            f"{sorted(elements ^ final_set)[:10]}"
+        )
+
+
+def _count(report: Report, name: str, ops: list[Op]) -> None:
+    by: dict[str, int] = {}
+    for op in ops:
+        k = f"{op.f}:{op.status.value}"
+        by[k] = by.get(k, 0) + 1
+    report.summary.append(f"{name}: {len(ops)} ops {dict(sorted(by.items()))}")
