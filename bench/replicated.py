@@ -53,6 +53,8 @@ def spread(clients: int, procs: int) -> list[int]:
 
 
 def _metric_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What one member did over a cell, from two scrapes of its /metrics."""
+
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
@@ -61,14 +63,22 @@ def _metric_deltas(before: dict[str, float], after: dict[str, float]) -> dict[st
         for k in after
         if k.startswith("zonestore_forwarded_requests_total")
     )
-    return {
+    deltas = {
         "groups": delta("zonestore_commit_groups_total"),
         "applied": delta("zonestore_raft_applied_index"),
         "group_size_count": delta("zonestore_commit_group_size_count"),
         "group_size_sum": delta("zonestore_commit_group_size_sum"),
         "fsync_count": delta("zonestore_fsync_duration_seconds_count"),
+        "fsync_sum": delta("zonestore_fsync_duration_seconds_sum"),
+        "proposal_count": delta("zonestore_proposal_duration_seconds_count"),
+        "proposal_sum": delta("zonestore_proposal_duration_seconds_sum"),
         "forwarded": forwarded,
     }
+    prefix = 'zonestore_commit_group_size_bucket{le="'
+    for k in after:  # cumulative buckets: groups of at most `le` entries
+        if k.startswith(prefix):
+            deltas["le_" + k[len(prefix) :].rstrip('"}')] = delta(k)
+    return deltas
 
 
 class Suite:
@@ -222,7 +232,8 @@ def build_groups(
     groups: list[replicas.Group] = []
     for name in args.repl_targets:
         if name == "zonestore3":
-            groups.append(replicas.ZonestoreGroup(scratch))
+            src = targets.export_node(args.zonestore_rev, scratch / "zonestore3-src")
+            groups.append(replicas.ZonestoreGroup(scratch, src))
             continue
         if args.no_install:
             binary, how = etcd.find(), "not installed (--no-install)"

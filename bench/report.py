@@ -374,27 +374,39 @@ def batching_table(run: ReplRun) -> str:
     """From the zonestore members' /metrics: how many log entries each fsync carried."""
     lines = [
         _row(["via", "clients", "ops", "member", "fsync groups", "entries applied",
-              "entries per group", "ops per leader group", "commit_group_size count",
-              "fsync histogram count", "forwarded"]),
-        _row(["---", "---:", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:",
-              "---:"]),
+              "entries per group", "ops per leader group", "mean group size (histogram)",
+              "groups of 1 / ≤4 / ≤16 / ≤64 / more", "fsync mean ms", "proposal mean ms",
+              "forwarded"]),
+        _row(["---", "---:", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---",
+              "---:", "---:", "---:"]),
     ]  # fmt: skip
     for c in run.cells:
         if not c.batching:
             continue
-        names = sorted(c.batching, key=lambda n: n != c.leader)
-        for name in names:
+        for name in sorted(c.batching, key=lambda n: n != c.leader):
             d = c.batching[name]
             groups = d.get("groups", 0.0)
             applied = d.get("applied", 0.0)
-            per_group = f"{applied / groups:.1f}" if groups else "-"
-            per_leader_group = f"{c.ops / groups:.1f}" if groups and name == c.leader else ""
+            count = d.get("group_size_count", 0.0)
+            le = [d.get(f"le_{b}", 0.0) for b in ("1.0", "4.0", "16.0", "64.0")]
+            shape = " / ".join(
+                f"{x:,.0f}" for x in (le[0], le[1] - le[0], le[2] - le[1], le[3] - le[2],
+                                      count - le[3])
+            ) if count else "-"  # fmt: skip
+            fsyncs = d.get("fsync_count", 0.0)
+            proposals = d.get("proposal_count", 0.0)
             lines.append(
                 _row([c.client, str(c.clients), f"{c.ops:,}",
                       f"{name}{' (leader)' if name == c.leader else ''}",
-                      f"{groups:,.0f}", f"{applied:,.0f}", per_group, per_leader_group,
-                      f"{d.get('group_size_count', 0.0):,.0f}",
-                      f"{d.get('fsync_count', 0.0):,.0f}", f"{d.get('forwarded', 0.0):,.0f}"])
+                      f"{groups:,.0f}", f"{applied:,.0f}",
+                      f"{applied / groups:.1f}" if groups else "-",
+                      f"{c.ops / groups:.1f}" if groups and name == c.leader else "",
+                      f"{d.get('group_size_sum', 0.0) / count:.1f}" if count else "-",
+                      shape,
+                      f"{d.get('fsync_sum', 0.0) / fsyncs * 1000:.2f}" if fsyncs else "-",
+                      f"{d.get('proposal_sum', 0.0) / proposals * 1000:.2f}"
+                      if proposals else "-",
+                      f"{d.get('forwarded', 0.0):,.0f}"])
             )  # fmt: skip
     return "\n".join(lines)
 

@@ -69,6 +69,22 @@ def find_emulator() -> tuple[str, str] | None:
     return None
 
 
+def export_node(rev: str | None, out: Path) -> Path | None:
+    """That commit's node/ (from `git archive`) under `out`; None for the work tree."""
+    if rev is None:
+        return None
+    repo = Path(__file__).resolve().parent.parent
+    out.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", rev, "node"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True, timeout=60)
+    return out / "node"
+
+
 class Target:
     """A server process on loopback; subclasses know how to start one and when it is ready."""
 
@@ -168,17 +184,7 @@ class Zonestore(Target):
         super().prepare()
         if self.rev is None or self.src is not None:
             return
-        repo = Path(__file__).resolve().parent.parent
-        out = self.dir / "src"
-        out.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", self.rev, "node"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True, timeout=60)
-        self.src = out / "node"
+        self.src = export_node(self.rev, self.dir / "src")
 
     def env(self) -> dict[str, str]:
         env = super().env()
