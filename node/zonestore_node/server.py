@@ -27,6 +27,7 @@ from zonestore_node.api.datastore import GRPC_OPTIONS, SERVICE, DatastoreApi
 from zonestore_node.api.forward import Forwarder
 from zonestore_node.api.metrics import Metrics
 from zonestore_node.replica.group import GroupConfig, NotLeader, RaftGroup
+from zonestore_node.replica.transport import split_addr
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply
@@ -57,11 +58,6 @@ class NodeConfig:
     retention_seconds: float = 3600.0
     gc_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 5.0
-
-
-def split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 class Node:
@@ -169,7 +165,7 @@ class Node:
         )
         await runner.setup()
         host, port = split_addr(self.config.admin_addr)
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host or "0.0.0.0", port)
         try:
             async with asyncio.TaskGroup() as tasks:
                 group_task = tasks.create_task(self.group.run(), name="commit-group")
