@@ -37,6 +37,16 @@ FAILOVER_LIMIT = 15.0  # seconds after the kill before a failover counts as fail
 PROBE_INTERVAL = 0.005
 PROBE_RPC_TIMEOUT = 2.0
 SETTLE = 1.0  # seconds after a restart before the next kill
+IDLE_SECONDS = 2.0  # how long the idle CPU of a group is measured, with no load
+
+
+def idle_cores(group: replicas.Group, seconds: float) -> float:
+    """CPU the members burn with no load (ticks, heartbeats): the floor under CPU/op."""
+    if seconds <= 0:
+        return 0.0
+    before = sum(group.cpu_seconds().values())
+    time.sleep(seconds)
+    return (sum(group.cpu_seconds().values()) - before) / seconds
 
 
 def percentile(sorted_values: array[float], q: float) -> float:
@@ -277,6 +287,7 @@ def run_suite(args: argparse.Namespace, workers: pool.Pool, scratch: Path) -> re
                 print(f"{group.name} skipped: did not start: {exc}", flush=True)
                 continue
             run.targets.append(group.name)
+            run.idle_cores[group.name] = idle_cores(group, 0.0 if args.quick else IDLE_SECONDS)
             print(f"{group.name} ready, leader {leader.name} at {group.client_addr(leader)}",
                   flush=True)  # fmt: skip
         plan: list[tuple[replicas.Group, str]] = []

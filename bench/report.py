@@ -287,6 +287,7 @@ class ReplRun:
     startup_s: dict[str, float] = field(default_factory=dict)
     loadavg: dict[str, list[float]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    idle_cores: dict[str, float] = field(default_factory=dict)  # the 3 members, no load
 
     def find(self, target: str, client: str, clients: int) -> ReplCell | None:
         for cell in self.cells:
@@ -474,6 +475,12 @@ def render_replicated(run: ReplRun) -> str:
             "",
             "Start-up to an agreed leader: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in run.startup_s.items()),
+        ]
+    if any(run.idle_cores.values()):
+        parts += [
+            "",
+            "Idle CPU of the 3 members with no load (included in CPU/op below): "
+            + ", ".join(f"{k} {v:.3f} cores" for k, v in run.idle_cores.items()),
         ]
     parts += ["", "## CPU per write and machine load per cell", "", repl_cost_table(run)]
     if any(c.batching for c in run.cells):
