@@ -126,11 +126,27 @@ class Nemesis:
 
     # Targets ---------------------------------------------------------------------
 
-    def _leader(self) -> NodeProcess | None:
-        try:
-            return self.cluster.leader(timeout=10)
-        except TimeoutError:
-            return None
+    def _leader(self, timeout: float = 10.0) -> NodeProcess | None:
+        """The live replica that says it leads, in the highest term. Not
+        `Cluster.leader()`: that wants every live replica to agree, and a replica
+        waiting to join (or cut off) has no leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            best: tuple[int, NodeProcess] | None = None
+            for node in self.cluster.nodes:
+                if not node.alive() or node.node_id in self._paused:
+                    continue
+                try:
+                    status = self.cluster.status(node)
+                except (AssertionError, OSError, ValueError):
+                    continue
+                term = int(status.get("term") or 0)  # type: ignore[call-overload]
+                if status.get("role") == "leader" and (best is None or term > best[0]):
+                    best = (term, node)
+            if best is not None:
+                return best[1]
+            time.sleep(0.05)
+        return None
 
     def _resolve(self, fault: Fault) -> NodeProcess:
         nodes = self.cluster.nodes

@@ -136,6 +136,7 @@ def run(
         time.sleep(seconds)
         nem.stop()
         nem.heal()
+        report.nemesis_log = nem.log
         healed_at = reg_rec.invoke()
         time.sleep(recovery_s)
         stop.set()
@@ -155,9 +156,10 @@ def run(
             )
         try:
             wait_converged(cluster)
+            _final_checks(report, cluster, reg_rec, registers, bank_rec, bank, set_rec)
         except TimeoutError as exc:
-            report.problems.append(f"stuck: {exc}")
-        _final_checks(report, cluster, reg_rec, registers, bank_rec, bank, set_rec)
+            report.problems.append(f"stuck after healing: {exc}")
+            report.summary += _statuses(cluster)
     finally:
         stop.set()
         if nem is not None:
@@ -260,6 +262,25 @@ def _replica_checks(
             f"{node.node_id}: elements differ from the strong read: "
             f"{sorted(elements ^ final_set)[:10]}"
         )
+
+
+def _statuses(cluster: Cluster) -> list[str]:
+    lines = []
+    for node in cluster.nodes:
+        try:
+            status = cluster.status(node)
+        except (AssertionError, OSError, ValueError) as exc:
+            lines.append(f"{node.node_id}: no status ({exc})")
+            continue
+        members = [
+            (m.get("id"), m.get("role"), m.get("match_index"), m.get("last_contact_ms"))
+            for m in status.get("members") or []  # type: ignore[union-attr]
+        ]
+        brief = {
+            k: status.get(k) for k in ("role", "term", "leader", "commit_index", "applied_index")
+        }
+        lines.append(f"{node.node_id}: {brief} members={members}")
+    return lines
 
 
 def _count(report: Report, name: str, ops: list[Op]) -> None:

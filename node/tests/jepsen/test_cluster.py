@@ -2,7 +2,7 @@
 workloads through the official client while a seeded nemesis kills, pauses, stops,
 partitions, transfers leadership and changes membership; then the histories are checked.
 
-Bounded by default (one seed per mix, JEPSEN_SECONDS=20 of operations each). For the
+Bounded by default (seed 1 of each mix, JEPSEN_SECONDS=20 of operations each). For the
 long form: JEPSEN_SEEDS=1,2,3,4,5 JEPSEN_MIXES=crash,partition,admin,all
 JEPSEN_SECONDS=60. On failure the report names the seed, the schedule, what the nemesis
 did and when, the minimal failing sub-history and where the node logs are.
@@ -19,7 +19,7 @@ from tests.jepsen import runner
 
 SECONDS = float(os.environ.get("JEPSEN_SECONDS", "20"))
 SEEDS = [int(s) for s in os.environ.get("JEPSEN_SEEDS", "1").split(",") if s.strip()]
-MIXES = [m for m in os.environ.get("JEPSEN_MIXES", "crash,partition,admin").split(",") if m]
+MIXES = [m for m in os.environ.get("JEPSEN_MIXES", "crash,partition,admin,all").split(",") if m]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
