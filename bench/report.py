@@ -376,7 +376,7 @@ def batching_table(run: ReplRun) -> str:
     lines = [
         _row(["via", "clients", "ops", "member", "fsync groups", "entries applied",
               "entries per group", "ops per leader group", "mean group size (histogram)",
-              "groups of 1 / ≤4 / ≤16 / ≤64 / more", "fsync mean ms", "proposal mean ms",
+              "groups of 1 / 2-4 / 5-16 / 17-64 / >64 entries", "fsync mean ms", "proposal mean ms",
               "forwarded"]),
         _row(["---", "---:", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---",
               "---:", "---:", "---:"]),
