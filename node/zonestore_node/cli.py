@@ -82,6 +82,18 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--log-format", choices=["text", "json"], default=_env("ZONESTORE_LOG_FORMAT", "text")
     )
+    p.add_argument(
+        "--auto-index",
+        choices=["true", "false", "fallback"],
+        default=_env("ZONESTORE_AUTO_INDEX", "true"),
+        help="a query needing a missing composite index: create it (true); refuse it with "
+        "FAILED_PRECONDITION like production (false); sort in memory (fallback)",
+    )
+    p.add_argument(
+        "--index-yaml",
+        default=_env("ZONESTORE_INDEX_YAML", ""),
+        help="Datastore index.yaml whose composite indexes the leader creates at start",
+    )
 
 
 def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -317,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                 tick_seconds=args.tick_ms / 1000.0,
                 snapshot_every=args.snapshot_every,
                 snapshot_keep=args.snapshot_keep,
+                auto_index=args.auto_index,
+                index_yaml=Path(args.index_yaml) if args.index_yaml else None,
             )
         )
         return 0

@@ -26,13 +26,15 @@ from zonestore_node.api.admin import AdminApi
 from zonestore_node.api.datastore import GRPC_OPTIONS, SERVICE, DatastoreApi
 from zonestore_node.api.forward import Forwarder
 from zonestore_node.api.metrics import Metrics
+from zonestore_node.model import indexing
+from zonestore_node.model.errors import DatastoreError
+from zonestore_node.query import planner
 from zonestore_node.replica.group import GroupConfig, NotLeader, RaftGroup
 from zonestore_node.replica.transport import split_addr
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
-from zonestore_node.txn import apply
+from zonestore_node.txn import apply, command
 from zonestore_node.txn.clock import HybridClock
-from zonestore_node.txn.command import CommitCommand
 from zonestore_node.txn.ids import IdAllocator
 from zonestore_node.txn.service import DatastoreService
 
@@ -58,6 +60,8 @@ class NodeConfig:
     retention_seconds: float = 3600.0
     gc_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 5.0
+    auto_index: str = "true"  # planner.IndexPolicy value
+    index_yaml: Path | None = None  # composite indexes the leader ensures at start
 
 
 class Node:
@@ -82,7 +86,7 @@ class Node:
             self.engine,
             self.store,
             apply.Applier(),
-            CommitCommand.decode,
+            command.decode,
             HybridClock(),
         )
         self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
@@ -91,7 +95,13 @@ class Node:
         self.forwarder = Forwarder(SERVICE, self._leader_client_addr, self._serves_here)
         self.group.on_sync = self.metrics.observe_sync
         self.service.on_replicated = self.metrics.proposal_latency.observe
-        self.api = DatastoreApi(self.service, self.metrics, self.forwarder)
+        self.api = DatastoreApi(
+            self.service, self.metrics, self.forwarder, planner.IndexPolicy(config.auto_index)
+        )
+        # Read (and refused when malformed) before anything starts.
+        self.declared_indexes: list[indexing.CompositeDefinition] = []
+        if config.index_yaml is not None:
+            self.declared_indexes = indexing.parse_index_yaml(config.index_yaml.read_text())
         self.started = time.time()
         self._stopping = asyncio.Event()
         self.ready = False
@@ -170,6 +180,7 @@ class Node:
             async with asyncio.TaskGroup() as tasks:
                 group_task = tasks.create_task(self.group.run(), name="commit-group")
                 upkeep = tasks.create_task(self._upkeep(), name="upkeep")
+                declared = tasks.create_task(self._ensure_declared_indexes(), name="index-yaml")
                 await server.start()
                 await site.start()
                 self.ready = True
@@ -185,6 +196,7 @@ class Node:
                 log.info("node.stopping grace=%ss", self.config.shutdown_grace_seconds)
                 await server.stop(self.config.shutdown_grace_seconds)
                 upkeep.cancel()
+                declared.cancel()
                 self.group.close()
                 await group_task
                 await self.forwarder.close()
@@ -192,6 +204,23 @@ class Node:
             await runner.cleanup()
             self.engine.close()
             log.info("node.stopped node=%s", self.config.node_id)
+
+    async def _ensure_declared_indexes(self) -> None:
+        """index.yaml: once this replica is the ready leader, create every declared index
+        that does not exist yet (idempotent; any replica's file may do it, once)."""
+        if not self.declared_indexes:
+            return
+        while True:
+            await self.group.wait_leader_ready()
+            try:
+                for definition in self.declared_indexes:
+                    await self.service.ensure_index(definition)
+            except (NotLeader, DatastoreError) as exc:
+                log.info("index.yaml_retry reason=%s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            log.info("index.yaml_ready indexes=%d", len(self.declared_indexes))
+            return
 
     async def _upkeep(self) -> None:
         """Expire abandoned transactions; garbage-collect versions past retention."""

@@ -13,13 +13,13 @@ from typing import Any
 from google.cloud.datastore_v1.types import entity as entity_types
 from google.cloud.datastore_v1.types import query as query_types
 
-from zonestore_node.model import keys
-from zonestore_node.query import executor
+from zonestore_node.model import indexing, keys
+from zonestore_node.query import executor, planner
 from zonestore_node.query.outcome import QueryOutcome
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine
 from zonestore_node.txn import apply
-from zonestore_node.txn.command import CommitCommand, Op, Write
+from zonestore_node.txn.command import CommitCommand, CreateIndexCommand, Op, Write
 
 EntityPb: Any = entity_types.Entity.pb()
 ValuePb: Any = entity_types.Value.pb()
@@ -179,9 +179,33 @@ class World:
         keys.normalize(k, PROJECT, "")
         return self.commit([Write(Op.DELETE, keys.encode(k), b"")])
 
-    def run(self, q: Any, *, namespace: str = "", read_ts: int | None = None) -> QueryOutcome:
-        ts = self.commit_ts if read_ts is None else read_ts
-        return executor.run_query(self.store, PROJECT, "", namespace, q, ts)
+    def create_index(self, definition: indexing.CompositeDefinition) -> apply.ApplyResult:
+        """Apply a CreateIndexCommand at the next commit timestamp (register + backfill)."""
+        self.commit_ts += 10
+        batch = self.engine.batch()
+        result = apply.create_index(
+            self.store, CreateIndexCommand(self.commit_ts, definition), batch
+        )
+        self.engine.write(batch)
+        return result
+
+    def run(
+        self,
+        q: Any,
+        *,
+        namespace: str = "",
+        read_ts: int | None = None,
+        policy: planner.IndexPolicy = planner.IndexPolicy.FALLBACK,
+    ) -> QueryOutcome:
+        """With IndexPolicy.CREATE, missing composite indexes are created (as the edge
+        does), and the query runs again at the newest commit."""
+        for _ in range(32):
+            ts = self.commit_ts if read_ts is None else read_ts
+            try:
+                return executor.run_query(self.store, PROJECT, "", namespace, q, ts, policy)
+            except planner.NeedsIndex as exc:
+                self.create_index(exc.definition)
+        raise AssertionError("the query kept asking for indexes")
 
     def names(self, q: Any, **kw: Any) -> list[int | str]:
         """The last path element id/name of each result of one batch."""

@@ -21,12 +21,15 @@ from google.protobuf.message import DecodeError
 from zonestore_node.api import errors, forward
 from zonestore_node.api.metrics import Metrics
 from zonestore_node.model import limits
-from zonestore_node.model.errors import DatastoreError, invalid
-from zonestore_node.query import executor
+from zonestore_node.model.errors import Code, DatastoreError, invalid
+from zonestore_node.query import executor, planner
+from zonestore_node.query.outcome import QueryOutcome
 from zonestore_node.replica.group import NotLeader
-from zonestore_node.txn.service import DatastoreService, ReadSpec
+from zonestore_node.txn.service import DatastoreService, ReadSpec, Snapshot
 
 SERVICE = "google.datastore.v1.Datastore"
+# Composite indexes one request may have created before it is served: one per OR branch.
+MAX_INDEX_ROUNDS = 32
 log = logging.getLogger("zonestore.api")
 
 Pb = Any
@@ -78,10 +81,12 @@ class DatastoreApi:
         service: DatastoreService,
         metrics: Metrics,
         forwarder: forward.Forwarder | None = None,
+        index_policy: planner.IndexPolicy = planner.IndexPolicy.CREATE,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.forwarder = forwarder
+        self.index_policy = index_policy
 
     # Lookup -----------------------------------------------------------------
 
@@ -121,8 +126,14 @@ class DatastoreApi:
         else:
             query = request.query
         namespace = request.partition_id.namespace_id
-        outcome = executor.run_query(
-            self.service.store, project, database, namespace, query, snap.read_ts
+        outcome, snap = await self._with_indexes(
+            project,
+            database,
+            spec,
+            snap,
+            lambda read_ts: executor.run_query(
+                self.service.store, project, database, namespace, query, read_ts, self.index_policy
+            ),
         )
         self.service.record_reads(snap, outcome.read_ranges, outcome.read_keys)
         response.batch.CopyFrom(outcome.batch)
@@ -142,8 +153,20 @@ class DatastoreApi:
         else:
             aggregation = request.aggregation_query
         namespace = request.partition_id.namespace_id
-        outcome = executor.run_aggregation(
-            self.service.store, project, database, namespace, aggregation, snap.read_ts
+        outcome, snap = await self._with_indexes(
+            project,
+            database,
+            spec,
+            snap,
+            lambda read_ts: executor.run_aggregation(
+                self.service.store,
+                project,
+                database,
+                namespace,
+                aggregation,
+                read_ts,
+                self.index_policy,
+            ),
         )
         self.service.record_reads(snap, outcome.read_ranges, outcome.read_keys)
         response = RunAggregationQueryResponse()
@@ -153,6 +176,32 @@ class DatastoreApi:
         if snap.new_transaction:
             response.transaction = snap.new_transaction
         return response
+
+    async def _with_indexes(
+        self,
+        project: str,
+        database: str,
+        spec: ReadSpec,
+        snap: Snapshot,
+        run: Callable[[int], QueryOutcome],
+    ) -> tuple[QueryOutcome, Snapshot]:
+        """Run a query; when it needs a composite index that does not exist, have the
+        service create it (through the log) and run it again. A plain strong or eventual
+        read takes a new snapshot, which sees the new index; a transaction or read_time
+        keeps its snapshot, older than the index, and is served without it."""
+        for _ in range(MAX_INDEX_ROUNDS):
+            try:
+                outcome = run(snap.read_ts)
+            except planner.NeedsIndex as exc:
+                await self.service.ensure_index(exc.definition)
+                if spec == ReadSpec() or spec == ReadSpec(eventual=True):
+                    snap = await self.service.snapshot(project, database, spec)
+                continue
+            for plan in outcome.plans:
+                self.metrics.query_plans.labels(plan).inc()
+            log.debug("query.plans plans=%s read_ts=%d", ",".join(outcome.plans), snap.read_ts)
+            return outcome, snap
+        raise DatastoreError(Code.INTERNAL, "The query kept asking for new indexes.")
 
     # Transactions --------------------------------------------------------------
 

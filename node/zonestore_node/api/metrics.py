@@ -134,6 +134,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.query_plans = Counter(
+            "zonestore_query_plans",
+            "Query branches run, by plan (key, join, ordered, sorted, composite).",
+            ["plan"],
+            registry=self.registry,
+        )
+
     def observe_sync(self, seconds: float, entries: int) -> None:
         self.fsync_latency.observe(seconds)
         if entries:

@@ -4,29 +4,53 @@ Owns the index key layout (in the `indexes` column family, before the version su
 
     kind index       b"K" ++ partition ++ esc(kind) ++ path
     property index   b"P" ++ partition ++ esc(kind) ++ esc(property) ++ value ++ path
+    composite index  b"C" ++ partition ++ uint32be(index_id) ++ [ancestor]
+                        ++ column_1 ++ ... ++ column_n ++ path
 
 where `value` is `keycodec`'s index value encoding, and `path` the entity's key path.
 Every indexed property value contributes one property-index entry: each array element
 separately, embedded-entity sub-properties as "outer.inner". A descending scan reads the
 same entries backwards (see query/), so there is no separate descending index.
+
+Composite indexes (Datastore's index.yaml: a kind, `ancestor`, ordered properties each
+ASC or DESC) are defined at run time; their registry lives in the META family (written
+only by applying a CreateIndexCommand, so every replica holds the same one). A column is
+the property's value encoding, bitwise inverted (`invert`) for DESC: encodings are
+prefix-free, so concatenation stays unambiguous and order reverses. An entity has one
+entry per combination of its columns' values (array elements "explode": the product of
+the element counts), and none when it lacks a column's property. An ancestor index adds
+`encode_path(a)` for every ancestor `a` of the entity, itself included, so a
+HAS_ANCESTOR(a) query reads one contiguous range. An entity whose composite entries would
+exceed MAX_COMPOSITE_ENTRIES is refused (INVALID_ARGUMENT), as production refuses "too
+many indexed properties".
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+import yaml
 from google.cloud.datastore_v1.types import entity as entity_types
 
 from zonestore_node.model import keys, limits
 from zonestore_node.model.errors import invalid
 from zonestore_node.storage import keycodec
+from zonestore_node.storage.engine import Engine, Family
 
 EntityPb: Any = entity_types.Entity.pb()
 ValuePb: Any = entity_types.Value.pb()
 
 KIND_INDEX = b"K"
 PROPERTY_INDEX = b"P"
+COMPOSITE_INDEX = b"C"
+MAX_COMPOSITE_ENTRIES = 20_000
+MAX_COMPOSITE_PROPERTIES = 100
 
 
 def micros(timestamp: Any) -> int:
@@ -167,8 +191,13 @@ def property_prefix(partition: bytes, kind: str, name: str) -> bytes:
     )
 
 
-def index_keys(entity: Any) -> set[bytes]:
-    """Every index user key (before the version suffix) a validated entity contributes."""
+def index_keys(entity: Any, registry: Registry | None = None, *, strict: bool = True) -> set[bytes]:
+    """Every index user key (before the version suffix) a validated entity contributes,
+    composite entries of `registry`'s indexes on its kind included.
+
+    `strict`: refuse (INVALID_ARGUMENT) an entity over MAX_COMPOSITE_ENTRIES; otherwise
+    (versions already stored, backfill) such an entity has no composite entries at all.
+    """
     key = entity.key
     p = key.partition_id
     partition = keycodec.encode_partition(p.project_id, p.database_id, p.namespace_id)
@@ -179,9 +208,244 @@ def index_keys(entity: Any) -> set[bytes]:
     out = {KIND_INDEX + partition + escaped_kind + encoded_path}
     base = PROPERTY_INDEX + partition + escaped_kind
     prefixes: dict[str, bytes] = {}  # array elements share their property's prefix
-    for name, value in index_values(entity):
+    indexed = index_values(entity)
+    for name, value in indexed:
         prefix = prefixes.get(name)
         if prefix is None:
             prefix = prefixes[name] = base + keycodec.escape(name.encode())
         out.add(prefix + value + encoded_path)
+    composites = registry.for_kind(kind) if registry is not None else ()
+    if composites:
+        grouped: dict[str, list[bytes]] = {}
+        for name, value in indexed:
+            grouped.setdefault(name, []).append(value)
+        out |= composite_keys(partition, path, grouped, composites, strict=strict)
+    return out
+
+
+# Composite indexes ---------------------------------------------------------------
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_INVERT = bytes(range(255, -1, -1))
+REGISTRY_PREFIX = b"composite_index/"  # META: ++ uint32be(index_id) -> encoded CompositeIndex
+REGISTRY_GENERATION = b"composite_index_generation"  # META: uint64be commit_ts of last change
+_REGISTRY_FORMAT = 1
+
+
+def invert(raw: bytes) -> bytes:
+    """`keycodec.invert`, by table (index maintenance inverts every DESC column)."""
+    return raw.translate(_INVERT)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompositeDefinition:
+    """What index.yaml declares: a kind, whether it is an ancestor index, its columns."""
+
+    kind: str
+    ancestor: bool
+    columns: tuple[Column, ...]
+
+    def yaml(self) -> str:
+        """The index.yaml entry, as production suggests it in "no matching index found"."""
+        lines = [f"- kind: {self.kind}"]
+        if self.ancestor:
+            lines.append("  ancestor: yes")
+        lines.append("  properties:")
+        for c in self.columns:
+            lines.append(f"  - name: {c.name}")
+            if c.descending:
+                lines.append("    direction: desc")
+        return "\n".join(lines) + "\n"
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.ancestor, [[c.name, c.descending] for c in self.columns]]
+
+    @staticmethod
+    def unpack(fields: list[Any]) -> CompositeDefinition:
+        kind, ancestor, columns = fields
+        return CompositeDefinition(
+            str(kind), bool(ancestor), tuple(Column(str(n), bool(d)) for n, d in columns)
+        )
+
+    def check(self) -> None:
+        keys.check_name(self.kind, "kind")
+        if not self.columns:
+            raise invalid(f"The composite index on {self.kind} needs at least one property.")
+        if len(self.columns) > MAX_COMPOSITE_PROPERTIES:
+            raise invalid(f"A composite index has at most {MAX_COMPOSITE_PROPERTIES} properties.")
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise invalid(f"The composite index on {self.kind} names a property twice.")
+        for name in names:
+            if not name or name == "__key__":
+                raise invalid(f'The composite index on {self.kind} has a bad property "{name}".')
+
+
+@dataclass(frozen=True, slots=True)
+class CompositeIndex:
+    index_id: int
+    definition: CompositeDefinition
+    # The commit_ts of the command that created and backfilled it: a read at
+    # read_ts >= ready_ts sees every entry; an older snapshot must not use the index.
+    ready_ts: int
+
+    def encode(self) -> bytes:
+        packed: bytes = msgpack.packb(
+            [_REGISTRY_FORMAT, self.index_id, self.definition.pack(), self.ready_ts],
+            use_bin_type=True,
+        )
+        return packed
+
+    @staticmethod
+    def decode(raw: bytes) -> CompositeIndex:
+        version, index_id, definition, ready_ts = msgpack.unpackb(raw, raw=False)
+        if version != _REGISTRY_FORMAT:
+            raise ValueError(f"unknown composite index record format {version}")
+        return CompositeIndex(int(index_id), CompositeDefinition.unpack(definition), ready_ts)
+
+    def prefix(self, partition: bytes) -> bytes:
+        return COMPOSITE_INDEX + partition + _U32.pack(self.index_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """Every composite index, as applied to this replica's store."""
+
+    indexes: tuple[CompositeIndex, ...] = ()
+    generation: bytes = b""
+    _by_kind: dict[str, tuple[CompositeIndex, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        for index in self.indexes:
+            kind = index.definition.kind
+            self._by_kind[kind] = (*self._by_kind.get(kind, ()), index)
+
+    def for_kind(self, kind: str) -> tuple[CompositeIndex, ...]:
+        return self._by_kind.get(kind, ())
+
+    def find(self, definition: CompositeDefinition) -> CompositeIndex | None:
+        return next((i for i in self.for_kind(definition.kind) if i.definition == definition), None)
+
+    def next_id(self) -> int:
+        return max((i.index_id for i in self.indexes), default=0) + 1
+
+
+def registry_generation(engine: Engine) -> bytes:
+    return engine.get(Family.META, REGISTRY_GENERATION) or b""
+
+
+def load_registry(engine: Engine) -> Registry:
+    it = engine.iterator(Family.META, upper_bound=keycodec.prefix_end(REGISTRY_PREFIX))
+    it.seek(REGISTRY_PREFIX)
+    found: list[CompositeIndex] = []
+    while it.valid():
+        found.append(CompositeIndex.decode(it.value()))
+        it.next()
+    return Registry(tuple(found), registry_generation(engine))
+
+
+def registry_puts(index: CompositeIndex) -> list[tuple[bytes, bytes]]:
+    """The META writes that register `index` (and move the generation)."""
+    return [
+        (REGISTRY_PREFIX + _U32.pack(index.index_id), index.encode()),
+        (REGISTRY_GENERATION, _U64.pack(index.ready_ts)),
+    ]
+
+
+def composite_keys(
+    partition: bytes,
+    path: Sequence[keycodec.PathElement],
+    values: dict[str, list[bytes]],
+    indexes: Iterable[CompositeIndex],
+    *,
+    strict: bool = True,
+) -> set[bytes]:
+    """The composite entries of one entity (`values`: property -> encoded values)."""
+    encoded_path = keycodec.encode_path(path)
+    total = 0
+    plans: list[tuple[CompositeIndex, list[list[bytes]], list[bytes]]] = []
+    for index in indexes:
+        choices: list[list[bytes]] = []
+        for column in index.definition.columns:
+            present = values.get(column.name)
+            if not present:
+                break
+            unique = sorted(set(present))
+            choices.append([invert(v) for v in unique] if column.descending else unique)
+        else:
+            ancestors = [b""]
+            if index.definition.ancestor:
+                ancestors = [keycodec.encode_path(path[:i]) for i in range(1, len(path) + 1)]
+            count = len(ancestors)
+            for options in choices:
+                count *= len(options)
+            total += count
+            plans.append((index, choices, ancestors))
+    if total > MAX_COMPOSITE_ENTRIES:
+        if strict:
+            raise invalid(
+                f"Too many indexed properties: entity {tuple(path)} would have {total} "
+                f"composite index entries; at most {MAX_COMPOSITE_ENTRIES} are allowed."
+            )
+        return set()
+    out: set[bytes] = set()
+    for index, choices, ancestors in plans:
+        prefix = index.prefix(partition)
+        for combo in itertools.product(*choices):
+            body = b"".join(combo) + encoded_path
+            for ancestor in ancestors:
+                out.add(prefix + ancestor + body)
+    return out
+
+
+def entity_composite_keys(
+    entity: Any, indexes: Iterable[CompositeIndex], *, strict: bool = True
+) -> set[bytes]:
+    """`composite_keys` of a validated entity (what a backfill writes)."""
+    p = entity.key.partition_id
+    partition = keycodec.encode_partition(p.project_id, p.database_id, p.namespace_id)
+    grouped: dict[str, list[bytes]] = {}
+    for name, value in index_values(entity):
+        grouped.setdefault(name, []).append(value)
+    return composite_keys(partition, keys.path_of(entity.key), grouped, indexes, strict=strict)
+
+
+def parse_index_yaml(text: str) -> list[CompositeDefinition]:
+    """Datastore's index.yaml: `indexes: [{kind, ancestor: yes|no, properties: [{name,
+    direction: asc|desc}]}]`. INVALID_ARGUMENT (DatastoreError) on anything else."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise invalid(f"index.yaml does not parse: {exc}") from exc
+    if doc is None:
+        return []
+    if not isinstance(doc, dict) or not isinstance(doc.get("indexes", []), list):
+        raise invalid("index.yaml must be a mapping with an `indexes` list.")
+    out: list[CompositeDefinition] = []
+    for entry in doc.get("indexes") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+            raise invalid(f"index.yaml: every index needs a kind: {entry!r}")
+        ancestor = entry.get("ancestor", False)
+        if isinstance(ancestor, str):  # "yes"/"no" are booleans in YAML 1.1 already
+            ancestor = ancestor.lower() in ("yes", "true")
+        columns = []
+        for prop in entry.get("properties") or []:
+            if not isinstance(prop, dict) or not isinstance(prop.get("name"), str):
+                raise invalid(f"index.yaml: every property needs a name: {prop!r}")
+            direction = str(prop.get("direction", "asc")).lower()
+            if direction not in ("asc", "desc"):
+                raise invalid(f"index.yaml: direction must be asc or desc, not {direction!r}")
+            columns.append(Column(prop["name"], direction == "desc"))
+        definition = CompositeDefinition(entry["kind"], bool(ancestor), tuple(columns))
+        definition.check()
+        out.append(definition)
     return out

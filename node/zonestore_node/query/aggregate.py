@@ -124,7 +124,13 @@ def _accumulators(aggregation: Any) -> list[tuple[str, _Accumulator]]:
 
 
 def run(
-    store: mvcc.Store, project: str, database: str, namespace: str, aggregation: Any, read_ts: int
+    store: mvcc.Store,
+    project: str,
+    database: str,
+    namespace: str,
+    aggregation: Any,
+    read_ts: int,
+    policy: planner.IndexPolicy = planner.IndexPolicy.FALLBACK,
 ) -> QueryOutcome:
     if not aggregation.HasField("nested_query"):
         raise invalid("An aggregation query needs a nested query.")
@@ -137,7 +143,7 @@ def run(
         raise invalid("Aggregations over metadata queries are not supported.")
     if spec.result_kind is not ResultKind.PROJECTION:
         spec.result_kind = ResultKind.FULL if needs_entity else ResultKind.KEY_ONLY
-    ctx = rows.Context(store, spec, read_ts)
+    ctx = rows.Context(store, spec, read_ts, policy)
     skipped = taken = 0
     if spec.limit != 0:
         for row in rows.stream(ctx):
@@ -165,4 +171,4 @@ def run(
     for alias, acc in accumulators:
         acc.fill(result.aggregate_properties[alias])
     batch.more_results = NO_MORE_RESULTS
-    return QueryOutcome(batch, ctx.tracker.ranges(), ctx.read_keys)
+    return QueryOutcome(batch, ctx.tracker.ranges(), ctx.read_keys, [p.value for p in ctx.plans])

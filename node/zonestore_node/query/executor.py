@@ -26,7 +26,7 @@ from google.cloud.datastore_v1.types import query as query_types
 from zonestore_node.model import keys, limits
 from zonestore_node.query import aggregate, gql, metadata, planner, rows, values
 from zonestore_node.query.outcome import QueryOutcome
-from zonestore_node.query.planner import ResultKind, Spec
+from zonestore_node.query.planner import IndexPolicy, ResultKind, Spec
 from zonestore_node.storage import keycodec, mvcc
 
 QueryResultBatch: Any = query_types.QueryResultBatch.pb()
@@ -43,10 +43,18 @@ _BATCH_BYTES = limits.MAX_RESPONSE_BYTES - limits.MAX_ENTITY_BYTES
 
 
 def run_query(
-    store: mvcc.Store, project: str, database: str, namespace: str, query: Any, read_ts: int
+    store: mvcc.Store,
+    project: str,
+    database: str,
+    namespace: str,
+    query: Any,
+    read_ts: int,
+    policy: IndexPolicy = IndexPolicy.FALLBACK,
 ) -> QueryOutcome:
+    """`policy`: what a query needing a missing composite index does (planner): with
+    CREATE it raises `NeedsIndex`, which the caller resolves and then runs it again."""
     spec = planner.parse(project, database, namespace, query)
-    ctx = rows.Context(store, spec, read_ts)
+    ctx = rows.Context(store, spec, read_ts, policy)
     produced = metadata.rows(ctx) if spec.kind in metadata.KINDS else rows.stream(ctx)
     batch = QueryResultBatch()
     batch.entity_result_type = int(spec.result_kind)
@@ -85,7 +93,7 @@ def run_query(
     else:
         batch.end_cursor = spec.start.encode()
     batch.more_results = more
-    return QueryOutcome(batch, ctx.tracker.ranges(), ctx.read_keys)
+    return QueryOutcome(batch, ctx.tracker.ranges(), ctx.read_keys, [p.value for p in ctx.plans])
 
 
 def render(spec: Spec, er: Any, row: rows.Row) -> int:
@@ -124,9 +132,15 @@ def render(spec: Spec, er: Any, row: rows.Row) -> int:
 
 
 def run_aggregation(
-    store: mvcc.Store, project: str, database: str, namespace: str, aggregation: Any, read_ts: int
+    store: mvcc.Store,
+    project: str,
+    database: str,
+    namespace: str,
+    aggregation: Any,
+    read_ts: int,
+    policy: IndexPolicy = IndexPolicy.FALLBACK,
 ) -> QueryOutcome:
-    return aggregate.run(store, project, database, namespace, aggregation, read_ts)
+    return aggregate.run(store, project, database, namespace, aggregation, read_ts, policy)
 
 
 def parse_gql(gql_query: Any) -> Any:

@@ -154,6 +154,9 @@ class Branch:
 
     properties: dict[str, PropertyConstraint] = field(default_factory=dict)
     key_ranges: list[Interval] = field(default_factory=lambda: list(ALL))
+    # HAS_ANCESTOR: the ancestor's encoded path (`encode_path`, the deepest if several);
+    # key_ranges already hold its subtree, this names it for an ancestor index.
+    ancestor: bytes | None = None
 
     def constraint(self, name: str) -> PropertyConstraint:
         found = self.properties.get(name)
@@ -324,6 +327,10 @@ class FilterParser:
 
     def _apply(self, branch: Branch, atom: Atom) -> None:
         if atom.name == KEY_PROPERTY:
+            if atom.op == HAS_ANCESTOR:
+                full = atom.operands[0] + b"\x00"  # encode_path_prefix -> encode_path
+                if branch.ancestor is None or len(full) > len(branch.ancestor):
+                    branch.ancestor = full
             ranges = self._key_ranges(atom)
             branch.key_ranges = intersect(branch.key_ranges, ranges)
             return

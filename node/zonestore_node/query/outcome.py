@@ -16,3 +16,4 @@ class QueryOutcome:
     # validate them like looked-up keys (a change to a residual-filtered property of an
     # examined entity touches no scanned index range).
     read_keys: list[bytes] = field(default_factory=list)
+    plans: list[str] = field(default_factory=list)  # PlanKind values, one per branch run

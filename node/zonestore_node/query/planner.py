@@ -24,10 +24,27 @@ range, k = results handed out):
                over p's intervals (reverse for DESC), fetch each entity for the
                residual filters; runs of equal p values are sorted by the remaining
                orders in memory. O(n) entries up to the k-th result.
-    SORTED     equalities plus a property order no single index gives: when the
-               equality scan holds at most `SORT_PROBE` keys, fetch them all and sort
-               in memory (O(matches)); otherwise fall back to ORDERED with the
-               equalities as residual filters. No composite indexes are kept.
+    COMPOSITE  an order no built-in index gives (equalities or an ancestor plus a
+               property order, several property orders, an inequality and a different
+               first sort): a matching composite index (`needed_index`, `matches`),
+               scanned under the prefix the equalities (and ancestor) fix, its first
+               column bounded by that property's intervals; each entity is handed out
+               at the entry holding its sort-key values. O(k) entries plus residuals.
+    SORTED     only without a ready composite index (IndexPolicy.FALLBACK, or a
+               snapshot older than the index): when the equality scan holds at most
+               `SORT_PROBE` keys, fetch them all and sort in memory (O(matches));
+               otherwise fall back to ORDERED with the equalities as residual filters.
+
+Missing composite indexes (`IndexPolicy`): CREATE raises `NeedsIndex(definition)`, the
+edge has the index created through the log and runs the query again; REQUIRE refuses
+like production (FAILED_PRECONDITION "no matching index found" with the index.yaml
+entry to add); FALLBACK serves the query with the in-memory plans above. Projection
+queries never need one here (their rows come from ORDERED/SORTED as before).
+
+Matching (Datastore's rules): same kind, same ancestor flag, the equality properties
+first in any order (any direction), then exactly the query's remaining property orders,
+names and directions, the inequality properties among them; `__key__` ascending is the
+implicit last column (a `__key__` descending tie-break sorts runs of equal columns).
 Imports model/, storage.keycodec and query.filters.
 """
 
@@ -37,8 +54,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from zonestore_node.model import keys
-from zonestore_node.model.errors import invalid
+from zonestore_node.model import indexing, keys
+from zonestore_node.model.errors import Code, DatastoreError, invalid
 from zonestore_node.query import cursor as cursor_mod
 from zonestore_node.query import filters
 from zonestore_node.storage import keycodec
@@ -59,6 +76,30 @@ class PlanKind(enum.Enum):
     JOIN = "join"
     ORDERED = "ordered"
     SORTED = "sorted"
+    COMPOSITE = "composite"
+
+
+class IndexPolicy(enum.Enum):
+    """What a query that needs a missing composite index does (see module docstring)."""
+
+    CREATE = "true"
+    REQUIRE = "false"
+    FALLBACK = "fallback"
+
+
+class NeedsIndex(Exception):
+    """The query needs this composite index; the edge creates it and runs it again."""
+
+    def __init__(self, definition: indexing.CompositeDefinition) -> None:
+        super().__init__(definition.yaml())
+        self.definition = definition
+
+
+def no_matching_index(definition: indexing.CompositeDefinition) -> DatastoreError:
+    return DatastoreError(
+        Code.FAILED_PRECONDITION,
+        "no matching index found. recommended index is:\n" + definition.yaml(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +316,66 @@ class Plan:
     order_property: str | None = None  # ORDERED: the scanned property
     equalities: tuple[tuple[str, bytes], ...] = ()  # JOIN / SORTED: (property, value)
     exact: bool = False  # the scan alone decides membership (no residual filters)
+    index: indexing.CompositeIndex | None = None  # COMPOSITE
+    columns: tuple[Order, ...] = ()  # COMPOSITE: the scanned columns, after the prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What a branch asks of a composite index."""
+
+    equal: frozenset[str]  # properties fixed by equality filters (a prefix, any order)
+    columns: tuple[Order, ...]  # then these, in this order and direction
+    ancestor: bool
+    definition: indexing.CompositeDefinition  # the one to create when none matches
+
+
+def needed_index(spec: Spec, branch: filters.Branch) -> Need | None:
+    """The composite index this branch needs, or None when a built-in index serves it:
+    the equality properties (by name, ascending), then the property orders they do not
+    fix. Kindless and projection queries never need one."""
+    if spec.kind is None or spec.result_kind is ResultKind.PROJECTION:
+        return None
+    equal = sorted(name for name, c in branch.properties.items() if c.eq)
+    columns: list[Order] = []
+    for order in spec.orders:
+        if order.name == filters.KEY_PROPERTY:
+            break
+        if order.name not in equal:
+            columns.append(order)
+    if not columns:
+        return None  # KEY / JOIN
+    ancestor = branch.ancestor is not None
+    if not equal and not ancestor and len(columns) == 1:
+        return None  # one property's built-in index (ORDERED)
+    definition = indexing.CompositeDefinition(
+        spec.kind,
+        ancestor,
+        tuple(indexing.Column(n) for n in equal)
+        + tuple(indexing.Column(o.name, o.descending) for o in columns),
+    )
+    return Need(frozenset(equal), tuple(columns), ancestor, definition)
+
+
+def matches(index: indexing.CompositeDefinition, need: Need) -> bool:
+    """Whether `index` serves a branch that needs `need` (see the module docstring)."""
+    if index.kind != need.definition.kind or index.ancestor != need.ancestor:
+        return False
+    k = len(need.equal)
+    if len(index.columns) != k + len(need.columns):
+        return False
+    if {c.name for c in index.columns[:k]} != need.equal:
+        return False
+    return all(
+        c.name == o.name and c.descending == o.descending
+        for c, o in zip(index.columns[k:], need.columns, strict=True)
+    )
+
+
+def find_index(registry: indexing.Registry, need: Need) -> indexing.CompositeIndex | None:
+    """The matching index created first (lowest id), or None."""
+    found = [i for i in registry.for_kind(need.definition.kind) if matches(i.definition, need)]
+    return min(found, key=lambda i: i.index_id, default=None)
 
 
 def leading_property(spec: Spec, branch: filters.Branch) -> str | None:
@@ -287,6 +388,17 @@ def leading_property(spec: Spec, branch: filters.Branch) -> str | None:
             continue
         return order.name
     return None
+
+
+def composite_plan(need: Need, index: indexing.CompositeIndex, branch: filters.Branch) -> Plan:
+    """Scan `index` under the prefix the branch's equalities fix (the first of several
+    values on one property: the others stay residual), in the index's column order."""
+    k = len(need.equal)
+    prefix: list[tuple[str, bytes]] = []
+    for column in index.definition.columns[:k]:
+        value = branch.properties[column.name].eq[0]
+        prefix.append((column.name, indexing.invert(value) if column.descending else value))
+    return Plan(PlanKind.COMPOSITE, equalities=tuple(prefix), index=index, columns=need.columns)
 
 
 def choose(spec: Spec, branch: filters.Branch, probe: Any) -> Plan:

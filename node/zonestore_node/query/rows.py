@@ -24,7 +24,7 @@ from zonestore_node.model import indexing
 from zonestore_node.model.errors import invalid
 from zonestore_node.query import cursor as cursor_mod
 from zonestore_node.query import filters, planner, scan
-from zonestore_node.query.planner import PlanKind, ResultKind, Spec
+from zonestore_node.query.planner import IndexPolicy, PlanKind, ResultKind, Spec
 from zonestore_node.storage import keycodec, mvcc
 from zonestore_node.storage.engine import Family
 
@@ -49,14 +49,48 @@ class Parsed:
 class Context:
     """Per-query state: the snapshot, the read ranges and keys, an entity cache."""
 
-    def __init__(self, store: mvcc.Store, spec: Spec, read_ts: int) -> None:
+    def __init__(
+        self,
+        store: mvcc.Store,
+        spec: Spec,
+        read_ts: int,
+        policy: IndexPolicy = IndexPolicy.FALLBACK,
+    ) -> None:
         self.store = store
         self.spec = spec
         self.read_ts = read_ts
+        self.policy = policy
         self.tracker = scan.Tracker()
         self.read_keys: list[bytes] = []
         self._cache: dict[bytes, Parsed | None] = {}
         self.fetches = 0
+        self.plans: list[PlanKind] = []  # per branch, as chosen (metrics, tests)
+        self._registry: indexing.Registry | None = None
+
+    def registry(self) -> indexing.Registry:
+        if self._registry is None:
+            self._registry = indexing.load_registry(self.store.engine)
+        return self._registry
+
+    def plan(self, branch: filters.Branch) -> planner.Plan:
+        """A composite index when the branch needs one and one is ready at this snapshot;
+        a missing one is the policy's business; otherwise the built-in plans."""
+        spec = self.spec
+        need = planner.needed_index(spec, branch)
+        plan: planner.Plan | None = None
+        if need is not None:
+            index = planner.find_index(self.registry(), need)
+            if index is not None and index.ready_ts <= self.read_ts:
+                plan = planner.composite_plan(need, index, branch)
+            elif index is None and self.policy is IndexPolicy.CREATE:
+                raise planner.NeedsIndex(need.definition)
+            elif index is None and self.policy is IndexPolicy.REQUIRE:
+                raise planner.no_matching_index(need.definition)
+            # else: an index newer than this snapshot, or FALLBACK: served in memory
+        if plan is None:
+            plan = planner.choose(spec, branch, self.probe)
+        self.plans.append(plan.kind)
+        return plan
 
     def fetch(self, path: bytes) -> mvcc.Version | None:
         encoded = self.spec.encoded_partition + path
@@ -103,7 +137,7 @@ class Context:
 
 def branch_rows(ctx: Context, branch: filters.Branch) -> Iterator[Row]:
     spec = ctx.spec
-    plan = planner.choose(spec, branch, ctx.probe)
+    plan = ctx.plan(branch)
     lead_order = next((o for o in spec.orders if o.name == plan.order_property), None)
     reverse = _reverse(spec, plan, lead_order)
     resume = _resume(ctx, plan, lead_order, reverse)
@@ -113,6 +147,13 @@ def branch_rows(ctx: Context, branch: filters.Branch) -> Iterator[Row]:
         rows = [row for cand in source for row in make(cand)]
         rows.sort(key=lambda r: r.sort_key)
         yield from rows
+        return
+    if plan.kind is PlanKind.COMPOSITE and _key_descending(spec):
+        # the index holds ties in key order ascending: sort each run of equal columns
+        for _value, run in itertools.groupby(source, key=lambda c: c.value):
+            rows = [row for cand in run for row in make(cand)]
+            rows.sort(key=lambda r: r.sort_key)
+            yield from rows
         return
     if plan.kind is PlanKind.ORDERED and _runs_need_sort(spec, branch, lead_order):
         for _value, run in itertools.groupby(source, key=lambda c: c.value):
@@ -132,6 +173,49 @@ def _reverse(spec: Spec, plan: planner.Plan, lead: planner.Order | None) -> bool
         key_order = next((o for o in spec.orders if o.name == filters.KEY_PROPERTY), None)
         return key_order is not None and key_order.descending
     return False
+
+
+def _key_descending(spec: Spec) -> bool:
+    return (
+        bool(spec.orders)
+        and spec.orders[-1].name == filters.KEY_PROPERTY
+        and (spec.orders[-1].descending)
+    )
+
+
+def _composite_prefix(ctx: Context, branch: filters.Branch, plan: planner.Plan) -> bytes:
+    assert plan.index is not None
+    ancestor = branch.ancestor if plan.index.definition.ancestor else None
+    return (
+        plan.index.prefix(ctx.spec.encoded_partition)
+        + (ancestor or b"")
+        + b"".join(value for _name, value in plan.equalities)
+    )
+
+
+def _composite_resume(ctx: Context, branch: filters.Branch, plan: planner.Plan) -> bytes | None:
+    """The index key of the start cursor: its sort key without the components of
+    equality-fixed orders (constant), with the path unless ties run key-descending."""
+    spec = ctx.spec
+    sort_key = spec.start.sort_key
+    if not sort_key:
+        return None
+    scanned = {o.name for o in plan.columns}
+    parts: list[bytes] = []
+    pos = 0
+    try:
+        for count, order in enumerate(spec.orders, start=1):
+            if order.name == filters.KEY_PROPERTY:
+                break
+            end = planner.component_lengths(spec, sort_key, count)
+            if order.name in scanned:
+                parts.append(sort_key[pos:end])
+            pos = end
+    except (keycodec.DecodeError, IndexError, ValueError) as exc:
+        raise invalid("Invalid cursor.") from exc
+    if not _key_descending(spec):
+        parts.append(sort_key[pos:])
+    return _composite_prefix(ctx, branch, plan) + b"".join(parts)
 
 
 def _runs_need_sort(spec: Spec, branch: filters.Branch, lead: planner.Order | None) -> bool:
@@ -155,7 +239,7 @@ def _resume(
 ) -> bytes | None:
     """Where the scan can start, from the start cursor (the exact cut is the row filter)."""
     spec = ctx.spec
-    if not spec.start.sort_key:
+    if not spec.start.sort_key or plan.kind is PlanKind.COMPOSITE:
         return None
     if not spec.orders:
         if plan.kind not in (PlanKind.KEY, PlanKind.JOIN):
@@ -183,6 +267,21 @@ def _source(
     resume: bytes | None,
 ) -> Iterator[scan.Candidate]:
     spec, store, ts, tracker = ctx.spec, ctx.store, ctx.read_ts, ctx.tracker
+    if plan.kind is PlanKind.COMPOSITE:
+        first = plan.columns[0]
+        constraint = branch.properties.get(first.name)
+        first_intervals = filters.ALL
+        if constraint is not None and constraint.ranges is not None:
+            first_intervals = constraint.ranges
+        return scan.composite_source(
+            store,
+            ts,
+            tracker,
+            _composite_prefix(ctx, branch, plan),
+            first_intervals,
+            tuple(o.descending for o in plan.columns),
+            _composite_resume(ctx, branch, plan),
+        )
     if plan.kind is PlanKind.KEY:
         if spec.kind is None:
             partition = spec.encoded_partition
@@ -255,6 +354,8 @@ class _RowMaker:
             return []
         if len(spec.branches) > 1 and planner.canonical_sort_key(spec, parsed.values, path) != key:
             return []
+        if self.plan.kind is PlanKind.COMPOSITE and not self._at_own_entry(parsed, cand):
+            return []  # the entity is handed out at another entry of this index
         lead = self.lead
         if lead is not None and not self.lead_projected:
             value = planner.order_value(lead, self.branch, parsed.values.get(lead.name, []))
@@ -263,6 +364,16 @@ class _RowMaker:
         if spec.result_kind is not ResultKind.PROJECTION:
             return [Row(key, path, parsed.version, parsed.entity)]
         return self._projection_rows(parsed, path, cand)
+
+    def _at_own_entry(self, parsed: Parsed, cand: scan.Candidate) -> bool:
+        """Whether `cand` is the entry holding the entity's sort-key values."""
+        expected: list[bytes] = []
+        for order in self.plan.columns:
+            value = planner.order_value(order, self.branch, parsed.values.get(order.name, []))
+            if value is None:
+                return False
+            expected.append(indexing.invert(value) if order.descending else value)
+        return b"".join(expected) == cand.value
 
     def _projection_rows(self, parsed: Parsed, path: bytes, cand: scan.Candidate) -> list[Row]:
         spec = self.spec

@@ -13,6 +13,8 @@ Sources turn scans into `Candidate`s in the order their plan promises:
     entity_source    the entities family (kindless queries), ordered by path
     join_source      zig-zag merge join of equality scans, ordered by path
     property_source  one property's index over value intervals, ordered by (value, path)
+    composite_source a composite index under a fixed prefix, its first column over value
+                     intervals, ordered by (columns, path)
 Imports storage/ and query.filters.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from zonestore_node.model import indexing
 from zonestore_node.query import filters
 from zonestore_node.storage import keycodec, mvcc
 from zonestore_node.storage.engine import Family
@@ -174,8 +177,6 @@ def entity_source(
 ) -> Iterator[Candidate]:
     """Kindless: the entities family. Its recorded read range is every kind-index entry
     of the partition (a write to any entity of the partition touches one)."""
-    from zonestore_node.model import indexing
-
     kinds = indexing.KIND_INDEX + partition
     tracker.extra.append(ReadRange(kinds, keycodec.prefix_end(kinds)))
     ranges = clip_start(bounded(partition, key_intervals), resume, reverse)
@@ -259,3 +260,42 @@ def join_source(
             if version is None:
                 return
             heads[i] = version.encoded[cut:]
+
+
+def inverted_intervals(intervals: list[filters.Interval]) -> list[filters.Interval]:
+    """The intervals a DESC column (bitwise-inverted encodings) holds for `intervals` of
+    plain encodings. For a whole encoding v (never a proper prefix of a bound):
+    v >= lo iff inv(v) < prefix_end(inv(lo)), and v < hi iff inv(v) >= prefix_end(inv(hi))."""
+    out: list[filters.Interval] = []
+    for lo, hi in reversed(intervals):
+        new_lo = keycodec.prefix_end(indexing.invert(hi)) if hi is not None else b""
+        new_hi = keycodec.prefix_end(indexing.invert(lo)) if lo else None
+        out.append((new_lo, new_hi))
+    return out
+
+
+def composite_source(
+    store: mvcc.Store,
+    read_ts: int,
+    tracker: Tracker,
+    prefix: bytes,
+    first_intervals: list[filters.Interval],
+    descending: tuple[bool, ...],
+    resume: bytes | None,
+) -> Iterator[Candidate]:
+    """Entries `prefix ++ columns ++ path`, the first column in `first_intervals` (plain
+    encodings; inverted here for a DESC column). `descending`: per column after the
+    prefix. Candidates carry the column bytes as stored in `value`."""
+    intervals = inverted_intervals(first_intervals) if descending[0] else first_intervals
+    ranges = clip_start(bounded(prefix, intervals), resume, False)
+    scan = RangeScan(store, read_ts, ranges, tracker)
+    cut = len(prefix)
+    while (version := scan.next()) is not None:
+        key = version.encoded
+        pos = cut
+        for desc in descending:
+            if desc:
+                pos += keycodec.skip_value(indexing.invert(key[pos:]), 0)
+            else:
+                pos = keycodec.skip_value(key, pos)
+        yield Candidate(key[pos:], value=key[cut:pos])

@@ -7,6 +7,13 @@ identically everywhere.
 
 Entity payload layout (entities column family): uint64be(create_ts) ++ Entity bytes;
 an empty payload is a tombstone (mvcc.TOMBSTONE).
+
+Composite indexes: a CreateIndexCommand registers the index in META and backfills it in
+the same batch, from the newest version of every entity of its kind at that point of the
+log, all entries at the command's commit_ts (so a read at read_ts >= commit_ts sees a
+complete index; the planner does not use it for older snapshots). Later commits keep it
+up to date like every other index: the diff of old and new `indexing.index_keys`, which
+include the composite entries of the registry as applied so far.
 """
 
 from __future__ import annotations
@@ -16,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zonestore_node.model import indexing
-from zonestore_node.model.errors import Code
-from zonestore_node.storage import mvcc
+from zonestore_node.model.errors import Code, DatastoreError
+from zonestore_node.storage import keycodec, mvcc
 from zonestore_node.storage.engine import Family, WriteBatch
 from zonestore_node.txn import ids
-from zonestore_node.txn.command import CommitCommand, Op
+from zonestore_node.txn.command import Command, CommitCommand, CreateIndexCommand, Op
 
 _U64 = struct.Struct(">Q")
 INDEX_LIVE = b"\x01"
@@ -52,9 +59,15 @@ class ApplyResult:
     index_updates: int = 0
 
 
-def _index_keys(entity_bytes: bytes) -> set[bytes]:
+LATEST = (1 << 63) - 1
+_BACKFILL_CHUNK = 512
+
+
+def _index_keys(
+    entity_bytes: bytes, registry: indexing.Registry | None, *, strict: bool = False
+) -> set[bytes]:
     entity = indexing.EntityPb.FromString(entity_bytes)
-    return indexing.index_keys(entity)
+    return indexing.index_keys(entity, registry, strict=strict)
 
 
 class IndexKeyCache:
@@ -62,18 +75,24 @@ class IndexKeyCache:
 
     An overwrite needs the index keys of the version it replaces; recomputing them
     means parsing and walking the old entity. A version's index keys never change, so
-    remembering them is pure memoization: results stay deterministic.
+    remembering them is pure memoization: results stay deterministic. They depend on
+    the composite index registry too: the owner clears the cache when it changes.
     """
 
     def __init__(self, capacity: int = 20_000) -> None:
         self._capacity = capacity
         self._entries: dict[tuple[bytes, int], set[bytes]] = {}
 
-    def get(self, encoded: bytes, commit_ts: int, payload: bytes) -> set[bytes]:
+    def get(
+        self, encoded: bytes, commit_ts: int, payload: bytes, registry: indexing.Registry | None
+    ) -> set[bytes]:
         cached = self._entries.get((encoded, commit_ts))
         if cached is None:
-            cached = _index_keys(split_payload(payload)[1])
+            cached = _index_keys(split_payload(payload)[1], registry)
         return cached
+
+    def clear(self) -> None:
+        self._entries.clear()
 
     def put(self, encoded: bytes, commit_ts: int, index: set[bytes]) -> None:
         if len(self._entries) >= self._capacity:
@@ -82,13 +101,25 @@ class IndexKeyCache:
 
 
 class Applier:
-    """`apply` with an index-key cache: what a replica's state machine calls."""
+    """`apply` with an index-key cache and the composite index registry: what a
+    replica's state machine calls. The registry is re-read when its generation (one
+    META key, read per command) moves: also after a snapshot is installed underneath."""
 
     def __init__(self) -> None:
         self.cache = IndexKeyCache()
+        self._registry: indexing.Registry | None = None
 
-    def __call__(self, store: mvcc.Store, command: CommitCommand, batch: WriteBatch) -> ApplyResult:
-        return apply(store, command, batch, self.cache)
+    def registry(self, store: mvcc.Store) -> indexing.Registry:
+        generation = indexing.registry_generation(store.engine)
+        if self._registry is None or self._registry.generation != generation:
+            self._registry = indexing.load_registry(store.engine)
+            self.cache.clear()
+        return self._registry
+
+    def __call__(self, store: mvcc.Store, command: Command, batch: WriteBatch) -> ApplyResult:
+        if isinstance(command, CreateIndexCommand):
+            return create_index(store, command, batch)
+        return apply(store, command, batch, self.cache, self.registry(store))
 
 
 def apply(
@@ -96,8 +127,11 @@ def apply(
     command: CommitCommand,
     batch: WriteBatch,
     cache: IndexKeyCache | None = None,
+    registry: indexing.Registry | None = None,
 ) -> ApplyResult:
     """Evaluate `command` against the store and add its effect to `batch`.
+
+    `registry`: the composite indexes as applied so far (read from the store if None).
 
     On an error the command writes nothing but the id high-water mark (ids it carried
     may have been handed out), and the result names the error.
@@ -113,6 +147,8 @@ def apply(
             result.error, result.message = Code.ABORTED, conflict
             return result
 
+    if registry is None:
+        registry = indexing.load_registry(store.engine)
     # Pending state of the keys this command touches: encoded -> payload (b"" = deleted).
     overlay: dict[bytes, bytes] = {}
     overlay_index: dict[bytes, set[bytes]] = {}
@@ -130,7 +166,7 @@ def apply(
             current_payload = newest.payload if newest else None
             current_ts = newest.commit_ts if newest else 0
             if newest is not None and newest.payload and cache is not None:
-                old_index = cache.get(write.encoded, newest.commit_ts, newest.payload)
+                old_index = cache.get(write.encoded, newest.commit_ts, newest.payload, registry)
         exists = bool(current_payload)
         if write.encoded in overlay:
             current_ts = commit_ts if exists else 0
@@ -146,7 +182,11 @@ def apply(
             return ApplyResult(commit_ts, Code.NOT_FOUND, "no entity to update")
 
         if old_index is None:
-            old_index = _index_keys(split_payload(current_payload)[1]) if current_payload else set()
+            old_index = (
+                _index_keys(split_payload(current_payload)[1], registry)
+                if current_payload
+                else set()
+            )
         if write.op is Op.DELETE:
             new_payload = mvcc.TOMBSTONE
             new_index: set[bytes] = set()
@@ -154,7 +194,10 @@ def apply(
         else:
             create_ts = split_payload(current_payload)[0] if current_payload else commit_ts
             new_payload = entity_payload(create_ts, write.entity)
-            new_index = _index_keys(write.entity)
+            try:
+                new_index = _index_keys(write.entity, registry, strict=True)
+            except DatastoreError as exc:  # too many composite entries
+                return ApplyResult(commit_ts, exc.code, exc.message)
         if exists or write.op is not Op.DELETE:
             entity_puts.append((write.encoded, new_payload))
         overlay[write.encoded] = new_payload
@@ -173,6 +216,63 @@ def apply(
         store.put_version(batch, Family.INDEXES, key, commit_ts, marker)
     result.index_updates = len(index_puts)
     return result
+
+
+def create_index(store: mvcc.Store, command: CreateIndexCommand, batch: WriteBatch) -> ApplyResult:
+    """Register a composite index and backfill it at the command's commit_ts.
+
+    Deterministic: the entities are the newest versions in the store when the command
+    is applied (log order), found through the kind index of every partition. The
+    backfill is one batch, applied synchronously like every command.
+    """
+    commit_ts = command.commit_ts
+    registry = indexing.load_registry(store.engine)
+    if registry.find(command.definition) is not None:
+        return ApplyResult(commit_ts)
+    index = indexing.CompositeIndex(registry.next_id(), command.definition, commit_ts)
+    entries = 0
+    for partition, paths in _kind_members(store, command.definition.kind):
+        for start in range(0, len(paths), _BACKFILL_CHUNK):
+            chunk = paths[start : start + _BACKFILL_CHUNK]
+            versions = store.get_many(Family.ENTITIES, [partition + p for p in chunk], LATEST)
+            for version in versions:
+                if version is None:
+                    continue
+                entity = indexing.EntityPb.FromString(split_payload(version.payload)[1])
+                for key in indexing.entity_composite_keys(entity, (index,), strict=False):
+                    store.put_version(batch, Family.INDEXES, key, commit_ts, INDEX_LIVE)
+                    entries += 1
+    for key, value in indexing.registry_puts(index):
+        batch.put(Family.META, key, value)
+    return ApplyResult(commit_ts, index_updates=entries)
+
+
+def _kind_members(store: mvcc.Store, kind: str) -> list[tuple[bytes, list[bytes]]]:
+    """(encoded partition, encoded paths) of every live entity of `kind`: a skip scan of
+    the kind index, one seek per partition."""
+    out: list[tuple[bytes, list[bytes]]] = []
+    escaped = keycodec.escape(kind.encode())
+    end = keycodec.prefix_end(indexing.KIND_INDEX)
+    position = indexing.KIND_INDEX
+    while True:
+        it = store.engine.iterator(Family.INDEXES, upper_bound=end)
+        it.seek(position)
+        if not it.valid():
+            return out
+        raw = it.key()
+        pos = 1
+        for _ in range(3):  # project, database, namespace
+            pos = keycodec.unescape(raw, pos)[1]
+        partition = raw[1:pos]
+        prefix = indexing.KIND_INDEX + partition + escaped
+        cut = len(prefix)
+        paths = [
+            v.encoded[cut:]
+            for v in store.scan(Family.INDEXES, prefix, keycodec.prefix_end(prefix), LATEST)
+        ]
+        if paths:
+            out.append((partition, paths))
+        position = keycodec.prefix_end(indexing.KIND_INDEX + partition)
 
 
 def _validate(store: mvcc.Store, command: CommitCommand) -> str:

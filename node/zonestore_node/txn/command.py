@@ -6,17 +6,28 @@ allocated ids (already inside the entities' keys), the snapshot the transaction 
 at. Applying it (txn/apply.py) is then a pure function of the store and the command,
 so every replica reaches the same state.
 
-Wire format: msgpack of plain lists (never pickle), versioned by its first element.
+Wire format: msgpack of plain lists (never pickle), versioned by its first element,
+which also says which command it is:
+    1   CommitCommand  [1, commit_ts, writes, read_ts, read_keys, read_ranges,
+                        transactional, id_high_water]
+    16  CreateIndexCommand  [16, commit_ts, [kind, ancestor, [[name, descending], ...]]]
+`decode` reads either; entries written before composite indexes (all format 1) read as
+they always did. A node older than format 16 refuses that entry (upgrade every replica
+before creating composite indexes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import msgpack
 
+from zonestore_node.model import indexing
+
 FORMAT_VERSION = 1
+CREATE_INDEX_FORMAT = 16
 
 
 class Op(IntEnum):
@@ -73,7 +84,10 @@ class CommitCommand:
 
     @staticmethod
     def decode(raw: bytes) -> CommitCommand:
-        fields = msgpack.unpackb(raw, raw=False)
+        return CommitCommand.from_fields(msgpack.unpackb(raw, raw=False))
+
+    @staticmethod
+    def from_fields(fields: list[Any]) -> CommitCommand:
         version, commit_ts, writes, read_ts, read_keys, ranges, transactional, id_hwm = fields
         if version != FORMAT_VERSION:
             raise ValueError(f"unknown commit command format {version}")
@@ -86,3 +100,30 @@ class CommitCommand:
             transactional=transactional,
             id_high_water=id_hwm,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CreateIndexCommand:
+    """Register a composite index and backfill it from every entity of its kind, at
+    `commit_ts` (txn/apply.py). Idempotent: an index already registered is left alone."""
+
+    commit_ts: int
+    definition: indexing.CompositeDefinition
+
+    def encode(self) -> bytes:
+        packed: bytes = msgpack.packb(
+            [CREATE_INDEX_FORMAT, self.commit_ts, self.definition.pack()], use_bin_type=True
+        )
+        return packed
+
+
+Command = CommitCommand | CreateIndexCommand
+
+
+def decode(raw: bytes) -> Command:
+    """Any logged command, by its format tag."""
+    fields = msgpack.unpackb(raw, raw=False)
+    if fields and fields[0] == CREATE_INDEX_FORMAT:
+        _, commit_ts, definition = fields
+        return CreateIndexCommand(commit_ts, indexing.CompositeDefinition.unpack(definition))
+    return CommitCommand.from_fields(fields)

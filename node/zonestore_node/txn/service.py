@@ -10,6 +10,7 @@ that the edge turns back into protobuf responses. Errors are `DatastoreError`s.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,18 @@ from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Family
 from zonestore_node.txn import apply as apply_mod
 from zonestore_node.txn.clock import HybridClock
-from zonestore_node.txn.command import CommitCommand, Op, ReadRange, Write
+from zonestore_node.txn.command import (
+    Command,
+    CommitCommand,
+    CreateIndexCommand,
+    Op,
+    ReadRange,
+    Write,
+)
 from zonestore_node.txn.ids import IdAllocator
 from zonestore_node.txn.transactions import Registry, Transaction
+
+log = logging.getLogger("zonestore.service")
 
 # Bytes an EntityResult adds around its entity: tags, lengths, version, two timestamps.
 _RESULT_OVERHEAD = 64
@@ -41,7 +51,7 @@ class CommitGroup(Protocol):
 
     def read_ts(self) -> int: ...
     def check_leader(self) -> None: ...
-    def submit(self, command: CommitCommand) -> asyncio.Future[Any]: ...
+    def submit(self, command: Command) -> asyncio.Future[Any]: ...
     def read_barrier(self) -> asyncio.Future[int]: ...
 
 
@@ -304,7 +314,7 @@ class DatastoreService:
         indexing.check_entity(entity, project, database)
         return Write(op, keys.encode(entity.key), entity.SerializeToString(), base), new_key
 
-    async def _replicate(self, command: CommitCommand) -> apply_mod.ApplyResult:
+    async def _replicate(self, command: Command) -> apply_mod.ApplyResult:
         """Submit a command and wait for its result.
 
         A proposal overwritten by a new leader did not take effect: UNAVAILABLE, safe to
@@ -363,6 +373,30 @@ class DatastoreService:
             self.ids.reserve(ident)
         if reserved:
             await self._replicate(CommitCommand(self.clock.now(), (), id_high_water=max(reserved)))
+
+    # Composite indexes ----------------------------------------------------------------
+
+    async def ensure_index(self, definition: indexing.CompositeDefinition) -> None:
+        """Have `definition` registered, backfilled and applied here (idempotent).
+
+        Proposes a CreateIndexCommand through the log (the leader only: NotLeader
+        elsewhere, which the edge forwards); its apply registers and backfills the
+        index on every replica. Returns once this replica has applied it.
+        """
+        definition.check()
+        if indexing.load_registry(self.store.engine).find(definition) is not None:
+            return
+        self.group.check_leader()
+        started = time.perf_counter()
+        result = await self._replicate(CreateIndexCommand(self.clock.now(), definition))
+        log.info(
+            "index.created kind=%s ancestor=%s columns=%s entries=%d seconds=%.3f",
+            definition.kind,
+            definition.ancestor,
+            ",".join(c.name + (" desc" if c.descending else "") for c in definition.columns),
+            result.index_updates,
+            time.perf_counter() - started,
+        )
 
     # Query hooks ---------------------------------------------------------------------
 
