@@ -313,3 +313,34 @@ def test_dashboard_panels_have_unique_ids_and_a_datasource() -> None:
 def test_dashboard_json_is_formatted_for_review(path: Path) -> None:
     text = path.read_text()
     assert text == json.dumps(json.loads(text), indent=2) + "\n"
+
+
+def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
+    """Grafana is not here to load the dashboard; promtool parses each query as a
+    recording rule, with the dashboard variables filled in."""
+    promtool = chartkit.tool("promtool")
+    substitutions = {
+        "$__rate_interval": "5m",
+        "$namespace": "shop",
+        "$datastore": "orders",
+    }
+    rules = []
+    for i, expr in enumerate(_dashboard_exprs()):
+        for var, value in substitutions.items():
+            expr = expr.replace(var, value)
+        assert "$" not in expr.replace("$1", ""), expr
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = chartkit.run([promtool, "check", "rules", path])
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
+
+
+def test_promtool_accepts_the_rules_the_chart_renders(tmp_path: Path) -> None:
+    promtool = chartkit.tool("promtool")
+    values = {"monitoring": {"prometheusRule": {"enabled": True}}}
+    [rule] = chartkit.by_kind(chartkit.render(values), "PrometheusRule")
+    path = tmp_path / "rendered-rules.yaml"
+    path.write_text(yaml.safe_dump(rule["spec"]))
+    result = chartkit.run([promtool, "check", "rules", path])
+    assert f"SUCCESS: {len(_rules())} rules found" in result.stdout
