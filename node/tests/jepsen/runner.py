@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def run(
             nem.stop()
         for node in cluster.nodes:
             if node.proc is not None and node.proc.poll() is None:
-                node.proc.send_signal(__import__("signal").SIGCONT)
+                node.proc.send_signal(signal.SIGCONT)
         cluster.stop()
         hub.close()
         os.environ.pop("DATASTORE_EMULATOR_HOST", None)

@@ -216,14 +216,14 @@ def model_histories(draw: st.DrawFn, max_ops: int = 40, keys: int = 2) -> list[O
     return ops
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(model_histories())
 def test_histories_of_the_sequential_model_are_linearizable(ops: list[Op]) -> None:
     result = lin.check(ops)
     assert result.valid, result.explain()
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(model_histories(max_ops=300, keys=1))
 def test_long_single_key_histories_are_checked_quickly(ops: list[Op]) -> None:
     assert lin.check(ops, budget=200_000).valid
@@ -254,7 +254,7 @@ def mutated(draw: st.DrawFn) -> list[Op]:
     return ops
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(mutated())
 def test_the_search_agrees_with_brute_force_on_small_mutated_histories(ops: list[Op]) -> None:
     assert lin.check(ops).valid == brute_force(ops)
