@@ -11,6 +11,8 @@ so `test_rendered_manifests_are_structurally_sound` checks the shape that matter
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import chartkit
@@ -474,3 +476,35 @@ def test_helm_test_hook_asks_the_operator_health_endpoint() -> None:
     assert f"http://{service}.ops.svc:8080/healthz" in script
     sc = pod["spec"]["containers"][0]["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize("name", ["default", "monitoring", "namespaced"])
+def test_notes_render_and_tell_what_to_do_next(name: str, tmp_path: Path) -> None:
+    """`helm template` does not render NOTES.txt: render it through a ConfigMap in a copy
+    of the chart (tpl over the same text with the same values)."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "files" / "notes.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+        '  notes: {{ tpl (.Files.Get "files/notes.txt") . | toJson }}\n'
+    )
+    out = chartkit.run(
+        [
+            chartkit.tool("helm"),
+            "template",
+            "zs",
+            chart,
+            "--namespace",
+            "ops",
+            "--show-only",
+            "templates/zz-notes.yaml",
+            *chartkit.helm_args(VALUE_SETS[name]),
+        ]
+    ).stdout
+    notes = yaml.safe_load(out)["data"]["notes"]
+    assert "kubectl -n ops rollout status deployment/zs-zonestore-operator" in notes
+    assert "helm test zs -n ops" in notes
+    assert "kubectl apply --server-side --force-conflicts -f" in notes
+    assert ("PodMonitor" in notes) == (name == "monitoring")
+    assert ("namespace dbs" in notes) == (name == "namespaced")
