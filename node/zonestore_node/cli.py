@@ -65,6 +65,12 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="applied entries between automatic snapshots",
     )
     p.add_argument(
+        "--unsafe-local-reads",
+        action="store_true",
+        default=_env("ZONESTORE_UNSAFE_LOCAL_READS", "") == "1",
+        help="TEST ONLY: serve strong reads locally without ReadIndex (breaks linearizability)",
+    )
+    p.add_argument(
         "--snapshot-keep",
         type=int,
         default=int(_env("ZONESTORE_SNAPSHOT_KEEP", "5000")),
@@ -329,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 tick_seconds=args.tick_ms / 1000.0,
                 snapshot_every=args.snapshot_every,
                 snapshot_keep=args.snapshot_keep,
+                unsafe_local_reads=args.unsafe_local_reads,
                 auto_index=args.auto_index,
                 index_yaml=Path(args.index_yaml) if args.index_yaml else None,
             )

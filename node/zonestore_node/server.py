@@ -55,6 +55,7 @@ class NodeConfig:
     tick_seconds: float = 0.05
     snapshot_every: int = 20_000
     snapshot_keep: int = 5_000
+    unsafe_local_reads: bool = False  # TEST ONLY, see GroupConfig
     # A replica is ready to serve reads when its applied index is this close to the commit.
     ready_lag_entries: int = 1000
     retention_seconds: float = 3600.0
@@ -82,6 +83,7 @@ class Node:
                 tick_seconds=config.tick_seconds,
                 snapshot_every=config.snapshot_every,
                 snapshot_keep=config.snapshot_keep,
+                unsafe_local_reads=config.unsafe_local_reads,
             ),
             self.engine,
             self.store,

@@ -58,3 +58,41 @@ def test_a_minority_partitioned_leader_stops_accepting_writes(
         assert present_on(node, ["before", "during"]) == {"before", "during"}
         assert present_on(node, ["lost"]) == set()
     os.environ.pop("DATASTORE_EMULATOR_HOST", None)
+
+
+@pytest.mark.parametrize("unsafe", [False, True], ids=["readindex", "unsafe-local-reads"])
+def test_strong_reads_through_a_partitioned_follower_are_never_stale(
+    tmp_path: Path, unsafe: bool
+) -> None:
+    """The safe build refuses (or forwards) a strong read it cannot confirm; the
+    deliberately broken build (--unsafe-local-reads) returns stale data, which is what
+    this test must be able to see."""
+    hub = ProxyHub()
+    extra = ["--unsafe-local-reads"] if unsafe else []
+    cluster = Cluster(tmp_path, 3, extra=extra, proxies=hub)
+    cluster.start()
+    try:
+        leader = cluster.leader()
+        follower = next(n for n in cluster.nodes if n is not leader)
+        writer = client_for(leader)
+        key = writer.key("Acked", "register")
+        entity = datastore.Entity(key)
+        entity["v"] = 1
+        writer.put(entity)
+        wait_caught_up(cluster, cluster.nodes)
+        hub.isolate(follower.node_id)
+        entity["v"] = 2
+        writer.put(entity)  # the majority commits v=2 without the follower
+        reader = client_for(follower)
+        try:
+            seen = reader.get(key, timeout=15)
+            value = seen["v"] if seen is not None else None
+        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError):
+            value = None  # refused: fine, never stale
+        if unsafe:
+            assert value == 1, "the broken build should have served the stale value"
+        else:
+            assert value in (2, None), f"stale strong read: {value}"
+    finally:
+        cluster.stop()
+        hub.close()

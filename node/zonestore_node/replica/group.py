@@ -104,6 +104,10 @@ class GroupConfig:
     heartbeat_tick: int = 1
     snapshot_every: int = SNAPSHOT_EVERY
     snapshot_keep: int = SNAPSHOT_KEEP
+    # TEST ONLY: serve strong reads from whatever this replica has applied, with no
+    # ReadIndex round and on followers too. A deliberately broken build, for showing that
+    # the consistency tests catch stale reads. Never set it in production.
+    unsafe_local_reads: bool = False
 
 
 @dataclass(slots=True)
@@ -322,6 +326,10 @@ class RaftGroup:
         """A linearizable read point (ReadIndex, thesis §6.4): resolves with the commit
         timestamp to read at, once this leader has confirmed its leadership with a
         heartbeat round started after the call and applied up to the read index."""
+        if self.config.unsafe_local_reads:
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            done.set_result(self.applied_ts)
+            return done
         self.check_leader()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads_waiting.append(future)
