@@ -508,3 +508,14 @@ def test_notes_render_and_tell_what_to_do_next(name: str, tmp_path: Path) -> Non
     assert "kubectl apply --server-side --force-conflicts -f" in notes
     assert ("PodMonitor" in notes) == (name == "monitoring")
     assert ("namespace dbs" in notes) == (name == "namespaced")
+
+
+def test_user_ids_can_be_left_to_the_platform_without_loosening_the_rest() -> None:
+    values = {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}}
+    docs = render(values)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert _container(docs)["securityContext"]["readOnlyRootFilesystem"] is True
