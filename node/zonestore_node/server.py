@@ -152,6 +152,10 @@ class Node:
         for role in ("leader", "follower", "candidate", "pre_candidate"):
             m.raft_role.labels(role).set(1 if status.role.value == role else 0)
         m.raft_commit_index.set(status.commit_index)
+        conf = status.conf_state
+        m.raft_members.labels("voter").set(len(conf.voters))
+        m.raft_members.labels("learner").set(len(conf.learners))
+        m.raft_voter.set(1 if self.config.node_id in conf.voters else 0)
         m.raft_applied_index.set(self.group.applied_index)
         m.snapshots_sent.set(self.group.snapshots_sent)
         m.snapshots_received.set(self.group.snapshots_received)

@@ -92,6 +92,8 @@ def test_replication_metrics_count_fsyncs_batches_and_proposals(group: Cluster) 
     )
     assert metrics["zonestore_proposal_duration_seconds_count"] >= 1
     assert metrics['zonestore_raft_role{role="leader"}'] == 1
+    assert metrics['zonestore_raft_members{role="voter"}'] == 3
+    assert metrics["zonestore_raft_voter"] == 1
     followers = [n.node_id for n in group.nodes if n is not leader]
     for follower in followers:
         assert f'zonestore_raft_follower_lag_entries{{member="{follower}"}}' in metrics

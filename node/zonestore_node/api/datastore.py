@@ -297,7 +297,8 @@ class DatastoreApi:
         except forward.NoLeader as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details() or "")
+            code, details = forward.relayed_status(method, exc)
+            await context.abort(code, details)
         raise AssertionError("unreachable: abort raises")
 
     # Registration -----------------------------------------------------------------
@@ -310,6 +311,9 @@ class DatastoreApi:
         async def handler(request: Pb, context: Any) -> Pb:
             started = time.perf_counter()
             code = "OK"
+            # Marks every status as ours, so a relaying follower can tell our answers
+            # from a broken connection (api/forward.py).
+            context.set_trailing_metadata(forward.ANSWERED)
             try:
                 if isinstance(request, Malformed):
                     raise invalid(f"The request is not a valid {request.type_name} message.")

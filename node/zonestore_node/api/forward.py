@@ -17,6 +17,9 @@ from typing import Any
 import grpc
 
 FORWARDED = "x-zonestore-forwarded"
+ANSWERED = (("x-zonestore-answered", "1"),)
+# Relayed calls whose effect a lost connection leaves in doubt.
+_NOT_IDEMPOTENT = frozenset({"Commit", "AllocateIds"})
 LEADER_WAIT_S = 5.0
 MAX_HOPS = 3
 _PASS_HEADERS = ("x-goog-request-params", "authorization")
@@ -24,6 +27,27 @@ _PASS_HEADERS = ("x-goog-request-params", "authorization")
 
 def _identity(raw: bytes) -> bytes:
     return raw
+
+
+def relayed_status(method: str, exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+    """The status to give the client for a relayed call that failed.
+
+    The leader's own answers (marked ANSWERED) pass through unchanged. Anything else is
+    the connection failing: before the request left ("failed to connect") nothing
+    happened, so UNAVAILABLE; after it left, a Commit or AllocateIds may have taken
+    effect on the leader, and saying UNAVAILABLE would invite a blind retry.
+    """
+    trailing = exc.trailing_metadata() or ()
+    if any(k == ANSWERED[0][0] for k, _ in trailing):
+        return exc.code(), exc.details() or ""
+    details = exc.details() or ""
+    if method in _NOT_IDEMPOTENT and "failed to connect" not in details.lower():
+        return (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"The connection to the leader broke while relaying ({details}); the request "
+            "may or may not have been applied.",
+        )
+    return grpc.StatusCode.UNAVAILABLE, f"The leader could not be reached: {details}"
 
 
 class NoLeader(Exception):

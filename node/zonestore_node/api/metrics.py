@@ -111,6 +111,17 @@ class Metrics:
             ["member"],
             registry=self.registry,
         )
+        self.raft_members = Gauge(
+            "zonestore_raft_members",
+            "Members of the replica group by role, as this replica's configuration says.",
+            ["role"],
+            registry=self.registry,
+        )
+        self.raft_voter = Gauge(
+            "zonestore_raft_voter",
+            "1 when this replica is a voter, 0 for a learner.",
+            registry=self.registry,
+        )
         self.proposal_latency = Histogram(
             "zonestore_proposal_duration_seconds",
             "From proposing a commit to its result on the leader (replicated and applied).",
@@ -151,4 +162,6 @@ class Metrics:
             self.forwarded.labels(method).inc()
             return
         self.requests.labels(method, code).inc()
+        if code == "ABORTED" and method == "Commit":
+            self.aborts.inc()
         self.latency.labels(method).observe(seconds)

@@ -87,6 +87,10 @@ class ProposalLost(Exception):
     """The proposal was overwritten by another leader's entry: it did not take effect."""
 
 
+class OutcomeUnknown(Exception):
+    """The proposal is in the log but its fate cannot be learned here: it may commit."""
+
+
 @dataclass(frozen=True, slots=True)
 class GroupConfig:
     node_id: str
@@ -443,7 +447,7 @@ class RaftGroup:
                 rd = self.node.ready()
                 await self._handle(rd)
                 self.node.advance(rd)
-        self._fail_pending(NotLeader(None))
+        self._fail_pending()
 
     async def _handle(self, rd: Ready) -> None:
         if rd.soft_state is not None:
@@ -598,16 +602,18 @@ class RaftGroup:
             if not f.done():
                 f.set_exception(exc)
 
-    def _fail_pending(self, exc: Exception) -> None:
+    def _fail_pending(self) -> None:
+        """On shutdown: what was never proposed is safe to send elsewhere (NotLeader);
+        what is already in the log may still commit, so its outcome is unknown."""
         for _, future in self._proposals:
             if not future.done():
-                future.set_exception(exc)
+                future.set_exception(NotLeader(None))
         self._proposals.clear()
         for _, future in self._pending.values():
             if not future.done():
-                future.set_exception(exc)
+                future.set_exception(OutcomeUnknown("the replica stopped before the result"))
         self._pending.clear()
-        self._fail_reads(exc)
+        self._fail_reads(NotLeader(None))
 
     # Snapshots ------------------------------------------------------------------------
 

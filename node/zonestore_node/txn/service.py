@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from zonestore_node.model import indexing, keys, limits
 from zonestore_node.model.errors import Code, DatastoreError, invalid
-from zonestore_node.replica.group import ProposalLost
+from zonestore_node.replica.group import OutcomeUnknown, ProposalLost
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Family
 from zonestore_node.txn import apply as apply_mod
@@ -334,6 +334,12 @@ class DatastoreService:
                 Code.DEADLINE_EXCEEDED,
                 "The commit was not confirmed in time; it may or may not have been applied.",
             ) from None
+        except OutcomeUnknown as exc:
+            raise DatastoreError(
+                Code.DEADLINE_EXCEEDED,
+                "The replica stopped before the commit was confirmed; it may or may not have "
+                "been applied.",
+            ) from exc
         except ProposalLost as exc:
             raise DatastoreError(
                 Code.UNAVAILABLE,
