@@ -11,7 +11,7 @@ JS_STAMP := $(JS)/node_modules/.installed
 REPLICAS ?= 3
 ARGS ?=
 
-.PHONY: run test lint unit bench setup clean-data tools promtool
+.PHONY: run test lint unit bench setup clean-data tools promtool jepsen
 
 # Go-built tools the chart and alert tests run, cached in .cache/bin (git-ignored), one
 # file per version so a version bump rebuilds. Built from the Go module proxy with the
@@ -72,3 +72,7 @@ bench: setup
 
 clean-data:
 	rm -rf .zonestore-data
+
+# The long form of the fault-injection suite (node/tests/jepsen): more seeds, longer runs.
+jepsen: setup
+	JEPSEN_SEEDS=$${JEPSEN_SEEDS:-1,2,3,4,5} JEPSEN_MIXES=$${JEPSEN_MIXES:-crash,partition,admin,all} JEPSEN_SECONDS=$${JEPSEN_SECONDS:-60} $(PY) -m pytest -q -s node/tests/jepsen $(ARGS)
