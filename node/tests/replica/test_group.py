@@ -102,6 +102,9 @@ async def test_a_group_of_one_commits_and_applies(tmp_path: Path) -> None:
         result = await leader.group.submit(_write("a", 1, leader.group.clock.now()))
         assert result.error is None
         assert solo.value("a") == 1
+        barrier = leader.group.read_barrier()
+        assert barrier.done()  # one voter: no ReadIndex round to wait for
+        assert barrier.result() >= result.commit_ts
 
 
 async def test_three_replicas_apply_the_same_writes_in_the_same_order(tmp_path: Path) -> None:

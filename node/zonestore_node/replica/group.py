@@ -52,7 +52,7 @@ from zonestore_node.raft.core import Config, ProposalDropped, Role
 from zonestore_node.raft.node import Node, Ready
 from zonestore_node.raft.storage import bootstrap_log
 from zonestore_node.replica.raftlog import RocksLogStorage
-from zonestore_node.replica.transport import Transport
+from zonestore_node.replica.transport import PeerTls, TlsFiles, Transport
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family, WriteBatch
 
@@ -112,6 +112,8 @@ class GroupConfig:
     # ReadIndex round and on followers too. A deliberately broken build, for showing that
     # the consistency tests catch stale reads. Never set it in production.
     unsafe_local_reads: bool = False
+    # Mutual TLS between replicas (replica/transport.py); None: cleartext.
+    peer_tls: TlsFiles | None = None
 
 
 @dataclass(slots=True)
@@ -202,6 +204,7 @@ class RaftGroup:
             config.peer_addr,
             self._on_frame,
             self._on_unreachable,
+            tls=PeerTls(config.peer_tls) if config.peer_tls is not None else None,
             hello={"client": config.client_addr, "admin": config.admin_addr, "zone": config.zone},
             on_hello=self._on_hello,
         )
@@ -331,15 +334,25 @@ class RaftGroup:
         timestamp to read at, once this leader has confirmed its leadership with a
         heartbeat round started after the call and applied up to the read index."""
         if self.config.unsafe_local_reads:
-            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            done.set_result(self.applied_ts)
-            return done
+            return self._resolved(self.applied_ts)
         self.check_leader()
+        if self.node.conf_state.voters == {self.config.node_id}:
+            # A group of one voter: nobody else can lead or commit, so no round is
+            # needed. Reading at the applied (not the committed) index is still
+            # linearizable: a write is acknowledged only once applied, so every write
+            # that completed before this read began is visible.
+            return self._resolved(self.applied_ts)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads_waiting.append(future)
         if not self._read_rounds:
             self._start_read_round()
         return future
+
+    @staticmethod
+    def _resolved(value: int) -> asyncio.Future[int]:
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        done.set_result(value)
+        return done
 
     def _start_read_round(self) -> None:
         if not self._reads_waiting:
