@@ -52,14 +52,13 @@ from zonestore_node.raft.core import Config, ProposalDropped, Role
 from zonestore_node.raft.node import Node, Ready
 from zonestore_node.raft.storage import bootstrap_log
 from zonestore_node.replica.raftlog import RocksLogStorage
-from zonestore_node.replica.transport import PeerTls, TlsFiles, Transport
+from zonestore_node.replica.transport import Transport
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family, WriteBatch
 
 log = logging.getLogger("zonestore.replica")
 
 APPLIED_KEY = b"raft/applied"
-MAX_TS_KEY = b"max_commit_ts"
 COMMIT_PREFIX = b"C"
 FRAME_RAFT = 1
 FRAME_SNAP = 2
@@ -112,8 +111,6 @@ class GroupConfig:
     # ReadIndex round and on followers too. A deliberately broken build, for showing that
     # the consistency tests catch stale reads. Never set it in production.
     unsafe_local_reads: bool = False
-    # Mutual TLS between replicas (replica/transport.py); None: cleartext.
-    peer_tls: TlsFiles | None = None
 
 
 @dataclass(slots=True)
@@ -177,9 +174,6 @@ class RaftGroup:
         self.applied_ts: int = 0
         if stored:
             self.applied_index, self.applied_ts = _U64x2.unpack(stored)
-        if not stored:
-            legacy = engine.get(Family.META, MAX_TS_KEY)
-            self.applied_ts = int(_U64.unpack(legacy)[0]) if legacy else 0
         self.clock.observe(self.applied_ts)
         if self.storage.is_empty and not config.join:
             self._bootstrap()
@@ -204,7 +198,6 @@ class RaftGroup:
             config.peer_addr,
             self._on_frame,
             self._on_unreachable,
-            tls=PeerTls(config.peer_tls) if config.peer_tls is not None else None,
             hello={"client": config.client_addr, "admin": config.admin_addr, "zone": config.zone},
             on_hello=self._on_hello,
         )
@@ -279,9 +272,6 @@ class RaftGroup:
 
     def read_ts(self) -> int:
         """The newest applied commit timestamp: what an eventual read on this replica sees."""
-        return self.applied_ts
-
-    def last_commit_ts(self) -> int:
         return self.applied_ts
 
     def leader_client_addr(self) -> str | None:
