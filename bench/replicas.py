@@ -56,7 +56,11 @@ class Member:
         return self.proc is not None and self.proc.poll() is None
 
     def cpu_seconds(self) -> float:
-        return targets.process_cpu_seconds(self.pid) if self.alive() else 0.0
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds; (0, 0) once the member is gone."""
+        return targets.process_cpu_split(self.pid) if self.alive() else (0.0, 0.0)
 
     def _signal_group(self, signum: int) -> None:
         assert self.proc is not None
@@ -170,6 +174,9 @@ class Group:
 
     def cpu_seconds(self) -> dict[str, float]:
         return {m.name: m.cpu_seconds() for m in self.members}
+
+    def cpu_split(self) -> dict[str, tuple[float, float]]:
+        return {m.name: m.cpu_split() for m in self.members}
 
     def stop(self) -> None:
         for member in self.members:

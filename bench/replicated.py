@@ -138,11 +138,11 @@ class Suite:
         for conn, command in zip(self.pool.conns, commands, strict=False):
             conn.send(command)
         time.sleep(max(0.0, start_at - time.monotonic()))
-        cpu0 = group.cpu_seconds()
+        cpu0 = group.cpu_split()
         busy0, _ = targets.machine_busy_seconds()
         metrics0 = self._scrape(group)
         time.sleep(max(0.0, end_at - time.monotonic()))
-        cpu1 = group.cpu_seconds()
+        cpu1 = group.cpu_split()
         busy1, _ = targets.machine_busy_seconds()
         load1 = os.getloadavg()[0]
         metrics1 = self._scrape(group)
@@ -166,7 +166,10 @@ class Suite:
                 errors[k] = errors.get(k, 0) + v
             client_cpu += reply.cpu_seconds
         ops = len(lat)
-        member_cpu = {name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1}
+        zero = (0.0, 0.0)
+        member_user = {name: cpu1[name][0] - cpu0.get(name, zero)[0] for name in cpu1}
+        member_sys = {name: cpu1[name][1] - cpu0.get(name, zero)[1] for name in cpu1}
+        member_cpu = {name: member_user[name] + member_sys[name] for name in cpu1}
         server_cpu = sum(member_cpu.values())
         batching = {
             name: _metric_deltas(metrics0.get(name, {}), after) for name, after in metrics1.items()
@@ -177,6 +180,10 @@ class Suite:
             "server_cores": server_cpu / seconds, "client_cores": client_cpu / seconds,
             "other_cores": max(0.0, (busy1 - busy0 - server_cpu - client_cpu) / seconds),
             "loadavg_1m": load1, "batching": batching,
+            "member_sys_share": {
+                name: member_sys[name] / total if total > 0 else 0.0
+                for name, total in member_cpu.items()
+            },
         }  # fmt: skip
         if ops == 0:
             return report.ReplCell(**common, error=next(iter(errors), "no write completed"))

@@ -255,6 +255,7 @@ class ReplCell:
     leader: str = ""
     server_cpu_us_per_op: float | None = None  # summed over the members
     member_cpu_us_per_op: dict[str, float] = field(default_factory=dict)  # name -> µs/op
+    member_sys_share: dict[str, float] = field(default_factory=dict)  # name -> stime share
     client_cpu_us_per_op: float | None = None
     server_cores: float = 0.0
     client_cores: float = 0.0
@@ -350,7 +351,7 @@ def repl_table(run: ReplRun) -> str:
 def repl_cost_table(run: ReplRun) -> str:
     lines = [
         _row(["target", "via", "clients", "leader", "server CPU µs/op (3 members)",
-              "per member µs/op (leader first)", "server cores", "client CPU µs/op",
+              "per member µs/op (leader* first; kernel share)", "server cores", "client CPU µs/op",
               "client cores", "others' cores", "load 1m", "notes"]),
         _row(["---", "---", "---:", "---", "---:", "---", "---:", "---:", "---:", "---:",
               "---:", "---"]),
@@ -358,7 +359,9 @@ def repl_cost_table(run: ReplRun) -> str:
     for c in run.cells:
         members = sorted(c.member_cpu_us_per_op.items(), key=lambda kv: kv[0] != c.leader)
         per_member = ", ".join(
-            f"{name}{'*' if name == c.leader else ''} {us:,.0f}" for name, us in members
+            f"{name}{'*' if name == c.leader else ''} {us:,.0f} "
+            f"(sys {c.member_sys_share.get(name, 0.0):.0%})"
+            for name, us in members
         )
         failed = sum(c.errors.values())
         notes = f"{failed} failed ops: {next(iter(c.errors))}" if failed else ""

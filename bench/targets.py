@@ -37,10 +37,15 @@ def free_port() -> int:
 
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of one process (all its threads), from /proc/<pid>/stat."""
+    return sum(process_cpu_split(pid))
+
+
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of one process (all its threads), from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # after the ")" field 3 is state, so utime (14) and stime (15) are at 11 and 12
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def machine_busy_seconds() -> tuple[float, float]:
