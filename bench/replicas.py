@@ -69,21 +69,25 @@ class Member:
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush anything (the failover test)."""
-        if self.proc is None:
+        if self.proc is None or self.proc.poll() is not None:
             return
         self._signal_group(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting (Group.stop signals every member, then waits)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=timeout)
-        # Whatever is left in the group (the member itself, or anything it started).
-        self._signal_group(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        self.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=timeout)
+        if self.proc.poll() is None:  # never signal a group id that may have been reused
+            self._signal_group(signal.SIGKILL)
+            self.proc.wait(timeout=10)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -179,6 +183,8 @@ class Group:
         return {m.name: m.cpu_split() for m in self.members}
 
     def stop(self) -> None:
+        for member in self.members:  # all at once: they flush in parallel
+            member.terminate()
         for member in self.members:
             try:
                 member.stop()
