@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+
+from tests.harness import NodeProcess
+
 # Shared 2-core machines (and CI) stall for hundreds of milliseconds at times: a per-example
 # deadline would turn that into failures that say nothing about the code.
 settings.register_profile("zonestore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("zonestore")
-
-from tests.harness import NodeProcess
 
 _projects = itertools.count()
 
