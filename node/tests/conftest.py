@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-
 from tests.harness import NodeProcess
 
 # Shared 2-core machines (and CI) stall for hundreds of milliseconds at times: a per-example
