@@ -14,12 +14,13 @@ from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import DatastoreSpec
 from zonestore_operator.model.status import DatastoreStatus
 from zonestore_operator.reconcile import plan as planner
+from zonestore_operator.reconcile.credentials import WriteMode
 from zonestore_operator.reconcile.observation import (
     Observation,
     PodObservation,
     StatefulSetObservation,
 )
-from zonestore_operator.resources import meta
+from zonestore_operator.resources import meta, security
 
 REF = DatastoreRef(name="ds", namespace="ns", uid="u", generation=1)
 T0 = datetime(2030, 1, 1, 12, 0, 0).astimezone()
@@ -53,6 +54,7 @@ class SimCluster:
     dead_zones: set[str] = field(default_factory=set)  # pods unreachable, nodes NotReady
     not_ready_zones: set[str] = field(default_factory=set)  # nodes NotReady, pods answer
     log: list[tuple[str, str]] = field(default_factory=list)
+    secrets: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
     @classmethod
     def healthy(cls, spec: DatastoreSpec) -> SimCluster:
@@ -155,9 +157,15 @@ class SimCluster:
                 z: StatefulSetObservation(z, n, self.update_revision) for z, n in self.sts.items()
             },
             statuses=statuses,
+            secrets=dict(self.secrets),
         )
 
     def apply(self, p: planner.Plan) -> None:
+        for write in p.secret_writes:
+            name = write.secret["metadata"]["name"]
+            if write.mode is WriteMode.CREATE and name in self.secrets:
+                break
+            self.secrets[name] = security.decode_data(write.secret["data"])
         for zone, n in p.zone_replicas.items():
             self.sts[zone] = n
             for i in range(n):

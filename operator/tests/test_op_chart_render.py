@@ -10,8 +10,10 @@ so `test_rendered_manifests_are_structurally_sound` checks the shape that matter
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from chartkit import CHART, REPO, by_kind, one, render
 
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import parse_spec
+from zonestore_operator.model.status import CertificatesStatus
 from zonestore_operator.reconcile import kube
 from zonestore_operator.resources import meta, statefulset
 from zonestore_operator.resources.desired import desired_objects
@@ -63,6 +66,7 @@ VALUE_SETS = {
 
 REF = DatastoreRef(name="orders", namespace="shop", uid="uid-1")
 SPEC = parse_spec({"zones": ["zone-a", "zone-b", "zone-c"]})
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 # (apiGroup, resource) -> verbs, for the namespaced part of the operator's rules.
 NAMESPACED_RULES = {
@@ -76,7 +80,10 @@ NAMESPACED_RULES = {
     ("", "serviceaccounts"): {"create", "patch"},
     ("policy", "poddisruptionbudgets"): {"create", "patch"},
     ("", "events"): {"create"},
+    ("", "secrets"): {"get", "create", "patch"},
+    ("networking.k8s.io", "networkpolicies"): {"create", "patch"},
 }
+CERT_MANAGER_RULES = {("cert-manager.io", "certificates"): {"create", "patch"}}
 CLUSTER_RULES = {
     ("", "nodes"): {"list"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -303,6 +310,7 @@ def test_every_environment_variable_the_chart_sets_is_read_by_the_operator() -> 
         "ZONESTORE_OPERATOR_METRICS_PORT",
         "ZONESTORE_OPERATOR_INTERVAL",
         "ZONESTORE_OPERATOR_NAMESPACE",
+        "ZONESTORE_OPERATOR_POD_NAMESPACE",
         "ZONESTORE_OPERATOR_STANDALONE",
         "ZONESTORE_OPERATOR_VERBOSE",
     }
@@ -371,19 +379,57 @@ def test_namespaced_rbac_puts_datastore_rules_in_a_role_of_the_watched_namespace
     assert binding["subjects"][0]["namespace"] == "ops"
 
 
-def test_nothing_grants_wildcards_secrets_or_escalation() -> None:
+def test_nothing_grants_wildcards_secret_listing_or_escalation() -> None:
     for values in VALUE_SETS.values():
         for (group, resource), verbs in _granted(render(values)).items():
             assert "*" not in verbs and "*" not in (group, resource)
-            assert resource not in ("secrets", "roles", "clusterroles", "rolebindings")
+            assert resource not in ("roles", "clusterroles", "rolebindings")
             assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}
+            if resource == "secrets":  # read by name only: no list, no watch, no delete
+                assert verbs == {"get", "create", "patch"}
+
+
+def test_cert_manager_certificates_are_granted_only_when_enabled() -> None:
+    assert ("cert-manager.io", "certificates") not in _granted(render())
+    granted = _granted(render({"certManager": {"enabled": True}}))
+    assert granted[("cert-manager.io", "certificates")] == {"create", "patch"}
+    role = one(render({**NAMESPACED, "certManager": {"enabled": True}}), "Role")
+    assert _rules(role) == {
+        **NAMESPACED_RULES,
+        **CERT_MANAGER_RULES,
+        ("kopf.dev", "kopfpeerings"): {"list", "watch", "patch"},
+    }
+
+
+def test_operator_learns_its_namespace_from_the_downward_api() -> None:
+    [env] = [
+        e for e in _container(render())["env"] if e["name"] == "ZONESTORE_OPERATOR_POD_NAMESPACE"
+    ]
+    assert env["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
 def test_rbac_covers_every_kind_the_builders_produce() -> None:
     """Server-side apply that creates an object is authorized as create and patch: every
     kind in the desired objects needs both; a new builder kind fails here first."""
-    granted = _granted(render())
-    for obj in desired_objects(REF, SPEC, {}, bootstrapped=False):
+    granted = _granted(render({"certManager": {"enabled": True}}))
+    from zonestore_operator.reconcile import credentials
+
+    cert_manager = parse_spec(
+        {
+            "zones": ["zone-a", "zone-b", "zone-c"],
+            "security": {
+                "clientTLS": {"enabled": True},
+                "certificates": {"issuer": "certManager", "certManagerIssuerRef": {"name": "x"}},
+            },
+        }
+    )
+    creds = credentials.plan_credentials(REF, SPEC, {}, CertificatesStatus(), T0, os.urandom)
+    issued = credentials.plan_credentials(
+        REF, cert_manager, {}, CertificatesStatus(), T0, os.urandom
+    )
+    written = [w.secret for w in creds.writes] + list(issued.objects)
+    assert {o["kind"] for o in written} == {"Secret", "Certificate"}
+    for obj in [*desired_objects(REF, SPEC, {}, bootstrapped=False), *written]:
         api_version = obj["apiVersion"]
         group = api_version.split("/")[0] if "/" in api_version else ""
         path = kube.object_path(api_version, obj["kind"], "ns")

@@ -23,6 +23,8 @@ class FakeKube:
         self.sim, self.body = sim, body
         self.applied: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[tuple[str, str]] = []
+        self.secrets: dict[str, dict[str, Any]] = {}
+        self.writes: list[tuple[str, str]] = []  # (verb, secret name)
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         obs = self.sim.observation()
@@ -61,7 +63,24 @@ class FakeKube:
     async def get_datastore(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.body
 
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.secrets.get(name)
+
+    async def create(self, obj: Mapping[str, Any]) -> bool:
+        name = obj["metadata"]["name"]
+        if obj["kind"] != "Secret":
+            raise AssertionError(f"only Secrets are created with POST, not {obj['kind']}")
+        if name in self.secrets:
+            return False
+        self.writes.append(("create", name))
+        self.secrets[name] = dict(obj)
+        return True
+
     async def apply(self, obj: Mapping[str, Any]) -> None:
+        if obj["kind"] == "Secret":
+            self.writes.append(("apply", obj["metadata"]["name"]))
+            self.secrets[obj["metadata"]["name"]] = dict(obj)
+            return
         self.applied[(obj["kind"], obj["metadata"]["name"])] = dict(obj)
         if obj["kind"] == "StatefulSet":
             zone = obj["metadata"]["labels"]["zonestore.io/zone"]
@@ -87,8 +106,16 @@ class FakeAdmin:
     def __init__(self, sim: SimCluster) -> None:
         self.sim = sim
         self.calls: list[tuple[str, str]] = []
+        self.token: str | None = None
+        self.tokens_used: set[str | None] = set()
+
+    def authorized(self, token: str | None) -> FakeAdmin:
+        view = FakeAdmin(self.sim)
+        view.calls, view.token, view.tokens_used = self.calls, token, self.tokens_used
+        return view
 
     async def status(self, address: str) -> NodeStatus:
+        self.tokens_used.add(self.token)
         name = address.rsplit(":", 1)[0]
         statuses = self.sim.observation().statuses
         if name not in statuses:

@@ -21,6 +21,7 @@ def test_default_spec_yields_one_statefulset_per_zone_and_the_shared_objects() -
     objects = _by_kind_name(desired_objects(REF, DEFAULT, {}, bootstrapped=False))
     assert sorted(objects) == [
         ("ConfigMap", "orders-config"),
+        ("NetworkPolicy", "orders-nodes"),
         ("PodDisruptionBudget", "orders-voters"),
         ("Service", "orders"),
         ("Service", "orders-leader"),
@@ -95,6 +96,14 @@ def test_statefulset_runs_zonestore_serve_with_the_contract_arguments() -> None:
         "$(POD_NAME).orders-peers.shop.svc:7081",
         "--initial-cluster",
         "$(ZONESTORE_INITIAL_CLUSTER)",
+        "--admin-token-file",
+        "/etc/zonestore/admin/token",
+        "--peer-tls-cert",
+        "/etc/zonestore/peer-tls/tls.crt",
+        "--peer-tls-key",
+        "/etc/zonestore/peer-tls/tls.key",
+        "--peer-tls-ca",
+        "/etc/zonestore/peer-tls/ca.crt",
     ]
     env = {e["name"]: e for e in container["env"]}
     assert env["ZONESTORE_DATA_DIR"]["value"] == "/var/lib/zonestore"
@@ -102,7 +111,12 @@ def test_statefulset_runs_zonestore_serve_with_the_contract_arguments() -> None:
     assert env["ZONESTORE_CLUSTER_STATE"]["valueFrom"]["configMapKeyRef"]["key"] == "cluster-state"
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9081}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9081}
-    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/zonestore"}]
+    assert container["volumeMounts"] == [
+        {"name": "data", "mountPath": "/var/lib/zonestore"},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "admin-token", "mountPath": "/etc/zonestore/admin", "readOnly": True},
+        {"name": "peer-tls", "mountPath": "/etc/zonestore/peer-tls", "readOnly": True},
+    ]
 
 
 def test_boot_wrapper_bootstraps_only_initial_members_of_a_new_group(tmp_path) -> None:

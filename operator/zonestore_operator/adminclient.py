@@ -9,7 +9,9 @@
 
 Mutating calls must reach the leader: a follower answers 421 with
 {"leader": id, "leader_admin_address": "host:port"} and the client follows that once.
-Every call has a timeout; failures raise `AdminError` (`AdminTimeout` for timeouts) with
+Every call carries `Authorization: Bearer <token>` when the client is `authorized` with
+the Datastore's admin token (Secret `<name>-admin-token`; the node requires it on
+/admin/*). Every call has a timeout; failures raise `AdminError` (`AdminTimeout` for timeouts) with
 the method, URL and cause in the message. All mutating calls are idempotent on the node,
 so a retry after an unclear failure is safe.
 
@@ -41,12 +43,26 @@ class AdminTimeout(AdminError):
     """The node did not answer within the timeout."""
 
 
+class _Sessions:
+    """The HTTP session every view of one AdminClient shares."""
+
+    session: aiohttp.ClientSession | None = None
+
+
 class AdminClient:
     """Addresses are "host:port" of a node's admin listener."""
 
-    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, token: str | None = None) -> None:
         self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self._token = token
+        self._sessions = _Sessions()
+
+    def authorized(self, token: str | None) -> AdminClient:
+        """A view of this client that sends `token` (one per Datastore); it shares the
+        connection pool, and closing either closes both."""
+        view = AdminClient(self.timeout_s, token)
+        view._sessions = self._sessions
+        return view
 
     async def __aenter__(self) -> AdminClient:
         return self
@@ -55,16 +71,17 @@ class AdminClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._sessions.session is not None:
+            await self._sessions.session.close()
+            self._sessions.session = None
 
     def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
+        held = self._sessions.session
+        if held is None or held.closed:
+            held = self._sessions.session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s)
             )
-        return self._session
+        return held
 
     async def _call(
         self, method: str, address: str, path: str, body: dict[str, Any] | None = None
@@ -72,7 +89,8 @@ class AdminClient:
         url = f"http://{address}{path}"
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with self._http().request(method, url, json=body) as resp:
+                headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+                async with self._http().request(method, url, json=body, headers=headers) as resp:
                     text = await resp.text()
                     try:
                         payload = json.loads(text) if text else None

@@ -27,6 +27,9 @@ from zonestore_operator.resources import meta
 
 PREFIX = "zonestore.io"
 TIMER_INTERVAL_S = float(os.environ.get("ZONESTORE_OPERATOR_INTERVAL", "10"))
+# The operator's own namespace (downward API in the chart): the Datastores'
+# NetworkPolicies admit the operator's pods from there only.
+OPERATOR_NAMESPACE = os.environ.get("ZONESTORE_OPERATOR_POD_NAMESPACE") or None
 log = logging.getLogger("zonestore_operator")
 
 
@@ -78,7 +81,7 @@ async def reconcile_named(namespace: str, name: str) -> None:
         if body is None:
             _Runtime.locks.pop(key, None)
             return
-        outcome = await reconcile(body, kube, admin)
+        outcome = await reconcile(body, kube, admin, operator_namespace=OPERATOR_NAMESPACE)
         if outcome.error:
             log.warning("reconcile.error datastore=%s/%s error=%s", namespace, name, outcome.error)
 

@@ -14,6 +14,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 GROUP = "zonestore.io"
@@ -87,6 +88,86 @@ class Monitoring:
     pod_monitor: bool = False
 
 
+DEFAULT_VALIDITY = timedelta(hours=2160)  # 90 days
+DEFAULT_ROTATE_BEFORE = timedelta(hours=720)  # 30 days
+
+
+class CertIssuer(enum.Enum):
+    SELF_SIGNED = "selfSigned"  # the operator's own CA per Datastore
+    CERT_MANAGER = "certManager"  # cert-manager Certificate objects
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerRef:
+    """A cert-manager issuer (`certificates.certManagerIssuerRef`)."""
+
+    name: str
+    kind: str = "Issuer"
+    group: str = "cert-manager.io"
+
+
+@dataclass(frozen=True, slots=True)
+class Certificates:
+    """Invariant: rotate_before_expiry < validity (else every pass would reissue)."""
+
+    issuer: CertIssuer = CertIssuer.SELF_SIGNED
+    cert_manager_issuer_ref: IssuerRef | None = None
+    validity: timedelta = DEFAULT_VALIDITY
+    rotate_before_expiry: timedelta = DEFAULT_ROTATE_BEFORE
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTLS:
+    enabled: bool = False
+    # A kubernetes.io/tls Secret the user provides (tls.crt, tls.key); None: the
+    # operator issues one (`<name>-client-tls`).
+    secret_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuth:
+    """Bearer tokens for the client API; no tokensSecretName means no client auth."""
+
+    tokens_secret_name: str | None = None
+    tokens_secret_key: str = "tokens"
+
+
+# A Kubernetes label selector ({matchLabels, matchExpressions}), passed through.
+LabelSelector = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkPolicy:
+    enabled: bool = True
+    # Who may reach the client port. Both None: pods of the Datastore's own namespace.
+    client_namespace_selector: LabelSelector | None = None
+    client_pod_selector: LabelSelector | None = None
+    # Who may scrape /metrics on the admin port. Both None: nobody but the operator.
+    monitoring_namespace_selector: LabelSelector | None = None
+    monitoring_pod_selector: LabelSelector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    peer_tls: bool = True
+    client_tls: ClientTLS = field(default_factory=ClientTLS)
+    certificates: Certificates = field(default_factory=Certificates)
+    client_auth: ClientAuth = field(default_factory=ClientAuth)
+    network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
+
+    @property
+    def operator_ca(self) -> bool:
+        """The operator runs a CA of its own for this Datastore."""
+        return self.certificates.issuer is CertIssuer.SELF_SIGNED and (
+            self.peer_tls or self.operator_client_tls
+        )
+
+    @property
+    def operator_client_tls(self) -> bool:
+        """Client TLS with a certificate the operator (or cert-manager) provides."""
+        return self.client_tls.enabled and self.client_tls.secret_name is None
+
+
 @dataclass(frozen=True, slots=True)
 class DatastoreSpec:
     """A validated spec. Invariants: `voters` is odd, 1 <= voters <= total_replicas,
@@ -109,6 +190,7 @@ class DatastoreSpec:
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     monitoring: Monitoring = field(default_factory=Monitoring)
+    security: Security = field(default_factory=Security)
 
     @property
     def total_replicas(self) -> int:
@@ -173,6 +255,93 @@ def _string_map(raw: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
             raise SpecError(f"{path}.{key} must map strings to strings; {k!r}: {v!r} is not")
         out[k] = v
     return out
+
+
+_DURATION = re.compile(r"^(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?$")
+
+
+def _duration(raw: Mapping[str, Any], key: str, path: str, default: timedelta) -> timedelta:
+    """A Go duration of hours, minutes and seconds ("2160h", "1h30m"), as CEL's
+    duration() and cert-manager read it."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not value or match is None:
+        raise SpecError(f"{path}.{key} must be a duration such as 720h or 90m, got {value!r}")
+    h, m, s = (int(g or 0) for g in match.groups())
+    return timedelta(hours=h, minutes=m, seconds=s)
+
+
+def _selector(raw: Mapping[str, Any], key: str, path: str) -> LabelSelector | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    selector = _obj(value, f"{path}.{key}")
+    unknown = set(selector) - {"matchLabels", "matchExpressions"}
+    if unknown:
+        raise SpecError(f"{path}.{key} has unknown fields: {', '.join(sorted(unknown))}")
+    return dict(selector)
+
+
+def parse_security(raw_security: Any) -> Security:
+    p = "spec.security"
+    raw = _obj(raw_security, p)
+    peer = _obj(raw.get("peerTLS"), f"{p}.peerTLS")
+    client = _obj(raw.get("clientTLS"), f"{p}.clientTLS")
+    certs = _obj(raw.get("certificates"), f"{p}.certificates")
+    auth = _obj(raw.get("clientAuth"), f"{p}.clientAuth")
+    netpol = _obj(raw.get("networkPolicy"), f"{p}.networkPolicy")
+    cp = f"{p}.certificates"
+    issuer = _enum(certs, "issuer", cp, CertIssuer, CertIssuer.SELF_SIGNED)
+    ref_raw = certs.get("certManagerIssuerRef")
+    issuer_ref = None
+    if ref_raw is not None:
+        rp = f"{cp}.certManagerIssuerRef"
+        ref = _obj(ref_raw, rp)
+        issuer_ref = IssuerRef(
+            name=_str(ref, "name", rp, None) or "",
+            kind=_str(ref, "kind", rp, "Issuer") or "Issuer",
+            group=_str(ref, "group", rp, "cert-manager.io") or "cert-manager.io",
+        )
+        if not issuer_ref.name:
+            raise SpecError(f"{rp}.name is required")
+        if issuer_ref.kind not in ("Issuer", "ClusterIssuer"):
+            raise SpecError(f"{rp}.kind must be Issuer or ClusterIssuer, got {issuer_ref.kind!r}")
+    if issuer is CertIssuer.CERT_MANAGER and issuer_ref is None:
+        raise SpecError(f"{cp}.certManagerIssuerRef is required when issuer is certManager")
+    validity = _duration(certs, "validity", cp, DEFAULT_VALIDITY)
+    rotate = _duration(certs, "rotateBeforeExpiry", cp, DEFAULT_ROTATE_BEFORE)
+    if validity < timedelta(hours=1):
+        raise SpecError(f"{cp}.validity must be at least 1h")
+    if rotate >= validity:
+        raise SpecError(f"{cp}.rotateBeforeExpiry must be shorter than {cp}.validity")
+    np = f"{p}.networkPolicy"
+    return Security(
+        peer_tls=_bool(peer, "enabled", f"{p}.peerTLS", True),
+        client_tls=ClientTLS(
+            enabled=_bool(client, "enabled", f"{p}.clientTLS", False),
+            secret_name=_str(client, "secretName", f"{p}.clientTLS", None),
+        ),
+        certificates=Certificates(
+            issuer=issuer,
+            cert_manager_issuer_ref=issuer_ref,
+            validity=validity,
+            rotate_before_expiry=rotate,
+        ),
+        client_auth=ClientAuth(
+            tokens_secret_name=_str(auth, "tokensSecretName", f"{p}.clientAuth", None),
+            tokens_secret_key=_str(auth, "tokensSecretKey", f"{p}.clientAuth", "tokens")
+            or "tokens",
+        ),
+        network_policy=NetworkPolicy(
+            enabled=_bool(netpol, "enabled", np, True),
+            client_namespace_selector=_selector(netpol, "clientNamespaceSelector", np),
+            client_pod_selector=_selector(netpol, "clientPodSelector", np),
+            monitoring_namespace_selector=_selector(netpol, "monitoringNamespaceSelector", np),
+            monitoring_pod_selector=_selector(netpol, "monitoringPodSelector", np),
+        ),
+    )
 
 
 def parse_spec(raw_spec: Mapping[str, Any] | None, name: str = "") -> DatastoreSpec:
@@ -294,4 +463,5 @@ def parse_spec(raw_spec: Mapping[str, Any] | None, name: str = "") -> DatastoreS
             scrape_annotations=_bool(mon, "scrapeAnnotations", "spec.monitoring", True),
             pod_monitor=_bool(mon, "podMonitor", "spec.monitoring", False),
         ),
+        security=parse_security(raw.get("security")),
     )

@@ -145,6 +145,51 @@ class Endpoints:
 
 
 @dataclass(frozen=True, slots=True)
+class CertStatus:
+    """A certificate as read from its Secret. Invariant: not_before < not_after."""
+
+    secret_name: str
+    not_before: datetime
+    not_after: datetime
+    renew_after: datetime | None = None  # None: nobody renews it (a CA, a user's cert)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "secretName": self.secret_name,
+            "notBefore": format_time(self.not_before),
+            "notAfter": format_time(self.not_after),
+        }
+        if self.renew_after is not None:
+            out["renewAfter"] = format_time(self.renew_after)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CertificatesStatus:
+    ca: CertStatus | None = None
+    peer: CertStatus | None = None
+    client: CertStatus | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        items = (("ca", self.ca), ("peer", self.peer), ("client", self.client))
+        return {k: v.to_dict() for k, v in items if v is not None}
+
+
+def _parse_cert(raw: Any) -> CertStatus | None:
+    if not isinstance(raw, Mapping):
+        return None
+    not_before, not_after = parse_time(raw.get("notBefore")), parse_time(raw.get("notAfter"))
+    if not_before is None or not_after is None:
+        return None
+    return CertStatus(
+        secret_name=str(raw.get("secretName", "")),
+        not_before=not_before,
+        not_after=not_after,
+        renew_after=parse_time(raw.get("renewAfter")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class DatastoreStatus:
     observed_generation: int = 0
     phase: Phase = Phase.PENDING
@@ -161,6 +206,7 @@ class DatastoreStatus:
     zones: tuple[ZoneStatus, ...] = ()
     endpoints: Endpoints = field(default_factory=Endpoints)
     automatic_replacements: int = 0
+    certificates: CertificatesStatus = field(default_factory=CertificatesStatus)
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type is kind), None)
@@ -187,6 +233,7 @@ class DatastoreStatus:
             "zones": [z.to_dict() for z in self.zones],
             "endpoints": self.endpoints.to_dict(),
             "automaticReplacements": self.automatic_replacements,
+            "certificates": self.certificates.to_dict(),
         }
 
 
@@ -264,6 +311,8 @@ def parse_status(raw_status: Mapping[str, Any] | None) -> DatastoreStatus:
     assert isinstance(summary, Mapping)
     ep = raw.get("endpoints") if isinstance(raw.get("endpoints"), Mapping) else {}
     assert isinstance(ep, Mapping)
+    certs = raw.get("certificates") if isinstance(raw.get("certificates"), Mapping) else {}
+    assert isinstance(certs, Mapping)
     return DatastoreStatus(
         observed_generation=_int(raw, "observedGeneration"),
         phase=phase,
@@ -285,6 +334,11 @@ def parse_status(raw_status: Mapping[str, Any] | None) -> DatastoreStatus:
             peers=str(ep.get("peers", "")),
         ),
         automatic_replacements=_int(raw, "automaticReplacements"),
+        certificates=CertificatesStatus(
+            ca=_parse_cert(certs.get("ca")),
+            peer=_parse_cert(certs.get("peer")),
+            client=_parse_cert(certs.get("client")),
+        ),
     )
 
 

@@ -1,4 +1,5 @@
-"""Carry out a Plan: objects (server-side apply), pod labels and update deletions, the
+"""Carry out a Plan: Secrets (created once, or replaced on rotation), objects
+(server-side apply), pod labels and update deletions, the
 FIRST membership action (through the admin client, addressed to any healthy node: a
 follower redirects to the leader), Events, and the status.
 
@@ -13,6 +14,7 @@ from typing import Protocol
 
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import DatastoreSpec
+from zonestore_operator.reconcile.credentials import WriteMode
 from zonestore_operator.reconcile.kube import KubeGateway
 from zonestore_operator.reconcile.observation import Observation
 from zonestore_operator.reconcile.plan import (
@@ -49,6 +51,20 @@ def admin_address(plan: Plan, observation: Observation, spec: DatastoreSpec) -> 
         if pod is not None and pod.ip:
             return f"{pod.ip}:{spec.ports.admin}"
     return None
+
+
+async def apply_secrets(kube: KubeGateway, plan: Plan) -> bool:
+    """Write the plan's Secrets in order. A Secret to create that already exists (another
+    operator replica, or a Secret made by hand, got there first) is left as it is and
+    the remaining writes wait for the next pass, which plans from what exists; returns
+    False then."""
+    for write in plan.secret_writes:
+        if write.mode is WriteMode.CREATE:
+            if not await kube.create(write.secret):
+                return False
+        else:
+            await kube.apply(write.secret)
+    return True
 
 
 async def apply_objects(kube: KubeGateway, plan: Plan) -> None:

@@ -26,6 +26,9 @@ _PLURALS = {
     "StatefulSet": "statefulsets",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "Pod": "pods",
+    "Secret": "secrets",
+    "NetworkPolicy": "networkpolicies",
+    "Certificate": "certificates",  # cert-manager.io
     KIND: PLURAL,
 }
 
@@ -41,7 +44,9 @@ class KubeGateway(Protocol):
     async def list_nodes(self) -> list[dict[str, Any]]: ...
     async def list_statefulsets(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     async def get_datastore(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def apply(self, obj: Mapping[str, Any]) -> None: ...
+    async def create(self, obj: Mapping[str, Any]) -> bool: ...
     async def set_pod_labels(
         self, namespace: str, pod: str, labels: Mapping[str, str | None]
     ) -> None: ...
@@ -123,6 +128,28 @@ class Kube:
                 return None
             raise
         return result if isinstance(result, dict) else None
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """None only when it does not exist; any other failure raises."""
+        try:
+            result = await self._request("GET", object_path("v1", "Secret", namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result if isinstance(result, dict) else None
+
+    async def create(self, obj: Mapping[str, Any]) -> bool:
+        """POST `obj`; False when it already exists (409), never overwriting it."""
+        md = obj["metadata"]
+        path = object_path(obj["apiVersion"], obj["kind"], md.get("namespace"))
+        try:
+            await self._request("POST", path, body=dict(obj), query=[("fieldManager", MANAGER)])
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     async def apply(self, obj: Mapping[str, Any]) -> None:
         md = obj["metadata"]

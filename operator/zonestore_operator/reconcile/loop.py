@@ -4,16 +4,18 @@ failover that needs promote, transfer and remove finishes in one pass when the n
 answer quickly. Level-based: everything is recomputed each round from observation and
 the status written the round before.
 
-The clock is read here (once per round) and handed to the pure planner.
+The clock is read here (once per round) and handed to the pure planner, and so is the
+randomness (`entropy`, `secrets.token_bytes` unless a test passes its own).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from zonestore_operator import metrics
 from zonestore_operator.adminclient import AdminError
@@ -27,6 +29,7 @@ from zonestore_operator.model.status import (
     set_condition,
 )
 from zonestore_operator.reconcile import apply as applier
+from zonestore_operator.reconcile import credentials
 from zonestore_operator.reconcile.kube import KubeGateway
 from zonestore_operator.reconcile.observe import observe
 from zonestore_operator.reconcile.plan import MemberAction, Plan, plan
@@ -36,6 +39,7 @@ log = logging.getLogger("zonestore_operator.reconcile")
 
 class NodeAdmin(applier.MembershipAdmin, Protocol):
     async def status(self, address: str) -> NodeStatus: ...
+    def authorized(self, token: str | None) -> Self: ...
 
 
 @dataclass
@@ -55,6 +59,8 @@ async def reconcile(
     admin: NodeAdmin,
     clock: Callable[[], datetime] = _now,
     max_rounds: int = 5,
+    entropy: Callable[[int], bytes] = secrets.token_bytes,
+    operator_namespace: str | None = None,
 ) -> Outcome:
     ref = DatastoreRef.from_body(body)
     previous = parse_status(body.get("status"))
@@ -69,9 +75,12 @@ async def reconcile(
     status = previous
     with metrics.DURATION.time():
         for _ in range(max_rounds):
-            observation = await observe(kube, admin, ref, spec)
-            p = plan(ref, spec, status, observation, clock())
+            observation = await observe(kube, admin, ref, spec, operator_namespace)
+            p = plan(ref, spec, status, observation, clock(), entropy)
             outcome.plan = p
+            if not await applier.apply_secrets(kube, p):
+                log.info("reconcile.secret_exists datastore=%s/%s", ref.namespace, ref.name)
+                break  # someone else created one of them: plan again from what exists
             await applier.apply_objects(kube, p)
             await applier.apply_pods(kube, ref, p)
             for event in p.events:
@@ -95,8 +104,9 @@ async def reconcile(
                 action.member,
                 action.reason,
             )
+            node_admin = admin.authorized(credentials.admin_token(ref, observation.secrets))
             try:
-                await applier.apply_member_action(admin, kube, ref, address, action)
+                await applier.apply_member_action(node_admin, kube, ref, address, action)
             except AdminError as exc:
                 outcome.error = str(exc)
                 await kube.post_event(

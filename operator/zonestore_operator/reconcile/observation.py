@@ -44,3 +44,7 @@ class Observation:
     statefulsets: Mapping[str, StatefulSetObservation] = field(default_factory=dict)
     # Pod name -> its /admin/status; pods whose admin API did not answer are absent.
     statuses: Mapping[str, NodeStatus] = field(default_factory=dict)
+    # Secret name -> decoded data, for the Secrets spec.security uses; absent: not found.
+    secrets: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
+    # Where the operator runs (for the NetworkPolicy); None when it does not know.
+    operator_namespace: str | None = None

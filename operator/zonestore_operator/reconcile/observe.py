@@ -1,28 +1,36 @@
 """Gather one Observation: the Datastore's pods, the cluster's nodes, its StatefulSets
-(through the Kubernetes gateway) and every running pod's /admin/status (through the
-admin client, concurrently, each with its own timeout). A node that does not answer is
-simply absent from `statuses`: the planner decides what that means."""
+and the Secrets spec.security uses (through the Kubernetes gateway), then every running
+pod's /admin/status (through the admin client carrying the admin token from those
+Secrets; concurrently, each with its own timeout). A node that does not answer is
+simply absent from `statuses`: the planner decides what that means. A Secret that
+cannot be read (other than not found) fails the pass: taking it for missing would
+replace the admin token or the CA."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from zonestore_operator.model.node import NodeStatus
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import DatastoreSpec
+from zonestore_operator.reconcile import credentials
 from zonestore_operator.reconcile.kube import KubeGateway
 from zonestore_operator.reconcile.observation import (
     Observation,
     PodObservation,
     StatefulSetObservation,
 )
-from zonestore_operator.resources import meta
+from zonestore_operator.resources import meta, security
 
 
 class StatusSource(Protocol):
     async def status(self, address: str) -> NodeStatus: ...
+
+    def authorized(self, token: str | None) -> Self:
+        """The same client, sending `Authorization: Bearer <token>`."""
+        ...
 
 
 def _ready(conditions: Any, kind: str) -> bool:
@@ -55,15 +63,33 @@ def pod_observation(ref: DatastoreRef, raw: Mapping[str, Any]) -> PodObservation
     )
 
 
+async def read_secrets(
+    kube: KubeGateway, ref: DatastoreRef, spec: DatastoreSpec
+) -> dict[str, dict[str, bytes]]:
+    names = credentials.secret_names(ref, spec)
+    found = await asyncio.gather(*(kube.get_secret(ref.namespace, n) for n in names))
+    return {
+        name: security.decode_data(raw.get("data"))
+        for name, raw in zip(names, found, strict=True)
+        if raw is not None
+    }
+
+
 async def observe(
-    kube: KubeGateway, admin: StatusSource, ref: DatastoreRef, spec: DatastoreSpec
+    kube: KubeGateway,
+    admin: StatusSource,
+    ref: DatastoreRef,
+    spec: DatastoreSpec,
+    operator_namespace: str | None = None,
 ) -> Observation:
     selector = meta.selector_string(ref)
-    raw_pods, raw_nodes, raw_sets = await asyncio.gather(
+    raw_pods, raw_nodes, raw_sets, secrets = await asyncio.gather(
         kube.list_pods(ref.namespace, selector),
         kube.list_nodes(),
         kube.list_statefulsets(ref.namespace, selector),
+        read_secrets(kube, ref, spec),
     )
+    admin = admin.authorized(credentials.admin_token(ref, secrets))
     pods = {p.name: p for p in (pod_observation(ref, r) for r in raw_pods) if p is not None}
     node_ready: dict[str, bool] = {}
     zone_nodes: dict[str, list[str]] = {}
@@ -96,4 +122,6 @@ async def observe(
         zone_nodes={z: tuple(sorted(n)) for z, n in zone_nodes.items()},
         statefulsets=sets,
         statuses={name: s for name, s in answers if s is not None},
+        secrets=secrets,
+        operator_namespace=operator_namespace,
     )

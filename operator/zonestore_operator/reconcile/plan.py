@@ -1,9 +1,10 @@
 """The planner: a pure function from what the Datastore asks for (spec), what the operator
 remembers (previous status) and what it sees now (Observation) to what should be done.
 
-    plan(ref, spec, previous, observation, now) -> Plan
+    plan(ref, spec, previous, observation, now, entropy) -> Plan
 
-No I/O and no clock: `now` is an argument. The plan is level-based: it never depends on
+No I/O, no clock, no global RNG: `now` and `entropy` (bytes for keys, serials and the
+admin token) are arguments. The plan is level-based: it never depends on
 what changed, only on the current state, so running it again after its actions took
 effect yields no further actions (tests check this fixpoint).
 
@@ -39,13 +40,16 @@ How a pass decides (each step reads only the values computed before it):
    its leadership moved), only while the whole group is healthy.
 7. The new status: members, zones, conditions (with lastTransitionTime moving only on a
    flip), phase, endpoints; and Events for zone and quorum transitions.
+8. Credentials (reconcile.credentials): Secrets to create or rotate, cert-manager
+   Certificates, certificate validity for the status, and Events for issuance.
 """
 
 from __future__ import annotations
 
 import enum
+import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,8 +66,10 @@ from zonestore_operator.model.status import (
     ZoneStatus,
     set_condition,
 )
+from zonestore_operator.reconcile import credentials
 from zonestore_operator.reconcile.observation import Observation, PodObservation
 from zonestore_operator.resources import meta
+from zonestore_operator.resources.certs import Entropy
 from zonestore_operator.resources.desired import desired_objects
 
 
@@ -110,6 +116,8 @@ class Plan:
     status: DatastoreStatus
     events: tuple[Event, ...] = ()
     zone_replicas: Mapping[str, int] = field(default_factory=dict)
+    # Written before `objects` (the pods mount them), in order.
+    secret_writes: tuple[credentials.SecretWrite, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +179,10 @@ class _Planner:
         previous: DatastoreStatus,
         obs: Observation,
         now: datetime,
+        entropy: Entropy,
     ) -> None:
         self.ref, self.spec, self.prev, self.obs, self.now = ref, spec, previous, obs, now
+        self.entropy = entropy
         self.timeout = spec.failover.zone_timeout_seconds
         self.leader_status = _leader_status(obs)
         self.leader = self.leader_status.node_id if self.leader_status else None
@@ -596,13 +606,22 @@ class _Planner:
         status, status_events = self.status(
             replicas, zones, zone_replicas, member_actions, pod_actions, failed_zones
         )
+        creds = credentials.plan_credentials(
+            self.ref, self.spec, self.obs.secrets, self.prev.certificates, self.now, self.entropy
+        )
+        status = replace(status, certificates=creds.certificates)
+        events += [Event(n.type, n.reason, n.message) for n in creds.notices]
+        objects = [dict(o) for o in creds.objects] + desired_objects(
+            self.ref, self.spec, zone_replicas, status.bootstrapped, self.obs.operator_namespace
+        )
         return Plan(
-            objects=desired_objects(self.ref, self.spec, zone_replicas, status.bootstrapped),
+            objects=objects,
             member_actions=tuple(member_actions),
             pod_actions=tuple(pod_actions),
             status=status,
             events=tuple(events + status_events),
             zone_replicas=zone_replicas,
+            secret_writes=creds.writes,
         )
 
     # -- step 7: status ---------------------------------------------------------------------
@@ -836,6 +855,7 @@ def plan(
     previous: DatastoreStatus,
     observation: Observation,
     now: datetime,
+    entropy: Entropy = secrets.token_bytes,
 ) -> Plan:
-    """Decide one reconcile pass. Pure: same inputs, same Plan."""
-    return _Planner(ref, spec, previous, observation, now).run()
+    """Decide one reconcile pass. Pure: same inputs (entropy included), same Plan."""
+    return _Planner(ref, spec, previous, observation, now, entropy).run()

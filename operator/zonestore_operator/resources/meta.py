@@ -5,6 +5,9 @@ Child names (for Datastore `orders`, zone `zone-a`):
   StatefulSet   orders-zone-a          pods orders-zone-a-0, -1, ...
   Services      orders (client), orders-leader, orders-readonly, orders-peers (headless)
   PDB           orders-voters          ConfigMap orders-config     ServiceAccount orders
+  Secrets       orders-ca (the CA, never mounted), orders-peer-tls, orders-client-tls,
+                orders-admin-token     NetworkPolicy orders-nodes
+  cert-manager  Certificates orders-peer, orders-client (issuer certManager)
 A node's Raft id is its pod name; its peer address is <pod>.<name>-peers.<ns>.svc:<peer>.
 """
 
@@ -66,6 +69,35 @@ def configmap_name(ref: DatastoreRef) -> str:
 
 def service_account_name(ref: DatastoreRef) -> str:
     return ref.name
+
+
+def ca_secret_name(ref: DatastoreRef) -> str:
+    return f"{ref.name}-ca"
+
+
+def peer_tls_secret_name(ref: DatastoreRef) -> str:
+    return f"{ref.name}-peer-tls"
+
+
+def client_tls_secret_name(ref: DatastoreRef, spec: DatastoreSpec) -> str:
+    """The user's Secret when spec.security.clientTLS.secretName is set, else ours."""
+    return spec.security.client_tls.secret_name or f"{ref.name}-client-tls"
+
+
+def admin_token_secret_name(ref: DatastoreRef) -> str:
+    return f"{ref.name}-admin-token"
+
+
+def network_policy_name(ref: DatastoreRef) -> str:
+    return f"{ref.name}-nodes"
+
+
+def peer_certificate_name(ref: DatastoreRef) -> str:
+    return f"{ref.name}-peer"
+
+
+def client_certificate_name(ref: DatastoreRef) -> str:
+    return f"{ref.name}-client"
 
 
 def peer_address(ref: DatastoreRef, spec: DatastoreSpec, pod: str) -> str:

@@ -11,6 +11,17 @@
   to choose between bootstrapping and `--join`: a pod bootstraps only when the ConfigMap
   says the group is new and the pod is one of the initial members. Everything else about
   the command line is fixed here, in the builder, and tested.
+- Security (spec.security): Secrets are mounted read-only as whole volumes, never with
+  subPath, so the kubelet's atomic update reaches the node, which reloads the files
+  (certificate rotation needs no restart):
+    /etc/zonestore/peer-tls     <name>-peer-tls    --peer-tls-cert/--peer-tls-key/--peer-tls-ca
+    /etc/zonestore/admin        <name>-admin-token --admin-token-file
+    /etc/zonestore/client-tls   client TLS Secret  --client-tls-cert/--client-tls-key
+    /etc/zonestore/auth         clientAuth Secret  --auth-tokens
+  The pod meets the "restricted" Pod Security Standard: non-root user 65532 (fsGroup
+  too, so the data volume and the 0440 Secret files are readable), no privilege
+  escalation, every capability dropped, RuntimeDefault seccomp, read-only root
+  filesystem with an emptyDir at /tmp.
 """
 
 from __future__ import annotations
@@ -19,11 +30,19 @@ from typing import Any
 
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import DatastoreSpec
-from zonestore_operator.resources import meta
+from zonestore_operator.resources import meta, security
 
 DATA_DIR = "/var/lib/zonestore"
 CONTAINER = "zonestore"
 VOLUME = "data"
+USER_ID = 65532  # the image's non-root user (the chart runs the operator as the same)
+
+PEER_TLS_DIR = "/etc/zonestore/peer-tls"
+ADMIN_TOKEN_DIR = "/etc/zonestore/admin"
+CLIENT_TLS_DIR = "/etc/zonestore/client-tls"
+AUTH_TOKENS_DIR = "/etc/zonestore/auth"
+TMP_DIR = "/tmp"
+SECRET_MODE = 0o440  # owner root, group fsGroup: readable by the node, by nobody else
 
 # Chooses --join unless the group is being bootstrapped and this pod is an initial member.
 # ZONESTORE_INITIAL_CLUSTER and ZONESTORE_CLUSTER_STATE come from the ConfigMap.
@@ -59,7 +78,78 @@ def serve_command(ref: DatastoreRef, spec: DatastoreSpec, zone: str) -> list[str
         advertise,
         "--initial-cluster",
         "$(ZONESTORE_INITIAL_CLUSTER)",
+        *security_args(spec),
     ]
+
+
+def security_args(spec: DatastoreSpec) -> list[str]:
+    """The node flags for spec.security; paths point into the Secret volumes."""
+    sec = spec.security
+    args = ["--admin-token-file", f"{ADMIN_TOKEN_DIR}/{security.ADMIN_TOKEN}"]
+    if sec.peer_tls:
+        args += [
+            "--peer-tls-cert",
+            f"{PEER_TLS_DIR}/{security.TLS_CERT}",
+            "--peer-tls-key",
+            f"{PEER_TLS_DIR}/{security.TLS_KEY}",
+            "--peer-tls-ca",
+            f"{PEER_TLS_DIR}/{security.CA_CERT}",
+        ]
+    if sec.client_tls.enabled:
+        args += [
+            "--client-tls-cert",
+            f"{CLIENT_TLS_DIR}/{security.TLS_CERT}",
+            "--client-tls-key",
+            f"{CLIENT_TLS_DIR}/{security.TLS_KEY}",
+        ]
+    if sec.client_auth.tokens_secret_name:
+        args += ["--auth-tokens", f"{AUTH_TOKENS_DIR}/{sec.client_auth.tokens_secret_key}"]
+    return args
+
+
+def _secret_volume(name: str, secret_name: str) -> dict[str, Any]:
+    return {"name": name, "secret": {"secretName": secret_name, "defaultMode": SECRET_MODE}}
+
+
+def volumes(ref: DatastoreRef, spec: DatastoreSpec) -> tuple[list[Any], list[Any]]:
+    """(pod volumes, container mounts) besides the data claim."""
+    sec = spec.security
+    vols: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        _secret_volume("admin-token", meta.admin_token_secret_name(ref)),
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": TMP_DIR},
+        {"name": "admin-token", "mountPath": ADMIN_TOKEN_DIR, "readOnly": True},
+    ]
+    if sec.peer_tls:
+        vols.append(_secret_volume("peer-tls", meta.peer_tls_secret_name(ref)))
+        mounts.append({"name": "peer-tls", "mountPath": PEER_TLS_DIR, "readOnly": True})
+    if sec.client_tls.enabled:
+        vols.append(_secret_volume("client-tls", meta.client_tls_secret_name(ref, spec)))
+        mounts.append({"name": "client-tls", "mountPath": CLIENT_TLS_DIR, "readOnly": True})
+    if sec.client_auth.tokens_secret_name:
+        vols.append(_secret_volume("auth-tokens", sec.client_auth.tokens_secret_name))
+        mounts.append({"name": "auth-tokens", "mountPath": AUTH_TOKENS_DIR, "readOnly": True})
+    return vols, mounts
+
+
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": USER_ID,
+    "runAsGroup": USER_ID,
+    "fsGroup": USER_ID,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "privileged": False,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def _env(ref: DatastoreRef, zone: str) -> list[dict[str, Any]]:
@@ -77,6 +167,9 @@ def _env(ref: DatastoreRef, zone: str) -> list[dict[str, Any]]:
             "name": "ZONESTORE_CLUSTER_STATE",
             "valueFrom": {"configMapKeyRef": {"name": cm, "key": "cluster-state"}},
         },
+        # The root filesystem is read-only: no bytecode files, home and temp in /tmp.
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        {"name": "HOME", "value": TMP_DIR},
     ]
 
 
@@ -113,6 +206,7 @@ def statefulset(ref: DatastoreRef, spec: DatastoreSpec, zone: str, replicas: int
     holding a vote that must be demoted before it may go)."""
     selector = {**meta.selector_labels(ref), meta.L_ZONE: zone}
     ports = spec.ports
+    extra_volumes, extra_mounts = volumes(ref, spec)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image,
@@ -128,7 +222,8 @@ def statefulset(ref: DatastoreRef, spec: DatastoreSpec, zone: str, replicas: int
         "readinessProbe": _probe("/readyz", ports.admin, period=5, failures=3),
         "livenessProbe": _probe("/healthz", ports.admin, period=10, failures=6),
         "startupProbe": _probe("/healthz", ports.admin, period=5, failures=60),
-        "volumeMounts": [{"name": VOLUME, "mountPath": DATA_DIR}],
+        "volumeMounts": [{"name": VOLUME, "mountPath": DATA_DIR}, *extra_mounts],
+        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
     }
     if spec.resources:
         container["resources"] = {k: dict(v) for k, v in spec.resources.items()}
@@ -163,6 +258,7 @@ def statefulset(ref: DatastoreRef, spec: DatastoreSpec, zone: str, replicas: int
                     "serviceAccountName": meta.service_account_name(ref),
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": 30,
+                    "securityContext": dict(POD_SECURITY_CONTEXT),
                     "affinity": {
                         "nodeAffinity": {
                             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -192,6 +288,7 @@ def statefulset(ref: DatastoreRef, spec: DatastoreSpec, zone: str, replicas: int
                         },
                     },
                     "containers": [container],
+                    "volumes": extra_volumes,
                 },
             },
             "volumeClaimTemplates": [
