@@ -6,9 +6,10 @@
                         [--repl-clients 1,16,64] [--kills 3] [--raw-procs 2]
                         [--profile DIR] [--no-install]
 
-Two suites, both run by default (`make bench`: about 4-5 minutes on a 2-core box,
-most of it the emulator suite's preloads and cells; `--suite replicated` alone takes
-about 2 minutes).
+Two suites, both run by default. `make bench` took 8.3 minutes on the shared 2-core box
+with a 1-minute load average of 5-13 from other work: about 6 for the emulator suite
+(its preloads of 111k entities per target about 3 of those) and 2 for the replicated
+suite (`--suite replicated` alone: 1.8-2.2 minutes, about 30 s of it the leader kills).
 
 The emulator suite (targets zonestore, emulator): each target is a fresh server (a new
 zonestore data folder, a new in-memory emulator) on loopback. Both are started,
