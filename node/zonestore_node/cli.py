@@ -100,6 +100,29 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=_env("ZONESTORE_INDEX_YAML", ""),
         help="Datastore index.yaml whose composite indexes the leader creates at start",
     )
+    sec = p.add_argument_group("security (README: Security)")
+    for side, what in (("peer", "between replicas (mutual TLS)"), ("client", "on the client API")):
+        for part in ("cert", "key", "ca"):
+            env = f"ZONESTORE_{side.upper()}_TLS_{part.upper()}"
+            sec.add_argument(
+                f"--{side}-tls-{part}", default=_env(env, ""), help=f"TLS {part} file {what}"
+            )
+    sec.add_argument(
+        "--auth-tokens",
+        default=_env("ZONESTORE_AUTH_TOKENS", ""),
+        help="YAML/JSON file of bearer-token hashes and scopes; set: clients must authenticate",
+    )
+    sec.add_argument(
+        "--admin-token-file",
+        default=_env("ZONESTORE_ADMIN_TOKEN_FILE", ""),
+        help="file holding the token every /admin/* request must bear",
+    )
+    sec.add_argument(
+        "--admin-insecure",
+        action="store_true",
+        default=_env("ZONESTORE_ADMIN_INSECURE", "") == "1",
+        help="serve an open admin API on a non-loopback address (not recommended)",
+    )
 
 
 def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -209,6 +232,11 @@ def admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             default=_env("ZONESTORE_ADMIN", "127.0.0.1:9081"),
             help="admin address of any replica (mutations follow the leader)",
         )
+        p.add_argument(
+            "--admin-token-file",
+            default=_env("ZONESTORE_ADMIN_TOKEN_FILE", ""),
+            help="file holding the admin token (when the node requires one)",
+        )
         return p
 
     with_admin(sub.add_parser("status", help="show a replica's view of the group"))
@@ -222,9 +250,13 @@ def admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     msub.add_parser("remove", help="remove a member").add_argument("id")
     for action in msub.choices.values():  # --admin after the action works too
         action.add_argument("--admin", default=argparse.SUPPRESS)
+        action.add_argument("--admin-token-file", default=argparse.SUPPRESS)
     transfer = with_admin(sub.add_parser("transfer-leader", help="hand leadership to a voter"))
     transfer.add_argument("target")
     with_admin(sub.add_parser("snapshot", help="take a snapshot and compact the log"))
+
+
+_admin_token = ""  # set by run_admin from --admin-token-file
 
 
 def _admin_call(addr: str, method: str, path: str, body: object = None) -> tuple[int, object]:
@@ -233,6 +265,8 @@ def _admin_call(addr: str, method: str, path: str, body: object = None) -> tuple
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
         request.add_header("Content-Type", "application/json")
+        if _admin_token:
+            request.add_header("Authorization", f"Bearer {_admin_token}")
         try:
             with urllib.request.urlopen(request, timeout=20) as response:
                 return response.status, json.loads(response.read() or b"{}")
@@ -246,6 +280,13 @@ def _admin_call(addr: str, method: str, path: str, body: object = None) -> tuple
 
 
 def run_admin(args: argparse.Namespace) -> int:
+    global _admin_token
+    if args.admin_token_file:
+        try:
+            _admin_token = Path(args.admin_token_file).read_text().strip()
+        except OSError as exc:
+            print(f"zonestore: cannot read the admin token file: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "status":
             code, payload = _admin_call(args.admin, "GET", "/admin/status")
@@ -274,6 +315,12 @@ def run_admin(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"zonestore: cannot reach the admin API at {args.admin}: {exc}", file=sys.stderr)
         return 1
+    if code == 401:
+        print(
+            "zonestore: the admin API wants a token: --admin-token-file FILE "
+            "(or ZONESTORE_ADMIN_TOKEN_FILE)",
+            file=sys.stderr,
+        )
     print(json.dumps(payload, indent=2))
     return 0 if code == 200 else 1
 
@@ -312,15 +359,23 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser(sub)
     run_parser(sub)
     admin_parsers(sub)
+    sub.add_parser(
+        "hash-token", help="read a token on stdin, print its token_sha256 for --auth-tokens"
+    )
     args = parser.parse_args(argv)
+    if args.command == "hash-token":
+        import hashlib
+
+        print(hashlib.sha256(sys.stdin.read().strip().encode()).hexdigest())
+        return 0
     if args.command in ("status", "members", "transfer-leader", "snapshot"):
         return run_admin(args)
     if args.command == "serve":
         from zonestore_node import server
 
         logs.setup(args.log_format)
-        server.run(
-            server.NodeConfig(
+        try:
+            config = server.NodeConfig(
                 node_id=args.node_id,
                 zone=args.zone,
                 data_dir=Path(args.data_dir),
@@ -338,8 +393,21 @@ def main(argv: list[str] | None = None) -> int:
                 unsafe_local_reads=args.unsafe_local_reads,
                 auto_index=args.auto_index,
                 index_yaml=Path(args.index_yaml) if args.index_yaml else None,
+                peer_tls_cert=args.peer_tls_cert,
+                peer_tls_key=args.peer_tls_key,
+                peer_tls_ca=args.peer_tls_ca,
+                client_tls_cert=args.client_tls_cert,
+                client_tls_key=args.client_tls_key,
+                client_tls_ca=args.client_tls_ca,
+                auth_tokens=Path(args.auth_tokens) if args.auth_tokens else None,
+                admin_token_file=Path(args.admin_token_file) if args.admin_token_file else None,
+                admin_insecure=args.admin_insecure,
             )
-        )
+            server.check_security(config)
+        except server.ConfigError as exc:
+            print(f"zonestore serve: {exc}", file=sys.stderr)
+            return 2
+        server.run(config)
         return 0
     return run_cluster(args)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from zonestore_node.api import http
+from zonestore_node.api import auth, http
 from zonestore_node.api.admin import AdminApi
 from zonestore_node.api.datastore import GRPC_OPTIONS, SERVICE, DatastoreApi
 from zonestore_node.api.forward import Forwarder
@@ -30,7 +31,7 @@ from zonestore_node.model import indexing
 from zonestore_node.model.errors import DatastoreError
 from zonestore_node.query import planner
 from zonestore_node.replica.group import GroupConfig, NotLeader, RaftGroup
-from zonestore_node.replica.transport import split_addr
+from zonestore_node.replica.transport import TlsFiles, split_addr
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply, command
@@ -63,11 +64,99 @@ class NodeConfig:
     shutdown_grace_seconds: float = 5.0
     auto_index: str = "true"  # planner.IndexPolicy value
     index_yaml: Path | None = None  # composite indexes the leader ensures at start
+    # Security (README "Security"): empty means off.
+    peer_tls_cert: str = ""
+    peer_tls_key: str = ""
+    peer_tls_ca: str = ""
+    client_tls_cert: str = ""
+    client_tls_key: str = ""
+    client_tls_ca: str = ""  # set: clients must present a certificate it signed
+    auth_tokens: Path | None = None
+    admin_token_file: Path | None = None
+    admin_insecure: bool = False  # serve an open admin API on a non-loopback address
+
+
+class ConfigError(ValueError):
+    """The node's configuration is refused; the message says what to change."""
+
+
+def is_loopback(addr: str) -> bool:
+    host, _ = split_addr(addr)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def peer_tls_files(config: NodeConfig) -> TlsFiles | None:
+    given = [config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ConfigError("peer TLS needs all of --peer-tls-cert, --peer-tls-key, --peer-tls-ca")
+    return TlsFiles(config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca)
+
+
+def check_security(config: NodeConfig) -> None:
+    """Refuse configurations that would expose the node by accident."""
+    if bool(config.client_tls_cert) != bool(config.client_tls_key):
+        raise ConfigError("client TLS needs both --client-tls-cert and --client-tls-key")
+    if config.client_tls_ca and not config.client_tls_cert:
+        raise ConfigError("--client-tls-ca needs --client-tls-cert and --client-tls-key")
+    if config.client_tls_cert and config.peer_addr and not config.peer_tls_ca:
+        raise ConfigError(
+            "client TLS in a replicated group needs peer TLS (--peer-tls-*): followers "
+            "relay requests to the leader over TLS and verify it against the cluster CA"
+        )
+    if (
+        config.admin_token_file is None
+        and not config.admin_insecure
+        and not is_loopback(config.admin_addr)
+    ):
+        raise ConfigError(
+            f"the admin API would listen on {config.admin_addr} with no token: give "
+            "--admin-token-file (a file holding the token), listen on a loopback address, "
+            "or pass --admin-insecure to serve it open anyway"
+        )
+
+
+def client_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
+    if not config.client_tls_cert:
+        return None
+    key = Path(config.client_tls_key).read_bytes()
+    cert = Path(config.client_tls_cert).read_bytes()
+    roots = None
+    if config.client_tls_ca:
+        # Replicas relaying to the leader present their peer certificates.
+        roots = Path(config.client_tls_ca).read_bytes()
+        if config.peer_tls_ca:
+            roots += b"\n" + Path(config.peer_tls_ca).read_bytes()
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=roots, require_client_auth=roots is not None
+    )
+
+
+def forward_credentials(config: NodeConfig) -> grpc.ChannelCredentials | None:
+    if not config.client_tls_cert or not config.peer_tls_ca:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(config.peer_tls_ca).read_bytes(),
+        private_key=Path(config.peer_tls_key).read_bytes(),
+        certificate_chain=Path(config.peer_tls_cert).read_bytes(),
+    )
 
 
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        check_security(config)  # before anything is opened
+        self.token_auth = auth.TokenAuth(config.auth_tokens) if config.auth_tokens else None
+        self.admin_token = (
+            http.AdminToken(config.admin_token_file) if config.admin_token_file else None
+        )
+        self.client_credentials = client_credentials(config)
         self.engine = Engine(config.data_dir / "db")
         self.store = mvcc.Store(self.engine)
         self.group = RaftGroup(
@@ -84,6 +173,7 @@ class Node:
                 snapshot_every=config.snapshot_every,
                 snapshot_keep=config.snapshot_keep,
                 unsafe_local_reads=config.unsafe_local_reads,
+                peer_tls=peer_tls_files(config),
             ),
             self.engine,
             self.store,
@@ -94,11 +184,17 @@ class Node:
         self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
         self.service.retention_us = int(config.retention_seconds * 1_000_000)
         self.metrics = Metrics(config.node_id, config.zone)
-        self.forwarder = Forwarder(SERVICE, self._leader_client_addr, self._serves_here)
+        self.forwarder = Forwarder(
+            SERVICE, self._leader_client_addr, self._serves_here, forward_credentials(config)
+        )
         self.group.on_sync = self.metrics.observe_sync
         self.service.on_replicated = self.metrics.proposal_latency.observe
         self.api = DatastoreApi(
-            self.service, self.metrics, self.forwarder, planner.IndexPolicy(config.auto_index)
+            self.service,
+            self.metrics,
+            self.forwarder,
+            planner.IndexPolicy(config.auto_index),
+            token_auth=self.token_auth,
         )
         # Read (and refused when malformed) before anything starts.
         self.declared_indexes: list[indexing.CompositeDefinition] = []
@@ -170,12 +266,20 @@ class Node:
     async def serve(self) -> None:
         server = grpc.aio.server(options=GRPC_OPTIONS)
         server.add_generic_rpc_handlers((self.api.handler(),))
-        bound = server.add_insecure_port(self.config.client_addr)
+        if self.client_credentials is not None:
+            bound = server.add_secure_port(self.config.client_addr, self.client_credentials)
+        else:
+            bound = server.add_insecure_port(self.config.client_addr)
         if not bound:
             raise OSError(f"cannot listen on {self.config.client_addr}")
         runner = web.AppRunner(
             http.build_app(
-                self.metrics, self.status, self.is_ready, self.refresh_metrics, AdminApi(self.group)
+                self.metrics,
+                self.status,
+                self.is_ready,
+                self.refresh_metrics,
+                AdminApi(self.group),
+                admin_token=self.admin_token,
             ),
             access_log=None,
         )

@@ -60,8 +60,8 @@ class AdminApi:
                 return await fn(request)
             except NotLeader:
                 return self._misdirected()
-            except (ConfChangeError, ValueError, KeyError) as exc:
-                return _error(400, str(exc))
+            except (ConfChangeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                return _error(400, f"bad request: {exc}")  # e.g. a JSON body that is not an object
             except TimeoutError:
                 return _error(504, "the change was not confirmed in time; check /admin/status")
 

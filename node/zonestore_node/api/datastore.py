@@ -18,7 +18,7 @@ import grpc
 from google.cloud.datastore_v1.types import datastore as ds
 from google.protobuf.message import DecodeError
 
-from zonestore_node.api import errors, forward
+from zonestore_node.api import auth, errors, forward
 from zonestore_node.api.metrics import Metrics
 from zonestore_node.model import limits
 from zonestore_node.model.errors import Code, DatastoreError, invalid
@@ -82,7 +82,9 @@ class DatastoreApi:
         metrics: Metrics,
         forwarder: forward.Forwarder | None = None,
         index_policy: planner.IndexPolicy = planner.IndexPolicy.CREATE,
+        token_auth: auth.TokenAuth | None = None,
     ) -> None:
+        self.token_auth = token_auth  # None: open (local mode)
         self.service = service
         self.metrics = metrics
         self.forwarder = forwarder
@@ -317,6 +319,14 @@ class DatastoreApi:
             try:
                 if isinstance(request, Malformed):
                     raise invalid(f"The request is not a valid {request.type_name} message.")
+                if self.token_auth is not None:
+                    self.token_auth.check(
+                        method,
+                        request,
+                        request.project_id,
+                        request.database_id,
+                        context.invocation_metadata(),
+                    )
                 return await fn(request, context)
             except NotLeader:
                 code = "FORWARDED"
@@ -325,6 +335,15 @@ class DatastoreApi:
                 code = errors.status_of(exc.code).name
                 await context.abort(errors.status_of(exc.code), exc.message)
                 raise  # unreachable: abort raises
+            except auth.Denied as exc:
+                status = (
+                    grpc.StatusCode.UNAUTHENTICATED
+                    if exc.unauthenticated
+                    else grpc.StatusCode.PERMISSION_DENIED
+                )
+                code = status.name
+                await context.abort(status, exc.message)
+                raise
             except errors.Unimplemented as exc:
                 code = "UNIMPLEMENTED"
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, str(exc))

@@ -6,6 +6,13 @@ status codes included. Each relay counts a hop in metadata and a request makes a
 `MAX_HOPS`, so replicas with stale views of the leader cannot bounce it forever (a
 leader handing over leadership relays what reaches it to its successor); while no
 leader is known (an election, a transfer), the request waits up to `LEADER_WAIT_S`.
+
+The client's `authorization` metadata is relayed and the leader checks it again (api/
+auth.py). When the client port speaks TLS, so does the relay: `credentials` verify the
+leader's client-port certificate against the cluster CA (grpc checks the leader's
+advertised client address against the certificate's SANs) and present this replica's
+peer certificate, which a leader requiring client certificates accepts (server.py adds
+the cluster CA to the client CAs).
 """
 
 from __future__ import annotations
@@ -64,7 +71,9 @@ class Forwarder:
         service_name: str,
         leader_addr: Callable[[], str | None],
         serves_here: Callable[[], bool],
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        self._credentials = credentials  # None: cleartext, like the client port
         self._service = service_name
         self._leader_addr = leader_addr
         self._serves_here = serves_here
@@ -73,13 +82,14 @@ class Forwarder:
     def _channel(self, addr: str) -> grpc.aio.Channel:
         channel = self._channels.get(addr)
         if channel is None:
-            channel = grpc.aio.insecure_channel(
-                addr,
-                options=[
-                    ("grpc.max_receive_message_length", 64 << 20),
-                    ("grpc.max_send_message_length", 64 << 20),
-                ],
-            )
+            options = [
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(addr, self._credentials, options=options)
+            else:
+                channel = grpc.aio.insecure_channel(addr, options=options)
             self._channels[addr] = channel
         return channel
 

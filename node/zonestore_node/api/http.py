@@ -1,11 +1,20 @@
 """The HTTP side of a node: health, readiness, Prometheus metrics and the admin API.
 
 Served by aiohttp beside the gRPC port; the admin operations live in api/admin.py.
+
+/healthz, /readyz and /metrics are always open (kubelet probes, Prometheus). With an
+`AdminToken`, every /admin/* request needs `Authorization: Bearer <token>` (401
+otherwise); without one the admin API is open, which server.py allows only on a
+loopback address or with --admin-insecure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +23,59 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from zonestore_node.api.admin import AdminApi
 from zonestore_node.api.metrics import Metrics
 
+log = logging.getLogger("zonestore.http")
+
+
+class AdminToken:
+    """The admin token, kept in a file (a mounted Secret) and read again when it changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._signature: tuple[int, int, int] | None = None
+        self._token = b""
+        self._load()
+        if not self._token:
+            raise ValueError(f"the admin token file {path} is empty")
+
+    def _load(self) -> None:
+        st = os.stat(self.path)
+        signature = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if signature != self._signature:
+            token = self.path.read_text().strip().encode()
+            if token:  # an empty file mid-update keeps the previous token
+                self._token = token
+                if self._signature is not None:
+                    log.info("admin.token_reloaded file=%s", self.path)
+            self._signature = signature
+
+    def matches(self, header: str | None) -> bool:
+        try:
+            self._load()
+        except OSError as exc:
+            log.warning("admin.token_unreadable error=%s; keeping the previous token", exc)
+        scheme, _, given = (header or "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode(), self._token)
+
+
+def _require_token(token: AdminToken) -> Any:  # an aiohttp middleware
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.startswith("/admin") and not token.matches(
+            request.headers.get("Authorization")
+        ):
+            return web.json_response(
+                {"error": "the admin API needs 'Authorization: Bearer <admin token>'"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="zonestore-admin"'},
+            )
+        return await handler(request)
+
+    return middleware
+
 
 def build_app(
     metrics: Metrics,
@@ -21,6 +83,7 @@ def build_app(
     ready: Callable[[], bool],
     refresh: Callable[[], None],
     admin: AdminApi | None = None,
+    admin_token: AdminToken | None = None,
 ) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -38,7 +101,10 @@ def build_app(
     async def admin_status(_: web.Request) -> web.Response:
         return web.json_response(status())
 
-    app = web.Application()
+    app = web.Application(
+        middlewares=[_require_token(admin_token)] if admin_token is not None else [],
+        client_max_size=1 << 20,
+    )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

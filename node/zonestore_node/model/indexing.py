@@ -86,7 +86,9 @@ def encode_value(value: Any, project: str, database: str) -> bytes | None:
     return None
 
 
-def _check_value(name: str, value: Any, project: str, database: str, in_array: bool) -> None:
+def _check_value(
+    name: str, value: Any, project: str, database: str, in_array: bool, depth: int = 0
+) -> None:
     which = value.WhichOneof("value_type")
     if which is None:
         # Clients cannot read such a value back (the Python client raises ValueError).
@@ -100,9 +102,14 @@ def _check_value(name: str, value: Any, project: str, database: str, in_array: b
                 "set it on the array's elements."
             )
         for element in value.array_value.values:
-            _check_value(name, element, project, database, True)
+            _check_value(name, element, project, database, True, depth)
     elif which == "entity_value":
-        check_properties(value.entity_value, project, database, nested=True)
+        if depth >= limits.MAX_ENTITY_DEPTH:
+            raise invalid(
+                f'Property "{name}" nests entity values more than '
+                f"{limits.MAX_ENTITY_DEPTH} levels deep."
+            )
+        check_properties(value.entity_value, project, database, nested=True, depth=depth + 1)
     elif which == "key_value":
         keys.normalize_reference(value.key_value, project, database)
     elif which == "geo_point_value":
@@ -128,10 +135,12 @@ def _check_value(name: str, value: Any, project: str, database: str, in_array: b
         )
 
 
-def check_properties(entity: Any, project: str, database: str, *, nested: bool = False) -> None:
+def check_properties(
+    entity: Any, project: str, database: str, *, nested: bool = False, depth: int = 0
+) -> None:
     for name, value in entity.properties.items():
         keys.check_name(name, "property name")
-        _check_value(name, value, project, database, False)
+        _check_value(name, value, project, database, False, depth)
     if nested and entity.HasField("key"):
         keys.normalize_reference(entity.key, project, database, allow_incomplete=True)
 

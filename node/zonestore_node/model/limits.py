@@ -5,6 +5,8 @@ MAX_INDEXED_BYTES = 1_500
 MAX_MUTATIONS = 500
 MAX_LOOKUP_KEYS = 1_000
 MAX_PATH_ELEMENTS = 100
+# Entity values inside entity values, counted from the top-level entity's properties.
+MAX_ENTITY_DEPTH = 20
 MAX_KEY_STRING_BYTES = 1_500
 MAX_NAMESPACE_BYTES = 100
 MAX_REQUEST_BYTES = 10 * 1024 * 1024

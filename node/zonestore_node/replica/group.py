@@ -52,7 +52,7 @@ from zonestore_node.raft.core import Config, ProposalDropped, Role
 from zonestore_node.raft.node import Node, Ready
 from zonestore_node.raft.storage import bootstrap_log
 from zonestore_node.replica.raftlog import RocksLogStorage
-from zonestore_node.replica.transport import Transport
+from zonestore_node.replica.transport import PeerTls, TlsFiles, Transport
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family, WriteBatch
 
@@ -111,6 +111,8 @@ class GroupConfig:
     # ReadIndex round and on followers too. A deliberately broken build, for showing that
     # the consistency tests catch stale reads. Never set it in production.
     unsafe_local_reads: bool = False
+    # Mutual TLS between replicas (replica/transport.py); None: cleartext.
+    peer_tls: TlsFiles | None = None
 
 
 @dataclass(slots=True)
@@ -198,6 +200,7 @@ class RaftGroup:
             config.peer_addr,
             self._on_frame,
             self._on_unreachable,
+            tls=PeerTls(config.peer_tls) if config.peer_tls is not None else None,
             hello={"client": config.client_addr, "admin": config.admin_addr, "zone": config.zone},
             on_hello=self._on_hello,
         )

@@ -13,8 +13,14 @@ frame, at most every `ACK_EVERY_S`), and a sender whose frames stay unacknowledg
 `SILENCE_LIMIT_S` drops the connection and dials again: a new connection only works
 once the path is back.
 
-TLS: `ssl_server` / `ssl_client` contexts are accepted and passed to asyncio as they are;
-the security work supplies them (mutual TLS with a per-cluster CA).
+TLS: with `tls` (a `PeerTls`), every connection is mutual TLS against a per-cluster CA:
+the listener accepts plain TCP and upgrades it with the *current* server context (so a
+rotated certificate is used by the next connection while existing ones carry on), and
+a peer whose certificate the CA did not sign is refused (`transport.tls_refused`) before
+any frame is read. Hostnames are not checked: the CA is per cluster, so "signed by it"
+is the identity, and peers are dialled by addresses (pod DNS names, IPs, test proxies)
+that need not all sit in a SAN. Fixed `ssl_server` / `ssl_client` contexts are still
+accepted for callers that build their own.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -39,6 +47,9 @@ ACK = 3
 QUEUE_LIMIT = 4096
 ACK_EVERY_S = 0.1
 SILENCE_LIMIT_S = 2.0
+
+TLS_HANDSHAKE_TIMEOUT_S = 5.0
+TLS_RELOAD_EVERY_S = 2.0
 
 Handler = Callable[[str, int, Any], None]
 """(peer id, frame kind, frame body) -> None; called on the event loop."""
@@ -56,6 +67,95 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, Any]:
         raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
     kind, body = msgpack.unpackb(await reader.readexactly(length), raw=False)
     return int(kind), body
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    cert: str
+    key: str
+    ca: str
+
+
+class PeerTls:
+    """Mutual-TLS contexts built from PEM files, rebuilt when the files change.
+
+    The files are looked at (`os.stat`: mtime, inode, size) at most every `reload_every`
+    seconds, when a connection is about to be made or accepted. Kubernetes replaces a
+    mounted Secret's files in place (a symlink swap), so a change shows up here; a set
+    of files that does not load (a half-finished manual copy: key and certificate not
+    matching yet) is logged and the previous contexts stay in use until the next look.
+    """
+
+    def __init__(
+        self,
+        files: TlsFiles,
+        reload_every: float = TLS_RELOAD_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.files = files
+        self.reload_every = reload_every
+        self._clock = clock
+        self._checked_at = clock()
+        self._signature = self._stat()
+        self._server, self._client = self._build()  # refuses to start on bad files
+        self.generation = 1
+
+    def _stat(self) -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for path in (self.files.cert, self.files.key, self.files.ca):
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_ino, st.st_size))
+        return tuple(out)
+
+    def _build(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        f = self.files
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.minimum_version = ssl.TLSVersion.TLSv1_2
+        server.verify_mode = ssl.CERT_REQUIRED
+        server.load_verify_locations(cafile=f.ca)
+        server.load_cert_chain(f.cert, f.key)
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.minimum_version = ssl.TLSVersion.TLSv1_2
+        client.check_hostname = False  # see the module docstring
+        client.verify_mode = ssl.CERT_REQUIRED
+        client.load_verify_locations(cafile=f.ca)
+        client.load_cert_chain(f.cert, f.key)
+        return server, client
+
+    def maybe_reload(self) -> None:
+        now = self._clock()
+        if now - self._checked_at < self.reload_every:
+            return
+        self._checked_at = now
+        try:
+            signature = self._stat()
+            if signature == self._signature:
+                return
+            self._server, self._client = self._build()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning(
+                "transport.tls_reload_failed error=%s; keeping the previous certificates", exc
+            )
+            return
+        self._signature = signature
+        self.generation += 1
+        log.info("transport.tls_reloaded generation=%d cert=%s", self.generation, self.files.cert)
+
+    def server_context(self) -> ssl.SSLContext:
+        self.maybe_reload()
+        return self._server
+
+    def client_context(self) -> ssl.SSLContext:
+        self.maybe_reload()
+        return self._client
+
+
+def _is_tls_refusal(exc: BaseException) -> bool:
+    """A certificate was refused (by us or by the peer), as opposed to a dropped link."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    reason = str(getattr(exc, "reason", "") or "").upper()
+    return isinstance(exc, ssl.SSLError) and ("ALERT" in reason or "CERTIFICATE" in reason)
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -86,9 +186,12 @@ class _Link:
             try:
                 host, port = split_addr(addr)
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port, ssl=self.transport.ssl_client), timeout=2.0
+                    asyncio.open_connection(host, port, ssl=self.transport.client_context()),
+                    timeout=2.0,
                 )
             except (OSError, TimeoutError, ValueError) as exc:
+                if _is_tls_refusal(exc):
+                    self.transport.log_refusal(f"{host}:{port}", "dial", self.peer, exc)
                 self._fail(f"connect: {exc}")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
@@ -111,6 +214,8 @@ class _Link:
                     writer.writelines(chunks)
                     await writer.drain()
             except (OSError, ConnectionError) as exc:
+                if _is_tls_refusal(exc):
+                    self.transport.log_refusal(addr, "dial", self.peer, exc)
                 self._fail(f"send: {exc}")
             finally:
                 watchdog.cancel()
@@ -131,7 +236,11 @@ class _Link:
                     self.unacked_since = None
             except TimeoutError:
                 pass
-            except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
+            except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as exc:
+                if _is_tls_refusal(exc):  # TLS 1.3: the server refuses us after our Finished
+                    self.transport.log_refusal(
+                        str(writer.get_extra_info("peername")), "dial", self.peer, exc
+                    )
                 writer.transport.abort()
                 return
             since = self.unacked_since
@@ -158,6 +267,7 @@ class Transport:
         *,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
+        tls: PeerTls | None = None,
         hello: dict[str, str] | None = None,
         on_hello: Callable[[str, Any], None] | None = None,
     ) -> None:
@@ -169,10 +279,26 @@ class Transport:
         self.on_unreachable = on_unreachable
         self.ssl_server = ssl_server
         self.ssl_client = ssl_client
+        self.tls = tls
+        self.tls_refusals = 0
+        self._refusal_logged: dict[str, float] = {}
         self.addresses: dict[str, str] = {}
         self._links: dict[str, _Link] = {}
         self._server: asyncio.Server | None = None
         self._inbound: set[asyncio.StreamWriter] = set()
+
+    def client_context(self) -> ssl.SSLContext | None:
+        return self.tls.client_context() if self.tls is not None else self.ssl_client
+
+    def log_refusal(self, remote: str, side: str, peer: str, exc: BaseException) -> None:
+        """A TLS handshake failed: count it; log it, at most every 5 s per remote."""
+        self.tls_refusals += 1
+        now = time.monotonic()
+        if now - self._refusal_logged.get(remote, -1e9) >= 5.0:
+            self._refusal_logged[remote] = now
+            log.warning(
+                "transport.tls_refused side=%s remote=%s peer=%s error=%s", side, remote, peer, exc
+            )
 
     def set_address(self, peer: str, addr: str) -> None:
         if peer != self.node_id and addr:
@@ -183,7 +309,11 @@ class Transport:
             return  # a group of one: nobody to listen to
         host, port = split_addr(self.listen_addr)
         self._server = await asyncio.start_server(
-            self._accept, host or "0.0.0.0", port, ssl=self.ssl_server, limit=MAX_FRAME
+            self._accept,
+            host or "0.0.0.0",
+            port,
+            ssl=None if self.tls is not None else self.ssl_server,
+            limit=MAX_FRAME,
         )
 
     def send(self, peer: str, kind: int, body: Any) -> bool:
@@ -214,6 +344,17 @@ class Transport:
         self._inbound.add(writer)
         peer = "?"
         try:
+            if self.tls is not None:
+                # Upgrade before reading anything: no frame from an unverified peer.
+                try:
+                    await writer.start_tls(
+                        self.tls.server_context(), ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S
+                    )
+                except (ssl.SSLError, OSError, TimeoutError) as exc:
+                    remote = writer.get_extra_info("peername")
+                    where = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else "?"
+                    self.log_refusal(where, "accept", "?", exc)
+                    return
             kind, body = await asyncio.wait_for(read_frame(reader), timeout=5.0)
             if kind != HELLO or not isinstance(body, list) or len(body) != 2:
                 return
@@ -228,7 +369,7 @@ class Transport:
                 if now - last_ack >= ACK_EVERY_S:
                     last_ack = now
                     writer.write(encode_frame(ACK, None))
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ssl.SSLError):
             pass
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             log.warning("transport.bad_frame peer=%s error=%s", peer, exc)
