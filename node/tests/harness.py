@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tests.netproxy import ProxyHub
@@ -113,6 +115,19 @@ class NodeProcess:
 
     def restart(self) -> None:
         self.start()
+
+    def admin(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        """One admin API call: (HTTP status, decoded JSON); (0, error) if unreachable."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://{self.admin_addr}{path}", data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=15) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError as exc:
+            return 0, {"error": str(exc)}
 
     def http_get(self, path: str) -> tuple[int, bytes]:
         try:

@@ -23,14 +23,11 @@ are not here yet: see /work/shared/docs/research/reliability-anchors.md, part 2.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,19 +69,6 @@ def schedule(seed: int, mix: str, seconds: float) -> list[Fault]:
         faults.append(Fault(kind, round(t, 2), round(duration, 2), target, rng.randrange(6)))
         t += duration + rng.uniform(1.0, 3.0)
     return faults
-
-
-def admin(node: NodeProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{node.admin_addr}{path}", data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except OSError as exc:
-        return 0, {"error": str(exc)}
 
 
 class Nemesis:
@@ -199,7 +183,7 @@ class Nemesis:
             if leader is None or leader is node:
                 self.note("transfer skipped: no leader")
                 return
-            code, body = admin(leader, "POST", "/admin/leader", {"target": nid})
+            code, body = leader.admin("POST", "/admin/leader", {"target": nid})
             self.note(f"transfer {leader.node_id} -> {nid}: {code} {body}")
         elif fault.kind == "member":
             self._member_cycle(node, fault.duration_s)
@@ -213,7 +197,7 @@ class Nemesis:
         while time.monotonic() < deadline:
             leader = self._leader()
             if leader is not None:
-                code, answer = admin(leader, method, path, body)
+                code, answer = leader.admin(method, path, body)
                 if code == 200:
                     return code, answer
             time.sleep(0.2)

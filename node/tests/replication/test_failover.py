@@ -4,13 +4,11 @@ leadership transfer, a paused leader."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,19 +24,6 @@ PROJECT = "repl"
 def client_for(node: NodeProcess) -> datastore.Client:
     os.environ["DATASTORE_EMULATOR_HOST"] = node.client_addr
     return datastore.Client(project=PROJECT)
-
-
-def admin(
-    node: NodeProcess, method: str, path: str, body: dict[str, object] | None = None
-) -> tuple[int, dict[str, object]]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{node.admin_addr}{path}", data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 @pytest.fixture
@@ -161,7 +146,7 @@ def test_a_wiped_replica_rejoins_as_a_learner_by_snapshot_and_is_promoted(cluste
     leader = cluster.leader()
     victim = next(n for n in cluster.nodes if n is not leader)
     victim.stop()
-    code, body = admin(leader, "DELETE", f"/admin/members/{victim.node_id}")
+    code, body = leader.admin("DELETE", f"/admin/members/{victim.node_id}")
     assert code == 200, body
     client = client_for(leader)
     names = [f"snap-{i}" for i in range(300)]
@@ -172,8 +157,7 @@ def test_a_wiped_replica_rejoins_as_a_learner_by_snapshot_and_is_promoted(cluste
     shutil.rmtree(victim.data_dir / "data")
     victim.extra = [a for a in victim.extra if a != "--join"] + ["--join"]
     victim.spawn()
-    code, body = admin(
-        leader,
+    code, body = leader.admin(
         "POST",
         "/admin/members",
         {
@@ -189,12 +173,12 @@ def test_a_wiped_replica_rejoins_as_a_learner_by_snapshot_and_is_promoted(cluste
     assert present_on(victim, names) == set(names)
     status = cluster.status(victim)
     assert status["role"] == "learner"
-    code, body = admin(leader, "POST", f"/admin/members/{victim.node_id}/promote")
+    code, body = leader.admin("POST", f"/admin/members/{victim.node_id}/promote")
     assert code == 200, body
     members = {m["id"]: m["role"] for m in cluster.status(leader)["members"]}  # type: ignore[union-attr]
     assert members[victim.node_id] == "voter"
     # Idempotent: promoting again changes nothing.
-    code, body = admin(leader, "POST", f"/admin/members/{victim.node_id}/promote")
+    code, body = leader.admin("POST", f"/admin/members/{victim.node_id}/promote")
     assert (code, body["changed"]) == (200, False)
 
 
@@ -203,7 +187,7 @@ def test_leadership_transfer_under_load_fails_no_request(cluster: Cluster) -> No
     target = next(n for n in cluster.nodes if n is not leader)
     with Writers(cluster.nodes, threads=4) as writers:
         time.sleep(1.0)
-        code, body = admin(leader, "POST", "/admin/leader", {"target": target.node_id})
+        code, body = leader.admin("POST", "/admin/leader", {"target": target.node_id})
         time.sleep(1.0)
     assert code == 200, body
     assert cluster.leader() is target
