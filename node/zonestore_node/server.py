@@ -101,6 +101,7 @@ def peer_tls_files(config: NodeConfig) -> TlsFiles | None:
 
 def check_security(config: NodeConfig) -> None:
     """Refuse configurations that would expose the node by accident."""
+    peer_tls_files(config)  # all three files or none
     if bool(config.client_tls_cert) != bool(config.client_tls_key):
         raise ConfigError("client TLS needs both --client-tls-cert and --client-tls-key")
     if config.client_tls_ca and not config.client_tls_cert:
