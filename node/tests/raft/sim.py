@@ -70,6 +70,7 @@ class SimParams:
     keep_after_compact: int = 3
     max_size_per_msg: int = 200
     max_inflight: int = 4
+    eager_commit_broadcast: bool = True
 
     @classmethod
     def random(cls, rng: random.Random) -> SimParams:
@@ -92,6 +93,7 @@ class SimParams:
             p.p_crash, p.p_restart, p.max_delay = 0.05, 0.25, rng.choice((2, 5))
             p.p_partition, p.p_heal = 0.05, 0.1
         p.snapshot_every = rng.choice((8, 15, 1000))
+        p.eager_commit_broadcast = rng.random() < 0.5  # production runs with False
         return p
 
 
@@ -174,6 +176,7 @@ class Cluster:
             max_size_per_msg=self.p.max_size_per_msg,
             max_inflight_msgs=self.p.max_inflight,
             applied=proc.applied,
+            eager_commit_broadcast=self.p.eager_commit_broadcast,
         )
         proc.node = Node(cfg, proc.storage, random.Random(self.rng.random()))
         self.checked_commit[nid] = proc.node.raft.log.commit_index

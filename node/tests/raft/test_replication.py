@@ -203,3 +203,19 @@ def test_new_leader_appends_a_no_op_entry_of_its_term() -> None:
     last = net["a"].raft.log.slice(net.last_index("a"), net.last_index("a") + 1)[0]
     assert last.term == 2 and last.data == b""
     assert net.role("b") is Role.FOLLOWER
+
+
+def test_without_eager_broadcast_followers_learn_the_commit_from_the_next_heartbeat() -> None:
+    net = Net(["a", "b", "c"], eager_commit_broadcast=False)
+    net.elect("a")
+    net.stabilize()
+    sent_before = len(net.delivered)
+    index = net["a"].propose(b"x")
+    net.stabilize()
+    assert net.commit("a") == index
+    assert net.commit("b") < index  # nobody told b yet
+    appends = [m for m in net.delivered[sent_before:] if m.type is MessageType.APPEND_ENTRIES]
+    assert len(appends) == 2  # one per follower, none just for the commit index
+    net.tick("a", times=net["a"].raft.config.heartbeat_tick)
+    net.stabilize()
+    assert net.commit("b") == net.commit("c") == index

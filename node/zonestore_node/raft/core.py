@@ -86,6 +86,11 @@ class Config:
     check_quorum: bool = True
     pre_vote: bool = True
     applied: int = 0  # the applied_index the state machine restarts from
+    # Tell followers of a new commit index at once with an (often empty) AppendEntries,
+    # as etcd does; False lets it ride on the next AppendEntries or heartbeat, which
+    # halves the messages per write at the cost of followers applying up to one
+    # heartbeat later. Safety is the same either way (it only delays a message).
+    eager_commit_broadcast: bool = True
 
     def validate(self) -> None:
         if not self.id:
@@ -596,7 +601,7 @@ class Raft:
             pr.become_replicate()
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(index)
-        if self._maybe_commit():
+        if self._maybe_commit() and self.config.eager_commit_broadcast:
             self._bcast_append()
         elif was_paused:
             self._send_append(nid)
