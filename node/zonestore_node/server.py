@@ -90,6 +90,18 @@ def is_loopback(addr: str) -> bool:
         return False
 
 
+def advertised(listen_addr: str, advertise_peer_addr: str) -> str:
+    """How other replicas reach a listener: a wildcard host (0.0.0.0, ::, empty) is
+    replaced by the advertised peer host (a pod's DNS name), since followers relay to
+    the leader's client address and the admin API points at the leader's admin address.
+    """
+    host, port = split_addr(listen_addr)
+    peer_host = split_addr(advertise_peer_addr)[0] if advertise_peer_addr else ""
+    if host in ("", "0.0.0.0", "::") and peer_host:
+        return f"{peer_host}:{port}"
+    return listen_addr
+
+
 def peer_tls_files(config: NodeConfig) -> TlsFiles | None:
     given = [config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca]
     if not any(given):
@@ -166,8 +178,8 @@ class Node:
                 zone=config.zone,
                 peer_addr=config.peer_addr,
                 advertise_peer_addr=config.advertise_peer_addr or config.peer_addr,
-                client_addr=config.client_addr,
-                admin_addr=config.admin_addr,
+                client_addr=advertised(config.client_addr, config.advertise_peer_addr),
+                admin_addr=advertised(config.admin_addr, config.advertise_peer_addr),
                 initial_cluster=dict(config.initial_cluster),
                 join=config.join,
                 tick_seconds=config.tick_seconds,

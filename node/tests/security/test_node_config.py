@@ -15,6 +15,7 @@ from google.api_core import exceptions as gexc
 
 from tests.harness import NodeProcess, free_port
 from tests.security.support import Secrets, make_secrets, raw_lookup
+from zonestore_node import server
 from zonestore_node.api import auth
 
 pytestmark = pytest.mark.integration
@@ -95,3 +96,12 @@ def test_tokens_work_without_tls_and_the_emulator_mode_client_sends_none(
     with pytest.raises(gexc.Unauthenticated):
         client.get(client.key("K", "x"))
     assert os.environ["DATASTORE_EMULATOR_HOST"] == node.client_addr
+
+
+def test_wildcard_listen_addresses_are_advertised_with_the_peer_host() -> None:
+    # Followers relay to the leader's advertised client address (over TLS: checked
+    # against the certificate's SANs), so it must name the pod, not 0.0.0.0.
+    pod = "zs-0.zs-peers.ns.svc:7000"
+    assert server.advertised("0.0.0.0:8081", pod) == "zs-0.zs-peers.ns.svc:8081"
+    assert server.advertised("127.0.0.1:8081", pod) == "127.0.0.1:8081"
+    assert server.advertised("0.0.0.0:8081", "") == "0.0.0.0:8081"
