@@ -353,7 +353,7 @@ def _format_status(status: dict[str, Any]) -> str:
     return head + _format_members(status)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zonestore")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser(sub)
@@ -362,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "hash-token", help="read a token on stdin, print its token_sha256 for --auth-tokens"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "hash-token":
         import hashlib
 
