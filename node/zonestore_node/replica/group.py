@@ -278,6 +278,10 @@ class RaftGroup:
         """The newest applied commit timestamp: what an eventual read on this replica sees."""
         return self.applied_ts
 
+    def leadership(self) -> str:
+        """Who leads in which term, as this replica sees it (tags transaction ids)."""
+        return f"{self.leader}/{self.node.raft.term}"
+
     def leader_client_addr(self) -> str | None:
         info = self.peers.get(self.leader)
         return info.client_addr if info and info.client_addr else None

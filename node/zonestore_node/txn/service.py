@@ -50,6 +50,7 @@ class CommitGroup(Protocol):
     clock: HybridClock
 
     def read_ts(self) -> int: ...
+    def leadership(self) -> str: ...
     def check_leader(self) -> None: ...
     def submit(self, command: Command) -> asyncio.Future[Any]: ...
     def read_barrier(self) -> asyncio.Future[int]: ...
@@ -121,7 +122,7 @@ class DatastoreService:
         self.clock = group.clock
         # Told how long each replicated command took (metrics).
         self.on_replicated: Callable[[float], None] | None = None
-        self.transactions = Registry()
+        self.transactions = Registry(leadership=group.leadership)
         self.retention_us = 3600 * 1_000_000
 
     # Snapshots ----------------------------------------------------------------
