@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import time
 import urllib.error
@@ -136,7 +137,14 @@ def official_client(secrets: Secrets, node: NodeProcess, project: str, token: st
     from google.oauth2.credentials import Credentials
 
     credentials: Any = Credentials(token=token) if token else AnonymousCredentials()
-    client = datastore.Client(project=project, credentials=credentials, _use_grpc=True)
+    # Other tests in the same run point DATASTORE_EMULATOR_HOST at their nodes, and with it
+    # set the client refuses explicit credentials: construct this one without it.
+    emulator_host = os.environ.pop("DATASTORE_EMULATOR_HOST", None)
+    try:
+        client = datastore.Client(project=project, credentials=credentials, _use_grpc=True)
+    finally:
+        if emulator_host is not None:
+            os.environ["DATASTORE_EMULATOR_HOST"] = emulator_host
     ssl_creds = grpc.ssl_channel_credentials(root_certificates=secrets.ca.cert_pem)
     if token:
         channel = google.auth.transport.grpc.secure_authorized_channel(
