@@ -1,10 +1,10 @@
 """Helpers for the chart and monitoring tests (test_op_chart_*.py): finding the Go-built
 tools, rendering the chart, and reading metric names out of the code that defines them.
 
-Tools come from the Makefile (.cache/bin/helm-<version> from `make tools`, which `make
-test` runs; .cache/bin/promtool-<version> from `make promtool`, optional). `make test`
-passes their paths in ZONESTORE_HELM / ZONESTORE_PROMTOOL: a tool named there must exist.
-A tool neither named nor found in .cache/bin skips the tests that need it.
+Tools come from the Makefile's `tools` target, which `make test` runs: helm built into
+.cache/bin/helm-<version>, promtool from Debian's prometheus package (/usr/bin/promtool).
+`make test` passes their paths in ZONESTORE_HELM / ZONESTORE_PROMTOOL: a tool named there
+must exist. Run by hand without them, a tool not found skips the tests that need it.
 """
 
 from __future__ import annotations
