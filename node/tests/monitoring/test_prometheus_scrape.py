@@ -435,3 +435,28 @@ def test_alert_rules_load_and_evaluate_without_errors(prom: Prometheus) -> None:
     # A healthy local cluster triggers nothing but the alert about the missing operator.
     active = {r["name"] for g in groups for r in g["rules"] if r.get("state") != "inactive"}
     assert active == EXPECTED_ACTIVE_ALERTS
+
+
+def test_key_dashboard_panels_render_from_the_scraped_data(
+    prom: Prometheus, tmp_path: Path
+) -> None:
+    """monitoring/render_dashboard.py draws a few panels with the dashboard's own queries
+    (ZONESTORE_RENDER_DASHBOARD=docs/images refreshes the pictures in docs/monitoring.md)."""
+    pytest.importorskip("matplotlib")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "render_dashboard", REPO / "monitoring" / "render_dashboard.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    target = os.environ.get("ZONESTORE_RENDER_DASHBOARD")
+    out_dir = REPO / target if target else tmp_path
+    if target:  # pictures for the docs: half a minute of history (the workload keeps running)
+        time.sleep(30)
+    written = module.render(f"http://{prom.addr}", out_dir, NAMESPACE, DATASTORE, window=30.0)
+    assert len(written) == len(module.PANELS)
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        assert path.stat().st_size > 15_000, (path, path.stat().st_size)
