@@ -152,6 +152,10 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Series that alerts take rate() of must exist from the start: rate() cannot see
+        # the step from "absent" to 1, so the first abort would go unnoticed.
+        self.requests.labels("Commit", "ABORTED")
+
     def observe_sync(self, seconds: float, entries: int) -> None:
         self.fsync_latency.observe(seconds)
         if entries:
