@@ -118,26 +118,33 @@ class DatastoreApi:
 
     # Queries ------------------------------------------------------------------
 
-    async def run_query(self, request: Pb, context: Any) -> Pb:
+    async def _run(self, request: Pb, query: Pb, run: Callable[..., Any]) -> tuple[Any, Any]:
+        """Resolve the snapshot, run `run(store, project, database, namespace, query,
+        read_ts, policy)` (creating a missing composite index first if the policy says
+        so), and record what a read-write transaction read. Returns (outcome, snapshot)."""
         project, database = project_of(request)
         spec = read_spec(request.read_options)
         snap = await self.service.snapshot(project, database, spec)
-        response = RunQueryResponse()
-        if request.WhichOneof("query_type") == "gql_query":
-            query = executor.parse_gql(request.gql_query)
-        else:
-            query = request.query
         namespace = request.partition_id.namespace_id
         outcome, snap = await self._with_indexes(
             project,
             database,
             spec,
             snap,
-            lambda read_ts: executor.run_query(
+            lambda read_ts: run(
                 self.service.store, project, database, namespace, query, read_ts, self.index_policy
             ),
         )
         self.service.record_reads(snap, outcome.read_ranges, outcome.read_keys)
+        return outcome, snap
+
+    async def run_query(self, request: Pb, context: Any) -> Pb:
+        if request.WhichOneof("query_type") == "gql_query":
+            query = executor.parse_gql(request.gql_query)
+        else:
+            query = request.query
+        outcome, snap = await self._run(request, query, executor.run_query)
+        response = RunQueryResponse()
         response.batch.CopyFrom(outcome.batch)
         response.query.CopyFrom(query)
         micros_to_timestamp(response.batch.read_time, snap.read_ts)
@@ -147,30 +154,11 @@ class DatastoreApi:
         return response
 
     async def run_aggregation_query(self, request: Pb, context: Any) -> Pb:
-        project, database = project_of(request)
-        spec = read_spec(request.read_options)
-        snap = await self.service.snapshot(project, database, spec)
         if request.WhichOneof("query_type") == "gql_query":
             aggregation = executor.parse_gql_aggregation(request.gql_query)
         else:
             aggregation = request.aggregation_query
-        namespace = request.partition_id.namespace_id
-        outcome, snap = await self._with_indexes(
-            project,
-            database,
-            spec,
-            snap,
-            lambda read_ts: executor.run_aggregation(
-                self.service.store,
-                project,
-                database,
-                namespace,
-                aggregation,
-                read_ts,
-                self.index_policy,
-            ),
-        )
-        self.service.record_reads(snap, outcome.read_ranges, outcome.read_keys)
+        outcome, snap = await self._run(request, aggregation, executor.run_aggregation)
         response = RunAggregationQueryResponse()
         response.batch.CopyFrom(outcome.batch)
         response.query.CopyFrom(aggregation)
