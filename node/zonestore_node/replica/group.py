@@ -5,7 +5,10 @@ Owns the driver loop and the order of its steps, for every `Ready` (raft/node.py
     1. persist   entries, hard state (and snapshot) into RocksDB, then one WAL
                  fdatasync in a worker thread when the Ready says so (it releases the
                  GIL; proposals arriving meanwhile join the next Ready: group commit);
-    2. send      the messages, only now that what they promise is durable;
+    2. send      the messages, only now that what they promise is durable (a leader
+                 whose term and vote are already durable sends its AppendEntries before
+                 the fsync instead, thesis §10.2.1: it counts itself only through
+                 entries, and clients hear back only after step 3);
     3. apply     committed entries in log order through the injected state machine
                  (`apply`), one RocksDB batch per command, the applied index and commit
                  timestamp written in the same batch; then release proposal results and
@@ -17,7 +20,11 @@ has it durably in its log. Commit timestamps come from `clock`, which observes e
 applied command, and a new leader accepts proposals only once it has applied the first
 entry of its own term, so timestamps keep increasing in log order across leader changes.
 
-Entry payloads: b"" is the new leader's no-op; b"C" + CommitCommand bytes.
+Proposals queued during one turn of the event loop go into the log together (one append,
+one AppendEntries per follower), and followers learn a new commit index from the next
+AppendEntries or heartbeat rather than from a message of its own.
+
+Entry payloads: b"" is the new leader's no-op; b"C" + a command (txn/command.py).
 
 Snapshots. The state machine lives in the same database as the log, so a snapshot is
 a RocksDB checkpoint (hard links, milliseconds) taken right after applying its index,
