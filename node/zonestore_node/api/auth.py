@@ -30,7 +30,6 @@ import enum
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,9 +38,10 @@ from typing import Any
 
 import yaml
 
+from zonestore_node.filewatch import RELOAD_EVERY_S, Watched
+
 log = logging.getLogger("zonestore.auth")
 
-RELOAD_EVERY_S = 2.0
 DEFAULT_DATABASE_NAMES = frozenset({"", "(default)"})
 
 
@@ -168,36 +168,16 @@ class TokenAuth:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
-        self.reload_every = reload_every
-        self._clock = clock
-        self._signature = self._stat()
-        self.grants = parse_grants(path.read_text())  # a bad file stops the node
-        self._checked_at = clock()
+        # a bad file stops the node; a bad update keeps the previous grants
+        self._grants = Watched([path], lambda: parse_grants(path.read_text()), "auth.tokens",
+                               reload_every, clock)  # fmt: skip
         log.info("auth.tokens_loaded tokens=%d file=%s", len(self.grants), path)
 
-    def _stat(self) -> tuple[int, int, int]:
-        st = os.stat(self.path)
-        return (st.st_mtime_ns, st.st_ino, st.st_size)
-
-    def _maybe_reload(self) -> None:
-        now = self._clock()
-        if now - self._checked_at < self.reload_every:
-            return
-        self._checked_at = now
-        try:
-            signature = self._stat()
-            if signature == self._signature:
-                return
-            grants = parse_grants(self.path.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("auth.reload_failed error=%s; keeping the previous tokens", exc)
-            return
-        self._signature = signature
-        self.grants = grants
-        log.info("auth.tokens_reloaded tokens=%d", len(grants))
+    @property
+    def grants(self) -> list[Grant]:
+        return self._grants.current()
 
     def identify(self, token: str | None) -> Grant:
-        self._maybe_reload()
         if token is None:
             raise Denied(
                 True,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,41 +21,31 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from zonestore_node.api.admin import AdminApi
 from zonestore_node.api.metrics import Metrics
+from zonestore_node.filewatch import Watched
 
 log = logging.getLogger("zonestore.http")
 
 
+def _read_token(path: Path) -> bytes:
+    token = path.read_text().strip().encode()
+    if not token:
+        raise ValueError(f"the admin token file {path} is empty")
+    return token
+
+
 class AdminToken:
-    """The admin token, kept in a file (a mounted Secret) and read again when it changes."""
+    """The admin token, kept in a file (a mounted Secret) and read again when it changes
+    (filewatch.Watched: an empty file mid-update keeps the previous token)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._signature: tuple[int, int, int] | None = None
-        self._token = b""
-        self._load()
-        if not self._token:
-            raise ValueError(f"the admin token file {path} is empty")
-
-    def _load(self) -> None:
-        st = os.stat(self.path)
-        signature = (st.st_mtime_ns, st.st_ino, st.st_size)
-        if signature != self._signature:
-            token = self.path.read_text().strip().encode()
-            if token:  # an empty file mid-update keeps the previous token
-                self._token = token
-                if self._signature is not None:
-                    log.info("admin.token_reloaded file=%s", self.path)
-            self._signature = signature
+        self._token = Watched([path], lambda: _read_token(path), "admin.token")
 
     def matches(self, header: str | None) -> bool:
-        try:
-            self._load()
-        except OSError as exc:
-            log.warning("admin.token_unreadable error=%s; keeping the previous token", exc)
         scheme, _, given = (header or "").strip().partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(given.strip().encode(), self._token)
+        return hmac.compare_digest(given.strip().encode(), self._token.current())
 
 
 def _require_token(token: AdminToken) -> Any:  # an aiohttp middleware

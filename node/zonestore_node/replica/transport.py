@@ -28,15 +28,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
+
+from zonestore_node.filewatch import RELOAD_EVERY_S, Watched
 
 log = logging.getLogger("zonestore.transport")
 
@@ -49,7 +51,6 @@ ACK_EVERY_S = 0.1
 SILENCE_LIMIT_S = 2.0
 
 TLS_HANDSHAKE_TIMEOUT_S = 5.0
-TLS_RELOAD_EVERY_S = 2.0
 
 Handler = Callable[[str, int, Any], None]
 """(peer id, frame kind, frame body) -> None; called on the event loop."""
@@ -79,33 +80,29 @@ class TlsFiles:
 class PeerTls:
     """Mutual-TLS contexts built from PEM files, rebuilt when the files change.
 
-    The files are looked at (`os.stat`: mtime, inode, size) at most every `reload_every`
-    seconds, when a connection is about to be made or accepted. Kubernetes replaces a
-    mounted Secret's files in place (a symlink swap), so a change shows up here; a set
-    of files that does not load (a half-finished manual copy: key and certificate not
-    matching yet) is logged and the previous contexts stay in use until the next look.
+    The files are looked at when a connection is about to be made or accepted; a
+    Kubernetes Secret update shows up there, and a set that does not load yet keeps the
+    previous contexts (filewatch.Watched). Bad files at start stop the node.
     """
 
     def __init__(
         self,
         files: TlsFiles,
-        reload_every: float = TLS_RELOAD_EVERY_S,
+        reload_every: float = RELOAD_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.files = files
-        self.reload_every = reload_every
-        self._clock = clock
-        self._checked_at = clock()
-        self._signature = self._stat()
-        self._server, self._client = self._build()  # refuses to start on bad files
-        self.generation = 1
+        self._contexts = Watched(
+            [Path(files.cert), Path(files.key), Path(files.ca)],
+            self._build,
+            "transport.tls",
+            reload_every,
+            clock,
+        )
 
-    def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        out = []
-        for path in (self.files.cert, self.files.key, self.files.ca):
-            st = os.stat(path)
-            out.append((st.st_mtime_ns, st.st_ino, st.st_size))
-        return tuple(out)
+    @property
+    def generation(self) -> int:
+        return self._contexts.generation
 
     def _build(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         f = self.files
@@ -122,32 +119,11 @@ class PeerTls:
         client.load_cert_chain(f.cert, f.key)
         return server, client
 
-    def maybe_reload(self) -> None:
-        now = self._clock()
-        if now - self._checked_at < self.reload_every:
-            return
-        self._checked_at = now
-        try:
-            signature = self._stat()
-            if signature == self._signature:
-                return
-            self._server, self._client = self._build()
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            log.warning(
-                "transport.tls_reload_failed error=%s; keeping the previous certificates", exc
-            )
-            return
-        self._signature = signature
-        self.generation += 1
-        log.info("transport.tls_reloaded generation=%d cert=%s", self.generation, self.files.cert)
-
     def server_context(self) -> ssl.SSLContext:
-        self.maybe_reload()
-        return self._server
+        return self._contexts.current()[0]
 
     def client_context(self) -> ssl.SSLContext:
-        self.maybe_reload()
-        return self._client
+        return self._contexts.current()[1]
 
 
 def _is_tls_refusal(exc: BaseException) -> bool:
