@@ -215,8 +215,12 @@ class RaftGroup:
         for peer, addr in config.initial_cluster.items():
             self.transport.set_address(peer, addr)
         self._load_address_book()
-        self._snapshot_tasks: set[asyncio.Task[None]] = set()
+        # One snapshot stream per peer at a time: the core asks again (after each report)
+        # while a follower is behind, and overlapping streams interleave their chunks.
+        self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
         self._incoming: _IncomingSnapshot | None = None
+        for stale in self.engine.path.parent.glob("snapshot-incoming*"):
+            shutil.rmtree(stale, ignore_errors=True)  # a transfer a crash interrupted
         self.snapshots_sent = 0
         self.snapshots_received = 0
         self._wake = asyncio.Event()
@@ -526,9 +530,11 @@ class RaftGroup:
     def _send(self, messages: list[rmsg.Message]) -> None:
         for msg in messages:
             if msg.type is rmsg.MessageType.INSTALL_SNAPSHOT:
+                running = self._snapshot_tasks.get(msg.to)
+                if running is not None and not running.done():
+                    continue  # the running stream reports when it ends
                 task = asyncio.get_running_loop().create_task(self._send_snapshot(msg))
-                self._snapshot_tasks.add(task)
-                task.add_done_callback(self._snapshot_tasks.discard)
+                self._snapshot_tasks[msg.to] = task
             else:
                 self.transport.send(msg.to, FRAME_RAFT, rmsg.to_wire(msg))
 
@@ -737,7 +743,8 @@ class RaftGroup:
             if seq == 0:
                 if incoming is not None:
                     incoming.discard()
-                path = self.engine.path.parent / "snapshot-incoming"
+                    self._incoming = None
+                path = self.engine.path.parent / f"snapshot-incoming-{index}"
                 incoming = self._incoming = _IncomingSnapshot(index, applied_ts, path)
             elif incoming is None or incoming.index != index or incoming.next_seq != seq:
                 if incoming is not None:
@@ -750,8 +757,11 @@ class RaftGroup:
             incoming.engine.write(batch)
             incoming.next_seq += 1
             incoming.complete = bool(last)
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:  # a bad chunk or a staging failure must not kill the link
             log.warning("replica.bad_snapshot_chunk peer=%s error=%s", peer, exc)
+            if self._incoming is not None:
+                self._incoming.discard()
+                self._incoming = None
 
     def _staged_for(self, msg: rmsg.Message) -> bool:
         assert msg.snapshot is not None
@@ -856,7 +866,7 @@ class RaftGroup:
 
     async def aclose(self) -> None:
         self.close()
-        for task in list(self._snapshot_tasks):
+        for task in list(self._snapshot_tasks.values()):
             task.cancel()
         with contextlib.suppress(Exception):
             await self.transport.close()

@@ -340,7 +340,10 @@ class Transport:
             last_ack = 0.0
             while True:
                 kind, body = await read_frame(reader)
-                self.handler(peer, kind, body)
+                try:
+                    self.handler(peer, kind, body)
+                except Exception:  # one bad frame must not cost the connection
+                    log.exception("transport.handler_failed peer=%s kind=%d", peer, kind)
                 now = time.monotonic()
                 if now - last_ack >= ACK_EVERY_S:
                     last_ack = now
