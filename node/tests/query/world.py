@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from google.cloud.datastore_v1.types import entity as entity_types
 from google.cloud.datastore_v1.types import query as query_types
 
 from zonestore_node.model import indexing, keys
+from zonestore_node.model.indexing import EntityPb, ValuePb
+from zonestore_node.model.keys import KeyPb
 from zonestore_node.query import executor, planner
 from zonestore_node.query.outcome import QueryOutcome
 from zonestore_node.storage import mvcc
@@ -21,9 +22,6 @@ from zonestore_node.storage.engine import Engine
 from zonestore_node.txn import apply
 from zonestore_node.txn.command import CommitCommand, CreateIndexCommand, Op, Write
 
-EntityPb: Any = entity_types.Entity.pb()
-ValuePb: Any = entity_types.Value.pb()
-KeyPb: Any = entity_types.Key.pb()
 QueryPb: Any = query_types.Query.pb()
 FilterPb: Any = query_types.Filter.pb()
 AggregationQueryPb: Any = query_types.AggregationQuery.pb()

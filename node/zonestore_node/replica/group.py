@@ -149,13 +149,10 @@ class _IncomingSnapshot:
 
 
 class GroupStats:
-    __slots__ = ("commands", "fsync_seconds", "groups", "last_group_size", "leader_changes")
+    __slots__ = ("groups", "leader_changes")
 
     def __init__(self) -> None:
         self.groups = 0
-        self.commands = 0
-        self.last_group_size = 0
-        self.fsync_seconds = 0.0
         self.leader_changes = 0
 
 
@@ -436,9 +433,12 @@ class RaftGroup:
         try:
             await self._loop()
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            tasks = [ticker, *self._snapshot_tasks.values()]
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.transport.close()
 
     async def _ticker(self) -> None:
@@ -493,9 +493,7 @@ class RaftGroup:
             self._send(rd.messages)
         if rd.must_sync:
             elapsed = await asyncio.to_thread(self._timed_sync)
-            self.stats.fsync_seconds += elapsed
             self.stats.groups += 1
-            self.stats.last_group_size = len(rd.entries)
             if self.on_sync is not None:
                 self.on_sync(elapsed, len(rd.entries))
         # 2. send
@@ -576,7 +574,6 @@ class RaftGroup:
                 self.clock.observe(command.commit_ts)
                 result = self._apply(self.store, command, batch)
                 self.applied_ts = max(self.applied_ts, command.commit_ts)
-                self.stats.commands += 1
             self.applied_index = entry.index
             batch.put(Family.META, APPLIED_KEY, _U64x2.pack(self.applied_index, self.applied_ts))
             self.engine.write(batch)
@@ -863,10 +860,3 @@ class RaftGroup:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
-
-    async def aclose(self) -> None:
-        self.close()
-        for task in list(self._snapshot_tasks.values()):
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await self.transport.close()

@@ -149,7 +149,6 @@ class _Link:
         self.task: asyncio.Task[None] | None = None
         self.connected = False
         self.writer: asyncio.StreamWriter | None = None
-        self.connected_at = 0.0
         self.unacked_since: float | None = None
 
     async def run(self) -> None:
@@ -175,7 +174,6 @@ class _Link:
             backoff = 0.05
             self.connected = True
             self.writer = writer
-            self.connected_at = time.monotonic()
             self.unacked_since = None
             watchdog = asyncio.get_running_loop().create_task(self._watch(reader, writer))
             try:
@@ -311,10 +309,6 @@ class Transport:
         while link is not None and link.queue.qsize() >= max_queued:  # noqa: ASYNC110 - no drain event
             await asyncio.sleep(0.002)
         self.send(peer, kind, body)
-
-    def is_connected(self, peer: str) -> bool:
-        link = self._links.get(peer)
-        return bool(link and link.connected)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._inbound.add(writer)
