@@ -252,3 +252,22 @@ def test_plan_kinds_are_reported(world: World) -> None:
     assert world.run(query("T"), policy=CREATE).plans == [PlanKind.KEY.value]
     q = query("T", pf("a", "=", 1), order=("b",))
     assert world.run(q, policy=CREATE).plans == [PlanKind.COMPOSITE.value]
+
+
+def test_paging_an_in_query_continues_into_the_next_values_branch(world: World) -> None:
+    """Found by the model test: an OR whose inequality branch orders everything by `a`,
+    and an IN served per value from a composite index; a cursor from the a=None branch
+    must not skip keys below it in the a=0 branch."""
+    dnf = [[("a", "=", 0), ("a", "<", 0), ("b", "!=", 0)], [("a", "in", [None, 0])]]
+    q = query("Paged", to_filter(dnf))
+    world.put(
+        entity(key("Paged", 1), a=None, b=0),
+        entity(key("Paged", 3), a=None, b=0),
+        entity(key("Paged", 2), a=0, b=0),
+    )
+    q.limit.value = 2
+    first = world.run(q, policy=CREATE).batch
+    assert [er.entity.key.path[0].id for er in first.entity_results] == [1, 3]
+    q.start_cursor = first.end_cursor
+    second = world.run(q, policy=IndexPolicy.REQUIRE).batch
+    assert [er.entity.key.path[0].id for er in second.entity_results] == [2]

@@ -201,6 +201,7 @@ def _composite_resume(ctx: Context, branch: filters.Branch, plan: planner.Plan) 
     if not sort_key:
         return None
     scanned = {o.name for o in plan.columns}
+    fixed = dict(plan.equalities)
     parts: list[bytes] = []
     pos = 0
     try:
@@ -208,8 +209,16 @@ def _composite_resume(ctx: Context, branch: filters.Branch, plan: planner.Plan) 
             if order.name == filters.KEY_PROPERTY:
                 break
             end = planner.component_lengths(spec, sort_key, count)
+            component = sort_key[pos:end]
             if order.name in scanned:
-                parts.append(sort_key[pos:end])
+                parts.append(component)
+            elif order.name in fixed and component not in (
+                fixed[order.name],
+                keycodec.invert(fixed[order.name]),
+            ):
+                # The cursor lies in another branch of an OR/IN (another fixed value):
+                # scan this branch from its start; the row filter makes the exact cut.
+                return None
             pos = end
     except (keycodec.DecodeError, IndexError, ValueError) as exc:
         raise invalid("Invalid cursor.") from exc
