@@ -43,6 +43,7 @@ SERVING_DNS_NAMES = (
     "kubernetes.default.svc.cluster.local",
 )
 ADMIN_USER = "zse2e-admin"
+FRONT_PROXY_USER = "front-proxy-client"
 CA_VALIDITY = datetime.timedelta(days=365)
 LEAF_VALIDITY = datetime.timedelta(days=90)
 # A file closer than this to expiry is re-issued rather than reused.
@@ -126,6 +127,7 @@ class Pki:
             ips=SERVING_IPS,
             dns_names=SERVING_DNS_NAMES,
         )
+        pki._ensure_cert("front-proxy-client", _name(FRONT_PROXY_USER), server=False)
         pki._ensure_sa_keys()
         pki._ensure_client_kubeconfig("admin", ADMIN_USER, ("system:masters",))
         pki._ensure_client_kubeconfig("kube-controller-manager", "system:kube-controller-manager")
@@ -148,6 +150,13 @@ class Pki:
     @property
     def apiserver(self) -> Credentials:
         return Credentials(self.directory / "apiserver.crt", self.directory / "apiserver.key")
+
+    @property
+    def front_proxy_client(self) -> Credentials:
+        """The apiserver's client certificate towards aggregated API servers
+        (`--proxy-client-*`). With it the apiserver publishes a request-header CA, and
+        KCM and the scheduler stop logging, every second, that the CA bundle is empty."""
+        return self._credentials("front-proxy-client")
 
     @property
     def sa_public_key(self) -> Path:
