@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import aiohttp
 from dnslib import QTYPE, RCODE, RR, SOA, A, DNSRecord  # type: ignore[import-untyped]
 
 from zonestore_e2e import kubelet_api
@@ -326,9 +327,8 @@ async def _watch(
                     synced.set()
                 else:
                     state.apply(kind, event_type, obj)
-        except kubelet_api.ApiError as e:
-            log.warning("dns.watch_failed kind=%s error=%s", kind, e)
-        except (OSError, TimeoutError) as e:
+        except (kubelet_api.ApiError, aiohttp.ClientError, OSError, TimeoutError) as e:
+            # Keep answering from the last table; relist when the API is back.
             log.warning("dns.watch_failed kind=%s error=%r", kind, e)
         await asyncio.sleep(WATCH_RETRY_S)
 
