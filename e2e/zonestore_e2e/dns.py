@@ -43,13 +43,13 @@ from typing import Any, cast
 import aiohttp
 from dnslib import QTYPE, RCODE, RR, SOA, A, DNSRecord  # type: ignore[import-untyped]
 
-from zonestore_e2e import kubelet_api
+from zonestore_e2e import kubelet_api, network
 
 log = logging.getLogger("zonestore_e2e.dns")
 
 CLUSTER_DOMAIN = "cluster.local"
-NAMESERVER_IP = "10.244.0.2"
-APISERVER_IP = "10.244.0.1"
+NAMESERVER_IP = network.DNS_IP
+APISERVER_IP = network.APISERVER_IP
 TTL_S = 5
 UDP_PAYLOAD_DEFAULT = 512
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
