@@ -255,14 +255,14 @@ def test_hosts_file_names_the_statefulset_pod_by_its_fqdn() -> None:
 
 def test_mount_plan_orders_parents_first() -> None:
     plan = pods.mount_plan(
-        [pods.Mount("/s/b", "/etc/z/b"), pods.Mount("/s/a", "/etc/z")], stage="/state/st"
+        [pods.Mount("/s/b", "/etc/z/b"), pods.Mount("/s/a", "/etc/z")], stages=["/state/st"]
     )
     assert [m.target for m in plan] == ["/etc/z", "/etc/z/b"]
 
 
 def test_mount_plan_stages_sources_a_target_would_hide() -> None:
     mounts = [pods.Mount("/tmp/state/empty", "/tmp"), pods.Mount("/tmp/pv/1", "/var/lib/data")]
-    plan = pods.mount_plan(mounts, stage="/run/stage")
+    plan = pods.mount_plan(mounts, stages=["/tmp/state/stage", "/run/stage"])
     assert [(m.source, m.target) for m in plan[:2]] == [
         ("/tmp/state/empty", "/run/stage/0"),
         ("/tmp/pv/1", "/run/stage/1"),

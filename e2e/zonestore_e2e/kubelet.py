@@ -52,7 +52,7 @@ log = logging.getLogger("kubelet")
 KUBELET_VERSION = "v1.36.3"
 TICK = 0.5  # seconds between a pod worker's checks of its processes and probes
 VOLUME_SYNC = 3.0  # seconds between refreshes of Secret/ConfigMap/token volumes
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+STAGE_ROOT = "/run/zse2e-stage"  # empty mount points only; see PodWorker.stage_dirs
 
 
 def now_iso() -> str:
@@ -118,6 +118,7 @@ class ContainerRun:
     started_mono: float = 0.0
     crashes: int = 0
     next_start: float = 0.0  # monotonic; back-off gate
+    start_failed: bool = False  # the last start attempt failed before a process ran
     done: bool = False  # init container finished successfully / won't restart
     probes: dict[pods.ProbeKind, pods.ProbeTracker] = dataclasses.field(default_factory=dict)
     probing: set[pods.ProbeKind] = dataclasses.field(default_factory=set)
@@ -539,6 +540,8 @@ class PodWorker:
         r.probes.clear()
 
     async def _maybe_start(self, r: ContainerRun) -> None:
+        if r.start_failed and time.monotonic() < r.next_start:
+            return  # keep the failure's waiting reason (ErrImagePull, ...) until the retry
         if time.monotonic() < r.next_start:
             if r.view.terminated is not None:
                 r.view.last = r.view.terminated
@@ -547,15 +550,19 @@ class PodWorker:
             r.view.reason = "CrashLoopBackOff"
             r.view.message = f"back-off restarting failed container {r.name} in pod {self.name}"
             return
+        r.start_failed = True
         try:
             await self._start(r)
+            r.start_failed = False
         except (images.ImageError, pods.ConfigError, volumes.VolumeError) as e:
             r.view.state = pods.State.WAITING
             r.view.reason = getattr(e, "reason", "CreateContainerError")
             r.view.message = str(e)
             r.next_start = time.monotonic() + 5.0
+            log.warning("container.start_failed pod=%s container=%s error=%s", self.key, r.name, e)
             await self.k.event(self.pod, "Warning", "Failed", f"{r.name}: {e}")
         except OSError as e:
+            log.warning("container.start_failed pod=%s container=%s error=%s", self.key, r.name, e)
             r.view.state = pods.State.WAITING
             r.view.reason = "RunContainerError"
             r.view.message = str(e)
@@ -624,7 +631,8 @@ class PodWorker:
                 os.makedirs(src, exist_ok=True)
             ro = bool(vm.get("readOnly")) or vname in self.file_volumes
             mounts.append(pods.Mount(src, vm["mountPath"], ro))
-        plan = pods.mount_plan(mounts, os.path.join(self.dir, "stage", r.name))
+        stages = [os.path.join(d, r.name) for d in self.stage_dirs()]
+        plan = pods.mount_plan(mounts, stages)
         hostname = self.k.cfg.name if self.host_network else pods.pod_hostname(self.pod)
         script = pods.wrapper_script(plan, hostname, c.get("workingDir") or image.spec.workdir)
         wrapper = ["unshare", "-m", "-u", "--propagation", "private", "sh", "-c", script]
@@ -793,8 +801,19 @@ class PodWorker:
             if e.status not in (404, 409):
                 log.warning("pod.delete_failed pod=%s error=%s", self.key, e)
 
+    def stage_dirs(self) -> list[str]:
+        """Where sources are staged when a mount would hide them: the pod's own dir, or
+        outside it when the pod mounts over the state dir (emptyDir on /tmp)."""
+        return [
+            os.path.join(self.dir, "stage"),
+            os.path.join(STAGE_ROOT, self.uid),
+            os.path.join("/var/tmp/zse2e-stage", self.uid),
+        ]
+
     async def cleanup(self) -> None:
         """Release everything the pod held on this node (its logs stay)."""
+        for d in self.stage_dirs()[1:]:
+            await asyncio.to_thread(shutil.rmtree, d, True)
         if self.netns:
             await asyncio.to_thread(network.detach_pod, self.netns)
         self.k.ipam.release(self.uid)

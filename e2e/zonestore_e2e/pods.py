@@ -559,11 +559,11 @@ def _under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent + "/") or parent == "/"
 
 
-def mount_plan(mounts: Sequence[Mount], stage: str) -> list[Mount]:
+def mount_plan(mounts: Sequence[Mount], stages: Sequence[str]) -> list[Mount]:
     """Order the bind mounts so nothing is shadowed: parents before children, and when a
     target would hide a later mount's source (a volume at /tmp while the kubelet's state
-    lives under /tmp), every source is first bound under `stage` - which must not lie
-    under any target - and mounted from there."""
+    lives under /tmp), every source is first bound under a staging directory - the first
+    of `stages` that lies under no target - and mounted from there."""
     ordered = sorted(mounts, key=lambda m: (m.target.rstrip("/").count("/"), m.target))
     shadowed = any(
         _under(later.source, earlier.target)
@@ -572,8 +572,10 @@ def mount_plan(mounts: Sequence[Mount], stage: str) -> list[Mount]:
     )
     if not shadowed:
         return ordered
-    if any(_under(stage, m.target) for m in ordered):
-        raise ConfigError(f"a volume mount hides the kubelet's staging directory {stage}")
+    usable = [st for st in stages if not any(_under(st, m.target) for m in ordered)]
+    if not usable:
+        raise ConfigError(f"the volume mounts hide every staging directory ({', '.join(stages)})")
+    stage = usable[0]
     staged = [
         Mount(m.source, os.path.join(stage, str(i)), False, m.is_file)
         for i, m in enumerate(ordered)
