@@ -52,6 +52,7 @@ log = logging.getLogger("kubelet")
 KUBELET_VERSION = "v1.36.3"
 TICK = 0.5  # seconds between a pod worker's checks of its processes and probes
 VOLUME_SYNC = 3.0  # seconds between refreshes of Secret/ConfigMap/token volumes
+UNKNOWN_EXIT = 255  # an adopted process's exit code died with the kubelet that spawned it
 STAGE_ROOT = "/run/zse2e-stage"  # empty mount points only; see PodWorker.stage_dirs
 
 
@@ -118,6 +119,7 @@ class ContainerRun:
     started_mono: float = 0.0
     crashes: int = 0
     next_start: float = 0.0  # monotonic; back-off gate
+    exit_signal: int = 0  # the signal that ended the process, when known
     start_failed: bool = False  # the last start attempt failed before a process ran
     done: bool = False  # init container finished successfully / won't restart
     probes: dict[pods.ProbeKind, pods.ProbeTracker] = dataclasses.field(default_factory=dict)
@@ -138,10 +140,12 @@ class ContainerRun:
             rc = self.proc.poll()
             if rc is None:
                 return None
+            self.exit_signal = -rc if rc < 0 else 0
             return 128 - rc if rc < 0 else rc
         if alive(self.view.pid, self.pid_start):
             return None
-        return 255
+        self.exit_signal = 0
+        return UNKNOWN_EXIT
 
     def to_state(self) -> dict[str, Any]:
         v = self.view
@@ -246,6 +250,11 @@ class PodWorker:
                 r.view.started_at = str(s.get("startedAt", ""))
                 r.started_mono = time.monotonic()
                 r.env = self._adopted_env(r)
+                with contextlib.suppress(images.ImageError):
+                    r.view.image_id = images.resolve(
+                        r.spec.get("image", ""), self.k.cfg.venv
+                    ).image_id
+                self._arm_probes(r)
                 log.info("pod.adopted pod=%s container=%s pid=%d", self.key, r.name, pid)
             elif pid:
                 r.view.pid, r.pid_start = pid, start
@@ -521,14 +530,15 @@ class PodWorker:
                 await self._maybe_start(r)
 
     def _record_exit(self, r: ContainerRun, code: int) -> None:
-        signal_no = code - 128 if code > 128 else 0
+        adopted = r.proc is None and code == UNKNOWN_EXIT
         term = pods.Terminated(
             exit_code=code,
             reason=r.view.reason if r.view.reason == "OOMKilled" else pods.exit_reason(code),
             started_at=r.view.started_at,
             finished_at=now_iso(),
             container_id=r.view.container_id,
-            signal=signal_no,
+            message="exit code unknown: the process outlived a kubelet restart" if adopted else "",
+            signal=r.exit_signal,
         )
         log.info("container.exited pod=%s container=%s code=%d", self.key, r.name, code)
         r.view.state = pods.State.TERMINATED
@@ -653,15 +663,7 @@ class PodWorker:
         r.view.reason, r.view.message = "", ""
         r.view.started_at = now_iso()
         r.started_mono = time.monotonic()
-        t = r.started_mono
-        r.probes = {}
-        if not r.init:
-            for kind in pods.ProbeKind:
-                if c.get(kind.value):
-                    r.probes[kind] = pods.ProbeTracker.start(
-                        kind, pods.ProbeSpec.of(c[kind.value]), t
-                    )
-        self._update_started_ready(r)
+        self._arm_probes(r)
         self.save()
         log.info("container.started pod=%s container=%s pid=%d", self.key, r.name, proc.pid)
         await self.k.event(self.pod, "Normal", "Started", f"Started container {r.name}")
@@ -685,6 +687,17 @@ class PodWorker:
                 start_new_session=True,
                 cwd="/",
             )
+
+    def _arm_probes(self, r: ContainerRun) -> None:
+        """Fresh probe trackers for a container run (a start, or an adoption: a restarted
+        kubelet, like the real one, proves readiness again before reporting Ready)."""
+        r.probes = {}
+        if not r.init:
+            for kind in pods.ProbeKind:
+                if r.spec.get(kind.value):
+                    spec = pods.ProbeSpec.of(r.spec[kind.value])
+                    r.probes[kind] = pods.ProbeTracker.start(kind, spec, r.started_mono)
+        self._update_started_ready(r)
 
     def _update_started_ready(self, r: ContainerRun) -> None:
         startup = r.probes.get(pods.ProbeKind.STARTUP)
