@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,8 +64,8 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     """A namespace of the scenario's own, enforcing the `restricted` Pod Security
     Standard, so every pod the operator makes is admitted (or refused) by the real
     PodSecurity admission."""
-    name = f"e2e-{next(_counter)}-{request.node.name.removeprefix('test_')}"[:50].rstrip("-")
-    name = name.replace("_", "-").lower()
+    raw = f"e2e-{next(_counter)}-{request.node.name.removeprefix('test_')}".lower()
+    name = re.sub(r"[^a-z0-9-]+", "-", raw)[:50].strip("-")
     with cluster.api() as api:
         client.CoreV1Api(api).create_namespace(
             {

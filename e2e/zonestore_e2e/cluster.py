@@ -249,6 +249,32 @@ class Cluster:
         )
         return client.ApiClient(cfg)
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """One raw API call as the admin: (HTTP status, decoded JSON body). For what the
+        generated client does not expose (dryRun with fieldValidation on any kind)."""
+        import requests
+
+        assert self.pki is not None
+        resp = requests.request(
+            method,
+            f"{self.pki.server_url}{path}",
+            json=body,
+            params=params,
+            cert=(str(self.pki.admin.cert), str(self.pki.admin.key)),
+            verify=str(self.pki.ca_cert),
+            timeout=30,
+        )
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, resp.text
+
     def _all_nodes_ready(self) -> bool:
         from kubernetes import client
 
