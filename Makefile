@@ -11,7 +11,7 @@ JS_STAMP := $(JS)/node_modules/.installed
 REPLICAS ?= 3
 ARGS ?=
 
-.PHONY: run test lint unit bench setup clean-data tools promtool jepsen
+.PHONY: run test lint unit bench setup clean-data tools promtool jepsen chaos
 
 # Tools the chart and alert tests run. helm is built from the Go module proxy into
 # .cache/bin (git-ignored; one file per version, so a bump rebuilds): ~3.5 min cold on 2
@@ -67,3 +67,14 @@ clean-data:
 # The long form of the fault-injection suite (node/tests/jepsen): more seeds, longer runs.
 jepsen: setup
 	JEPSEN_SEEDS=$${JEPSEN_SEEDS:-1,2,3,4,5} JEPSEN_MIXES=$${JEPSEN_MIXES:-crash,partition,admin,all} JEPSEN_SECONDS=$${JEPSEN_SECONDS:-60} $(PY) -m pytest -q -s node/tests/jepsen $(ARGS)
+
+# One long Jepsen-style run, or the replay of a seed: `make chaos SEED=42 TIME=120 MIX=all`
+# (no SEED: a fresh random one, printed). History, fault timeline, verdict and node logs
+# go to .cache/jepsen/<timestamp>-seed<N>-<mix>/ (printed at the end); a failure prints
+# the smallest anomaly.
+SEED ?=
+TIME ?= 60
+MIX ?= all
+
+chaos: setup
+	PYTHONPATH=node $(PY) -m tests.jepsen.chaos $(if $(SEED),--seed $(SEED)) --time $(TIME) --mix $(MIX)

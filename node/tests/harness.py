@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +29,17 @@ class NodeProcess:
     """One `zonestore serve` process with its own data folder and ports."""
 
     def __init__(
-        self, data_dir: Path, node_id: str = "test-0", extra: list[str] | None = None
+        self,
+        data_dir: Path,
+        node_id: str = "test-0",
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`env`: added to the process environment (e.g. libfaketime's LD_PRELOAD)."""
         self.data_dir = data_dir
         self.node_id = node_id
         self.extra = extra or []
+        self.env = env or {}
         self.client_port = free_port()
         self.admin_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -75,7 +82,7 @@ class NodeProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
 
@@ -146,9 +153,11 @@ class Cluster:
         size: int = 3,
         extra: list[str] | None = None,
         proxies: ProxyHub | None = None,
+        env: Callable[[str], dict[str, str]] | None = None,
     ) -> None:
         """With `proxies`, every replica reaches every other through a link of its own
-        that the test can cut (tests/netproxy.py)."""
+        that the test can cut (tests/netproxy.py). `env(node_id)`: extra environment
+        for that replica's process."""
         self.root = root
         self.nodes: list[NodeProcess] = []
         peer_ports = [free_port() for _ in range(size)]
@@ -168,7 +177,7 @@ class Cluster:
                 "--tick-ms", "20",
                 *(extra or []),
             ]  # fmt: skip
-            node = NodeProcess(root / nid, node_id=nid, extra=args)
+            node = NodeProcess(root / nid, node_id=nid, extra=args, env=env(nid) if env else None)
             node.peer_port = port
             self.nodes.append(node)
 

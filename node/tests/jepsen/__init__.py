@@ -1,11 +1,27 @@
 """Jepsen-style testing of a real cluster: histories recorded through the official client
-(`workloads`, `history`), faults on a seeded schedule (`nemesis`, over `tests/netproxy`),
-and the checkers that judge them (`linearizability` for registers, `checkers` for the bank
-and set invariants). `runner` ties one run together; `test_cluster` runs the bounded form
-in `make test` and the long form with JEPSEN_SEEDS / JEPSEN_MIXES / JEPSEN_SECONDS.
+(`workloads`, `history`), faults on a seeded schedule (`nemesis`, over `tests/netproxy`,
+with `clockshim/` for wall-clock skew), and the checkers that judge them
+(`linearizability` for registers, `elle` for list-append transactions, `checkers` for the
+bank and set invariants, eventual reads and commit timestamps). `runner` ties one run
+together and writes its folder (history.jsonl, timeline.jsonl, verdict.json);
+`test_cluster` runs the bounded form in `make test` (a fresh seed each run, printed),
+`chaos` the long form and replays (`make chaos SEED=... TIME=... MIX=...`).
+
+Covered: kill -9 / SIGTERM and restart, pause, partitions (isolate, one-way, bridge),
+leadership transfer, membership change (remove, wipe, re-add as learner, promote), wall-
+clock skew and jumps (±2 h, strobes) on one replica with leadership moved onto and off
+it; strong and eventual reads; linearizable registers, serializable bank, unique-insert
+sets, list-append transactions checked for G0, G1a, G1b, G1c, G-single, G2 (and their
+real-time forms: strict serializability for strong transactions), lost appends, invented
+data; commit timestamps ordered by real time and by each key's version order.
 
 Known gaps: partitions cut replica-to-replica (Raft) links only; a follower still relays
 client requests to the leader's client port directly. A replica re-added by the `member`
-fault is reached at its peer port directly, not through a proxy. Clock skew (libfaketime)
-and disk faults (FUSE) are not injected yet.
+fault is reached at its peer port directly, not through a proxy. Clock skew moves the
+wall clock Python code reads (time.time / time_ns), not the C libraries' clocks nor the
+monotonic clock (libfaketime was tried and broke the node itself: see
+clockshim/sitecustomize.py). No disk faults yet: a full disk (small tmpfs) and lost
+unsynced writes on power loss (a FUSE file system) are not injected; nor packet loss or
+delay, nor five-replica clusters. read_time reads are not in the workloads. A seed fixes
+the fault schedule and the workers' choices, not the thread interleaving.
 """

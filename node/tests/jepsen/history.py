@@ -39,6 +39,7 @@ class Op:
     complete: int
     result: Any = None
     error: str = ""
+    commit_ts: int | None = None  # the commit timestamp the node returned (µs), if kept
 
     def as_info(self) -> Op:
         return replace(self, status=Status.INFO, complete=INFINITY)
@@ -75,6 +76,7 @@ class Recorder:
         invoked: int,
         result: Any = None,
         error: str = "",
+        commit_ts: int | None = None,
     ) -> Op:
         with self._lock:
             now = next(self._clock)
@@ -88,6 +90,7 @@ class Recorder:
                 INFINITY if status is Status.INFO else now,
                 result,
                 error,
+                commit_ts,
             )
             self.ops.append(op)
             return op
@@ -95,3 +98,44 @@ class Recorder:
     def snapshot(self) -> list[Op]:
         with self._lock:
             return sorted(self.ops, key=lambda op: op.invoke)
+
+
+def to_record(op: Op, workload: str) -> dict[str, Any]:
+    """One JSON line of a run's history file (history.jsonl); `complete` is null for an
+    operation that never completed (info)."""
+    return {
+        "workload": workload,
+        "process": op.process,
+        "f": op.f,
+        "key": op.key,
+        "value": op.value,
+        "status": op.status.value,
+        "invoke": op.invoke,
+        "complete": None if op.complete >= INFINITY else op.complete,
+        "result": op.result,
+        "error": op.error,
+        "commit_ts": op.commit_ts,
+    }
+
+
+def _tuples(x: Any) -> Any:
+    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def from_record(record: dict[str, Any]) -> tuple[str, Op]:
+    """The inverse of `to_record` (lists come back as tuples in `value`, as the
+    workloads ask them; results stay lists)."""
+    complete = record["complete"]
+    op = Op(
+        record["process"],
+        record["f"],
+        record["key"],
+        _tuples(record["value"]),
+        Status(record["status"]),
+        record["invoke"],
+        INFINITY if complete is None else complete,
+        record["result"],
+        record["error"],
+        record.get("commit_ts"),
+    )
+    return record["workload"], op

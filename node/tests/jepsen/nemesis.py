@@ -15,20 +15,30 @@ Faults (one at a time, each healed before the next):
   transfer  leadership transfer to a follower through the admin API
   member    remove a follower, wipe it, start it with --join, add it back as a
             learner, wait for it to catch up, promote it (admin API)
+  clock     skew one replica's wall clock and jump it around (each replica reads its
+            wall clock through clockshim/sitecustomize.py from a file the nemesis
+            rewrites: -2h, +2h, strobes of ±30 min, ±90 s); halfway through, leadership
+            moves onto the skewed replica (or off it, if it leads), so commit timestamps
+            are assigned by skewed and unskewed leaders in turn. Only the wall clock
+            (the hybrid commit clock, the retention horizon, logs); the monotonic clock
+            that raft ticks, transaction expiry and timeouts use stays real. Not
+            libfaketime: see clockshim/sitecustomize.py for why.
 
-Clock skew (libfaketime with FAKETIME_TIMESTAMP_FILE, DONT_FAKE_MONOTONIC=1) and disk
-faults (a FUSE file system failing fsync, or dropping unsynced data on "power loss")
-are not here yet: see /work/shared/docs/research/reliability-anchors.md, part 2.
+Disk faults (a FUSE file system failing fsync, or dropping unsynced data on "power
+loss"; a full disk) are not here yet: see
+/work/shared/docs/research/reliability-anchors.md, part 2.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tests.harness import Cluster, NodeProcess
@@ -38,8 +48,29 @@ MIXES: dict[str, list[str]] = {
     "crash": ["kill", "pause", "stop", "kill"],
     "partition": ["isolate", "oneway", "bridge", "isolate"],
     "admin": ["transfer", "member", "transfer", "kill"],
-    "all": ["kill", "pause", "stop", "isolate", "oneway", "bridge", "transfer", "member"],
-}
+    "clock": ["clock", "clock", "clock", "transfer", "kill"],
+    "all": [
+        "kill", "pause", "stop", "isolate", "oneway", "bridge", "transfer", "member", "clock",
+    ],
+}  # fmt: skip
+
+# Clock patterns (offsets applied in turn over the fault's duration).
+CLOCK_PATTERNS: list[list[str]] = [
+    ["-2h"],  # far behind: its commit clock must still move past what others stamped
+    ["+2h"],  # far ahead: every later timestamp follows it (hybrid clock), never back
+    ["+30m", "-30m", "+5s"],  # strobe
+    ["-90s", "+90s", "-1s"],
+]
+CLOCK_SHIM = Path(__file__).parent / "clockshim"
+
+
+def clock_env(clock_file: Path) -> dict[str, str]:
+    """The environment of a replica whose wall clock follows `clock_file` ("+0" = real
+    time): clockshim/sitecustomize.py first on its PYTHONPATH."""
+    clock_file.parent.mkdir(parents=True, exist_ok=True)
+    clock_file.write_text("+0\n")
+    path = os.pathsep.join(p for p in (str(CLOCK_SHIM), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "JEPSEN_CLOCK_FILE": str(clock_file)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +105,20 @@ def schedule(seed: int, mix: str, seconds: float) -> list[Fault]:
 class Nemesis:
     """Runs a schedule in a thread; `heal()` undoes everything still in effect."""
 
-    def __init__(self, cluster: Cluster, hub: ProxyHub, faults: list[Fault]) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        hub: ProxyHub,
+        faults: list[Fault],
+        clock_files: dict[str, Path] | None = None,
+    ) -> None:
         self.cluster = cluster
         self.hub = hub
         self.faults = faults
+        self.clock_files = clock_files or {}
         self.log: list[str] = []
+        self.events: list[dict[str, Any]] = []  # the fault timeline: {"t": s, "event": ...}
+        self.counts: dict[str, int] = {}  # faults injected, by kind
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
@@ -86,7 +126,9 @@ class Nemesis:
         self._paused: set[str] = set()
 
     def note(self, text: str) -> None:
-        self.log.append(f"{time.monotonic() - self._t0:6.2f}s {text}")
+        t = time.monotonic() - self._t0
+        self.log.append(f"{t:6.2f}s {text}")
+        self.events.append({"t": round(t, 3), "event": text})
 
     def start(self) -> None:
         self._t0 = time.monotonic()
@@ -147,6 +189,7 @@ class Nemesis:
     def _apply(self, fault: Fault) -> None:
         node = self._resolve(fault)
         nid = node.node_id
+        self.counts[fault.kind] = self.counts.get(fault.kind, 0) + 1
         others = [n.node_id for n in self.cluster.nodes if n is not node]
         if fault.kind in ("kill", "stop"):
             self.note(f"{fault.kind} {nid}")
@@ -187,8 +230,45 @@ class Nemesis:
             self.note(f"transfer {leader.node_id} -> {nid}: {code} {body}")
         elif fault.kind == "member":
             self._member_cycle(node, fault.duration_s)
+        elif fault.kind == "clock":
+            self._clock(node, fault)
         else:
             raise ValueError(fault.kind)
+
+    def _set_clock(self, nid: str, offset: str) -> None:
+        path = self.clock_files.get(nid)
+        if path is None:
+            raise RuntimeError(f"{nid} does not run with a skewable clock (no clock file)")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(offset + "\n")
+        os.replace(tmp, path)  # the replica never reads half a file
+
+    def _clock(self, node: NodeProcess, fault: Fault) -> None:
+        nid = node.node_id
+        pattern = CLOCK_PATTERNS[fault.pick % len(CLOCK_PATTERNS)]
+        step = fault.duration_s / (len(pattern) + 1)
+        for i, offset in enumerate(pattern):
+            self._set_clock(nid, offset)
+            self.note(f"clock {nid} {offset}")
+            if i == 0:
+                self._stop.wait(step)
+                self._move_leadership(node)
+            self._stop.wait(step)
+        self._set_clock(nid, "+0")
+        self.note(f"clock {nid} +0 (real time)")
+
+    def _move_leadership(self, skewed: NodeProcess) -> None:
+        """Onto the skewed replica, or off it if it leads already."""
+        leader = self._leader()
+        if leader is None:
+            self.note("clock: leadership not moved, no leader")
+            return
+        if leader is skewed:
+            target = next(n for n in self.cluster.nodes if n is not skewed and n.alive())
+        else:
+            target = skewed
+        code, body = leader.admin("POST", "/admin/leader", {"target": target.node_id})
+        self.note(f"clock: transfer {leader.node_id} -> {target.node_id}: {code} {body}")
 
     def _admin_on_leader(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """An admin call on whoever leads, retried across leader changes for up to 20 s."""
@@ -244,8 +324,11 @@ class Nemesis:
         self.note(f"learner {nid} not caught up in {timeout}s; promoting anyway")
 
     def heal(self) -> None:
-        """Undo whatever is in effect: network, paused and dead replicas, membership."""
+        """Undo whatever is in effect: network, clocks, paused and dead replicas,
+        membership."""
         self.hub.heal()
+        for nid in self.clock_files:
+            self._set_clock(nid, "+0")
         for node in self.cluster.nodes:
             if node.node_id in self._paused and node.proc is not None:
                 node.proc.send_signal(signal.SIGCONT)

@@ -1,7 +1,12 @@
 """One Jepsen-style run: a three-replica cluster behind cuttable proxies, the register,
-bank and set workloads running together (each with its own history and checker) while
-the nemesis works through its schedule; then heal, let the cluster settle, read the
-final state strongly and on every replica eventually, and check.
+bank, set and list-append workloads running together (each with its own history and
+checker; strong and eventual reads) while the nemesis works through its schedule; then
+heal, let the cluster settle, read the final state strongly and on every replica
+eventually, and check.
+
+Every run leaves a folder (`out`): history.jsonl (every operation of every workload,
+`history.to_record`), timeline.jsonl (the schedule, then what the nemesis did and
+when), verdict.json (valid, problems, counts, the smallest anomaly) and report.txt.
 
 The run order, written down once: start cluster → set up accounts → start workers →
 start nemesis → (seconds) → stop nemesis, heal → workers go on for `recovery_s` on a
@@ -11,6 +16,7 @@ until every replica has applied the commit index → final reads → checks.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -23,9 +29,9 @@ from typing import Any
 from google.cloud import datastore
 
 from tests.harness import Cluster, NodeProcess
-from tests.jepsen import checkers, linearizability, nemesis
-from tests.jepsen.history import Op, Recorder, Status
-from tests.jepsen.workloads import Bank, Registers, Sets, Worker, make_client
+from tests.jepsen import checkers, elle, linearizability, nemesis
+from tests.jepsen.history import Op, Recorder, Status, to_record
+from tests.jepsen.workloads import Bank, ListAppend, Registers, Sets, Worker, make_client
 from tests.netproxy import ProxyHub
 
 PROJECT = "jepsen"
@@ -44,17 +50,39 @@ class Report:
     registers: list[Op] = field(default_factory=list)
     bank: list[Op] = field(default_factory=list)
     sets: list[Op] = field(default_factory=list)
+    lists: list[Op] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    fault_counts: dict[str, int] = field(default_factory=dict)
+    smallest: str = ""  # the smallest anomaly found, readable
+    acked_lost: int = 0  # acknowledged writes missing afterwards (sets + list appends)
+    out: Path | None = None
 
     @property
     def valid(self) -> bool:
         return not self.problems
 
+    def _anomaly(self, text: str) -> None:
+        """Record a problem; the first, or a shorter one, becomes `smallest`."""
+        self.problems.append(text)
+        if not self.smallest or text.count("\n") < self.smallest.count("\n"):
+            self.smallest = text
+
+    def operations(self) -> dict[str, int]:
+        return {
+            "registers": len(self.registers),
+            "bank": len(self.bank),
+            "set": len(self.sets),
+            "list-append": len(self.lists),
+        }
+
     def render(self) -> str:
         lines = [
             f"jepsen run seed={self.seed} mix={self.mix} seconds={self.seconds}",
-            f"  rerun: JEPSEN_SEEDS={self.seed} JEPSEN_MIXES={self.mix} "
-            f"JEPSEN_SECONDS={self.seconds:g} pytest node/tests/jepsen -k cluster",
+            f"  rerun: make chaos SEED={self.seed} MIX={self.mix} TIME={self.seconds:g}",
+            f"  artifacts: {self.out or self.root} (history.jsonl, timeline.jsonl, verdict.json)",
             f"  node logs: {self.root}/n*/n*.log",
+            f"  operations: {self.operations()}; faults: {self.fault_counts}; "
+            f"acknowledged writes lost: {self.acked_lost}",
             "schedule:",
             *(f"  {f}" for f in self.faults),
             "nemesis log:",
@@ -63,8 +91,46 @@ class Report:
             *(f"  {line}" for line in self.summary),
         ]
         if self.problems:
+            self.smallest = self.smallest or self.problems[0]
             lines += ["PROBLEMS:", *(f"  {p}" for p in self.problems)]
+            lines += ["SMALLEST ANOMALY:", *(f"  {x}" for x in self.smallest.splitlines())]
         return "\n".join(lines)
+
+    def write(self, out: Path) -> None:
+        """The run's folder: history, fault timeline, verdict, the rendered report."""
+        if self.problems:
+            self.smallest = self.smallest or self.problems[0]
+        out.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        with open(out / "history.jsonl", "w") as f:
+            for name, ops in (
+                ("registers", self.registers),
+                ("bank", self.bank),
+                ("set", self.sets),
+                ("list-append", self.lists),
+            ):
+                for op in ops:
+                    f.write(json.dumps(to_record(op, name), default=repr) + "\n")
+        with open(out / "timeline.jsonl", "w") as f:
+            for fault in self.faults:
+                f.write(json.dumps({"scheduled": str(fault)}) + "\n")
+            for event in self.timeline:
+                f.write(json.dumps(event) + "\n")
+        verdict = {
+            "valid": self.valid,
+            "seed": self.seed,
+            "mix": self.mix,
+            "seconds": self.seconds,
+            "operations": self.operations(),
+            "faults": self.fault_counts,
+            "acknowledged_writes_lost": self.acked_lost,
+            "problems": self.problems,
+            "smallest_anomaly": self.smallest,
+            "summary": self.summary,
+            "node_logs": str(self.root),
+        }
+        (out / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
+        (out / "report.txt").write_text(self.render() + "\n")
 
 
 def wait_converged(cluster: Cluster, timeout: float = 30.0) -> None:
@@ -106,12 +172,36 @@ def run(
     mix: str,
     seconds: float,
     recovery_s: float = 3.0,
+    out: Path | None = None,
 ) -> Report:
+    """One run; its artifacts go to `out` (default: `root`), written even when the run
+    itself breaks."""
     report = Report(seed, mix, seconds, root)
+    try:
+        _run(report, root, seed, mix, seconds, recovery_s)
+    except Exception as exc:
+        report.problems.append(f"the run itself failed: {exc!r}")
+        raise
+    finally:
+        report.write(out or root)
+    return report
+
+
+def _run(
+    report: Report, root: Path, seed: int, mix: str, seconds: float, recovery_s: float
+) -> None:
     report.faults = nemesis.schedule(seed, mix, max(1.0, seconds - 2.0))
     hub = ProxyHub()
+    # Replicas get a skewable wall clock only when the schedule skews clocks.
+    clock_files: dict[str, Path] = {}
+    if any(f.kind == "clock" for f in report.faults):
+        clock_files = {nid: root / nid / "clock-offset" for nid in ("n0", "n1", "n2")}
     cluster = Cluster(
-        root, 3, proxies=hub, extra=["--snapshot-every", "400", "--snapshot-keep", "100"]
+        root,
+        3,
+        proxies=hub,
+        extra=["--snapshot-every", "400", "--snapshot-keep", "100"],
+        env=(lambda nid: nemesis.clock_env(clock_files[nid])) if clock_files else None,
     )
     nem: nemesis.Nemesis | None = None
     workers: list[Worker] = []
@@ -119,18 +209,24 @@ def run(
     try:
         cluster.start()
         leader = cluster.leader(timeout=30)
-        reg_rec, bank_rec, set_rec = Recorder(), Recorder(), Recorder()
+        reg_rec, bank_rec, set_rec, list_rec = Recorder(), Recorder(), Recorder(), Recorder()
         registers, bank, sets = Registers(reg_rec), Bank(bank_rec), Sets(set_rec)
+        lists = ListAppend(list_rec)
         bank.setup(make_client(leader.client_addr, PROJECT))
         rng = random.Random(seed)
-        plan = [("reg", registers.step)] * 4 + [("bank", bank.step)] * 2 + [("set", sets.step)] * 2
+        plan = (
+            [("reg", registers.step)] * 4
+            + [("bank", bank.step)] * 2
+            + [("set", sets.step)] * 2
+            + [("list", lists.step)] * 3
+        )
         for i, (name, body) in enumerate(plan):
             node = cluster.nodes[i % len(cluster.nodes)]
             client = make_client(node.client_addr, PROJECT)
             workers.append(
                 Worker(f"{name}-{i}", body, client, i, random.Random(rng.random()), stop)
             )
-        nem = nemesis.Nemesis(cluster, hub, report.faults)
+        nem = nemesis.Nemesis(cluster, hub, report.faults, clock_files)
         for w in workers:
             w.start()
         nem.start()
@@ -143,7 +239,16 @@ def run(
         stop.set()
         for w in workers:
             w.join()
+        # Kept now so that a run stuck after healing still leaves its history.
+        report.registers, report.bank, report.sets, report.lists = (
+            reg_rec.snapshot(),
+            bank_rec.snapshot(),
+            set_rec.snapshot(),
+            list_rec.snapshot(),
+        )
         report.nemesis_log = nem.log
+        report.timeline = nem.events
+        report.fault_counts = dict(nem.counts)
         for w in workers:
             if w.crashes:
                 report.problems.append(f"worker {w.name} crashed: {w.crashes}")
@@ -157,7 +262,9 @@ def run(
             )
         try:
             wait_converged(cluster)
-            _final_checks(report, cluster, reg_rec, registers, bank_rec, bank, set_rec)
+            _final_checks(
+                report, cluster, reg_rec, registers, bank_rec, bank, set_rec, list_rec, lists
+            )
         except TimeoutError as exc:
             report.problems.append(f"stuck after healing: {exc}")
             report.summary += _statuses(cluster)
@@ -171,7 +278,6 @@ def run(
         cluster.stop()
         hub.close()
         os.environ.pop("DATASTORE_EMULATOR_HOST", None)
-    return report
 
 
 def _final_checks(
@@ -182,6 +288,8 @@ def _final_checks(
     bank_rec: Recorder,
     bank: Bank,
     set_rec: Recorder,
+    list_rec: Recorder,
+    lists: ListAppend,
 ) -> None:
     leader = cluster.leader(timeout=30)
     strong = make_client(leader.client_addr, PROJECT)
@@ -198,35 +306,75 @@ def _final_checks(
     bank_rec.complete(-1, "read", "bank", None, Status.OK, t0,
                       result={e.key.name: e["balance"] for e in accounts})  # fmt: skip
     final_set = _elements(strong, eventual=False)
+    list_names = lists.keys()
+    final_lists = _lists(strong, list_names, eventual=False)
 
-    report.registers, report.bank, report.sets = (
+    report.registers, report.bank, report.sets, report.lists = (
         reg_rec.snapshot(),
         bank_rec.snapshot(),
         set_rec.snapshot(),
+        list_rec.snapshot(),
     )
     _count(report, "registers", report.registers)
     _count(report, "bank", report.bank)
     _count(report, "set", report.sets)
+    _count(report, "list-append", report.lists)
 
     started = time.monotonic()
-    lin = linearizability.check(report.registers, budget=2_000_000)
+    strong_regs = [op for op in report.registers if op.f != "eread"]
+    lin = linearizability.check(strong_regs, budget=2_000_000)
     report.summary.append(f"registers: {lin.explain()} in {time.monotonic() - started:.2f}s")
     if not lin.valid:
-        report.problems.append(f"registers: {lin.explain()}")
+        report._anomaly(f"registers: {lin.explain()}")
         if lin.unknown_keys:
             report.problems.append(f"registers: search budget exceeded on {lin.unknown_keys}")
+    verdict = checkers.check_eventual_registers(report.registers)
+    report.summary.append(f"registers, eventual reads: {verdict.explain()}")
+    if not verdict.valid:
+        report._anomaly(f"registers, eventual reads: {verdict.explain()}")
     verdict = checkers.check_bank(report.bank, bank.names, bank.total)
     report.summary.append(f"bank: {verdict.explain()}")
     if not verdict.valid:
-        report.problems.append(f"bank: {verdict.explain()}")
+        report._anomaly(f"bank: {verdict.explain()}")
     verdict = checkers.check_set(report.sets, final_set)
     report.summary.append(f"set: {verdict.explain()}")
+    report.acked_lost += verdict.stats.get("lost", 0)
     if not verdict.valid:
-        report.problems.append(f"set: {verdict.explain()}")
+        report._anomaly(f"set: {verdict.explain()}")
+    started = time.monotonic()
+    cycles = elle.check(report.lists, final=final_lists)
+    report.summary.append(f"list-append: {cycles.explain()} in {time.monotonic() - started:.2f}s")
+    report.acked_lost += sum(a.kind == "lost-append" for a in cycles.anomalies)
+    verdict = checkers.check_commit_timestamps(report.lists, final_lists)
+    report.summary.append(f"commit timestamps: {verdict.explain()}")
+    if not verdict.valid:
+        report._anomaly(f"commit timestamps: {verdict.explain()}")
+    if not cycles.valid:
+        smallest = cycles.smallest()
+        report.problems.append(f"list-append: {cycles.explain()}")
+        if smallest is not None:
+            report._anomaly(f"list-append: {smallest.explain()}")
 
     # No acknowledged write lost on any replica: eventual (local) reads after convergence.
     for node in cluster.nodes:
         _replica_checks(report, node, names, final_regs, bank, set_rec, final_set)
+        local = _lists(make_client(node.client_addr, PROJECT), list_names, eventual=True)
+        if local != final_lists:
+            differ = {k: (local.get(k), final_lists.get(k)) for k in list_names
+                      if local.get(k) != final_lists.get(k)}  # fmt: skip
+            report._anomaly(
+                f"{node.node_id}: lists differ from the strong read (local, strong): "
+                f"{dict(list(differ.items())[:5])}"
+            )
+
+
+def _lists(client: datastore.Client, names: list[str], eventual: bool) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {n: [] for n in names}
+    for start in range(0, len(names), 500):
+        keys = [client.key(ListAppend.KIND, n) for n in names[start : start + 500]]
+        for entity in client.get_multi(keys, eventual=eventual, timeout=30):
+            found[entity.key.name] = list(entity["vals"])
+    return found
 
 
 def _replica_checks(
@@ -244,7 +392,7 @@ def _replica_checks(
         n: (regs.get(n), final_regs.get(n)) for n in names if regs.get(n) != final_regs.get(n)
     }
     if diverged:
-        report.problems.append(
+        report._anomaly(
             f"{node.node_id}: registers differ from the final strong read "
             f"(local, strong): {dict(list(diverged.items())[:10])}"
         )
@@ -253,13 +401,13 @@ def _replica_checks(
     )
     total = sum(e["balance"] for e in found)
     if total != bank.total or len(found) != len(bank.names):
-        report.problems.append(f"{node.node_id}: bank total {total} over {len(found)} accounts")
+        report._anomaly(f"{node.node_id}: bank total {total} over {len(found)} accounts")
     elements = _elements(local, eventual=True)
     verdict = checkers.check_set(set_rec.snapshot(), elements, where=f"{node.node_id} local read")
     if not verdict.valid:
-        report.problems.append(f"set: {verdict.explain()}")
+        report._anomaly(f"set: {verdict.explain()}")
     if elements != final_set:
-        report.problems.append(
+        report._anomaly(
             f"{node.node_id}: elements differ from the strong read: "
             f"{sorted(elements ^ final_set)[:10]}"
         )

@@ -87,6 +87,27 @@ def make_client(addr: str, project: str) -> datastore.Client:
     return datastore.Client(project=project)
 
 
+class CommitTimes:
+    """Wraps a client's API object to keep the last CommitResponse's `commit_time` (the
+    official client drops it): one per client, and each worker owns its client."""
+
+    def __init__(self, client: datastore.Client) -> None:
+        self._api = client._datastore_api
+        client._datastore_api_internal = self
+        self.last: int | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        self.last = None
+        response = self._api.commit(*args, **kwargs)
+        pb = getattr(response, "_pb", response)
+        if pb.HasField("commit_time"):
+            self.last = pb.commit_time.seconds * 1_000_000 + pb.commit_time.nanos // 1000
+        return response
+
+
 @dataclass
 class Worker:
     """A thread running one workload's operations until told to stop."""
@@ -161,9 +182,21 @@ class Registers:
     def step(self, w: Worker) -> None:
         name, value = self._pick(w.rng)
         key = w.client.key(self.KIND, name)
-        kind = w.rng.choices(["read", "write", "cas"], weights=[5, 3, 3])[0]
+        kind = w.rng.choices(["read", "eread", "write", "cas"], weights=[4, 2, 3, 3])[0]
         rec = self.recorder
         t0 = rec.invoke()
+        if kind == "eread":
+            # Served by the replica this worker talks to, at what it has applied: may be
+            # stale, never invented (checkers.check_eventual_registers).
+            try:
+                entity = w.client.get(key, eventual=True, retry=NO_RETRY, timeout=TIMEOUT_S)
+            except ERRORS as exc:
+                rec.complete(w.process, "eread", name, None, Status.FAIL, t0, error=describe(exc))
+                backoff(Status.FAIL)
+                return
+            seen = None if entity is None else entity["v"]
+            rec.complete(w.process, "eread", name, None, Status.OK, t0, result=seen)
+            return
         if kind == "read":
             try:
                 entity = w.client.get(key, retry=NO_RETRY, timeout=TIMEOUT_S)
@@ -264,10 +297,29 @@ class Bank:
         client.put_multi(entities, timeout=30)
 
     def step(self, w: Worker) -> None:
-        if w.rng.random() < 0.5:
+        roll = w.rng.random()
+        if roll < 0.35:
             self.read(w)
+        elif roll < 0.5:
+            self.eventual_read(w)
         else:
             self.transfer(w)
+
+    def eventual_read(self, w: Worker) -> None:
+        """Every account in one eventual Lookup: the replica reads at one applied commit
+        timestamp (txn/service.py `snapshot`), so even a stale answer is a whole
+        committed state: all accounts at the constant total, or none (before setup)."""
+        rec = self.recorder
+        t0 = rec.invoke()
+        keys = [w.client.key(self.KIND, n) for n in self.names]
+        try:
+            found = w.client.get_multi(keys, eventual=True, retry=NO_RETRY, timeout=TIMEOUT_S)
+        except ERRORS as exc:
+            rec.complete(w.process, "eread", "bank", None, Status.FAIL, t0, error=describe(exc))
+            backoff(Status.FAIL)
+            return
+        balances = {e.key.name: e["balance"] for e in found}
+        rec.complete(w.process, "eread", "bank", None, Status.OK, t0, result=balances)
 
     def read(self, w: Worker) -> None:
         rec = self.recorder
@@ -338,6 +390,9 @@ class Sets:
         return [op.value for op in self.recorder.snapshot() if op.f == "add"]
 
     def step(self, w: Worker) -> None:
+        if w.rng.random() < 0.08:
+            self.eventual_read(w)
+            return
         with self._lock:
             self._next += 1
             name = f"e{self._next}"
@@ -360,3 +415,126 @@ class Sets:
             backoff(status)
             return
         rec.complete(w.process, "add", "set", name, Status.OK, t0)
+
+    def eventual_read(self, w: Worker) -> None:
+        """A keys-only eventual query of every element: may miss recent inserts, must
+        hold nothing that was not attempted (or that was refused)."""
+        rec = self.recorder
+        t0 = rec.invoke()
+        query = w.client.query(kind=self.KIND)
+        query.keys_only()
+        try:
+            names = sorted(
+                e.key.name for e in query.fetch(eventual=True, retry=NO_RETRY, timeout=TIMEOUT_S)
+            )
+        except ERRORS as exc:
+            rec.complete(w.process, "eread", "set", None, Status.FAIL, t0, error=describe(exc))
+            backoff(Status.FAIL)
+            return
+        rec.complete(w.process, "eread", "set", None, Status.OK, t0, result=names)
+
+
+# List append -------------------------------------------------------------------------
+
+
+class ListAppend:
+    """Elle's list-append workload (checked by `elle`): entities of kind `List` hold a
+    list property `vals`. A transaction reads some keys and appends a unique element to
+    others (read the list in the transaction, put it back one longer: the commit's read
+    set makes a concurrent append abort it). One operation in five is an eventual
+    multi-key read outside any transaction (one Lookup: one snapshot of what the
+    replica applied). Keys rotate every `txns_per_key` transactions, `active` at a time,
+    so lists stay short."""
+
+    KIND = "List"
+
+    def __init__(self, recorder: Recorder, txns_per_key: int = 150, active: int = 4) -> None:
+        self.recorder = recorder
+        self.txns_per_key = txns_per_key
+        self.active = active
+        self._lock = threading.Lock()
+        self._started = 0
+        self._next_value = 0
+        self._times: dict[int, CommitTimes] = {}
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            generations = self._started // self.txns_per_key + 1
+        return [f"l{g}-{i}" for g in range(generations) for i in range(self.active)]
+
+    def _plan(self, rng: random.Random, eventual: bool) -> list[tuple[str, str, Any]]:
+        with self._lock:
+            generation = self._started // self.txns_per_key
+            self._started += 1
+            names = [f"l{generation}-{i}" for i in range(self.active)]
+            chosen = rng.sample(names, rng.randint(1, 3))
+            mops: list[tuple[str, str, Any]] = []
+            for name in chosen:
+                if eventual or rng.random() < 0.5:
+                    mops.append(("r", name, None))
+                if not eventual and (rng.random() < 0.5 or not mops or mops[-1][1] != name):
+                    self._next_value += 1
+                    mops.append(("append", name, self._next_value))
+            return mops
+
+    def step(self, w: Worker) -> None:
+        eventual = w.rng.random() < 0.2
+        mops = self._plan(w.rng, eventual)
+        rec = self.recorder
+        consistency = "eventual" if eventual else "strong"
+        asked = [list(m) for m in mops]
+        names = sorted({name for _, name, _ in mops})
+        keys = {n: w.client.key(self.KIND, n) for n in names}
+        t0 = rec.invoke()
+        if eventual:
+            try:
+                found = w.client.get_multi(
+                    list(keys.values()), eventual=True, retry=NO_RETRY, timeout=TIMEOUT_S
+                )
+            except ERRORS as exc:
+                rec.complete(w.process, "txn", consistency, asked, Status.FAIL, t0,
+                             error=describe(exc))  # fmt: skip
+                backoff(Status.FAIL)
+                return
+            lists = {e.key.name: list(e["vals"]) for e in found}
+            result = [[f, n, lists.get(n, [])] for f, n, _ in mops]
+            rec.complete(w.process, "txn", consistency, asked, Status.OK, t0, result=result)
+            return
+        times = self._times.get(id(w.client))
+        if times is None:
+            times = self._times[id(w.client)] = CommitTimes(w.client)
+        txn = w.client.transaction()
+        committing = False
+        try:
+            txn.begin(retry=NO_RETRY, timeout=TIMEOUT_S)
+            found = w.client.get_multi(
+                list(keys.values()), transaction=txn, retry=NO_RETRY, timeout=TIMEOUT_S
+            )
+            lists = {e.key.name: list(e["vals"]) for e in found}
+            result = []
+            for f, n, v in mops:
+                if f == "r":
+                    result.append(["r", n, list(lists.get(n, []))])
+                else:
+                    result.append(["append", n, v])
+            written: dict[str, list[int]] = {}
+            for f, n, v in mops:
+                if f == "append":
+                    written[n] = [*written.get(n, lists.get(n, [])), v]
+            for n, vals in written.items():
+                entity = datastore.Entity(keys[n])
+                entity["vals"] = vals
+                txn.put(entity)
+            committing = bool(written)
+            txn.commit(retry=NO_RETRY, timeout=TIMEOUT_S)
+        except ERRORS as exc:
+            status = outcome(exc, mutating=committing)
+            rec.complete(w.process, "txn", consistency, asked, status, t0, error=describe(exc))
+            if status is Status.INFO:
+                w.new_process()
+            if not committing:
+                Registers._rollback(txn)
+            backoff(status)
+            return
+        rec.complete(w.process, "txn", consistency, asked, Status.OK, t0, result=result,
+                     commit_ts=times.last if committing else None)  # fmt: skip
