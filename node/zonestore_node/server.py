@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,23 @@ class Node:
         return deleted
 
 
+def event_loop_factory(config: NodeConfig) -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop, unless peer TLS is on or ZONESTORE_LOOP=asyncio asks for the standard loop.
+
+    Every gRPC call crosses the event loop several times (grpc.aio's poller thread hands
+    each completion over), and uvloop's cheaper callbacks, futures and wakeups cut the
+    server CPU of a unary call by ~15% on these machines. Its TLS upgrade of an accepted
+    connection fails mutual TLS 1.3 handshakes (uvloop 0.23: the client times out, the
+    server sees ConnectionResetError), so a node with peer TLS keeps the standard loop.
+    """
+    if os.environ.get("ZONESTORE_LOOP", "uvloop") == "asyncio" or peer_tls_files(config):
+        return asyncio.new_event_loop
+    import uvloop
+
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run(config: NodeConfig) -> None:
     async def main() -> None:
         node = Node(config)
@@ -387,18 +405,21 @@ def run(config: NodeConfig) -> None:
                 loop.add_signal_handler(sig, node.stop)
         await node.serve()
 
+    runner = asyncio.Runner(loop_factory=event_loop_factory(config))
     profile_path = os.environ.get("ZONESTORE_PROFILE")
     if not profile_path:
-        asyncio.run(main())
+        with runner:
+            runner.run(main())
         return
-    # Development aid: cProfile the whole node and write pstats on shutdown (py-spy
-    # cannot attach to this machine's Python builds).
+    # Development aid: cProfile the whole node and write pstats on shutdown. (py-spy
+    # attaches too: `py-spy record --gil --pid N` shows what holds the GIL.)
     import cProfile
 
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        asyncio.run(main())
+        with runner:
+            runner.run(main())
     finally:
         profiler.disable()
         profiler.dump_stats(profile_path)

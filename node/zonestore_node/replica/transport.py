@@ -185,6 +185,10 @@ class _Link:
                         chunks.append(self.queue.get_nowait())
                     if self.unacked_since is None:
                         self.unacked_since = time.monotonic()
+                    if writer.is_closing():
+                        # The watchdog aborted it. uvloop raises RuntimeError on a write
+                        # to a closed transport (asyncio drops it, drain() then raises).
+                        raise ConnectionResetError("connection closed")
                     writer.writelines(chunks)
                     await writer.drain()
             except (OSError, ConnectionError) as exc:
@@ -339,7 +343,7 @@ class Transport:
                 except Exception:  # one bad frame must not cost the connection
                     log.exception("transport.handler_failed peer=%s kind=%d", peer, kind)
                 now = time.monotonic()
-                if now - last_ack >= ACK_EVERY_S:
+                if now - last_ack >= ACK_EVERY_S and not writer.is_closing():
                     last_ack = now
                     writer.write(encode_frame(ACK, None))
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ssl.SSLError):
