@@ -303,8 +303,14 @@ def test_listed_image_maps_onto_the_venv() -> None:
 
 def test_unknown_image_is_an_image_pull_error() -> None:
     with pytest.raises(images.ImageError, match="not in the e2e image table") as e:
-        images.resolve("busybox:1.36", "/venv")
+        images.resolve("alpine:3.20", "/venv")
     assert e.value.reason == "ErrImagePull"
+
+
+def test_busybox_is_the_hosts_shell_tools() -> None:
+    r = images.resolve("busybox:1.36", "/venv")
+    assert r.env()["PATH"] == images.SYSTEM_PATH
+    assert r.argv(["/bin/sh", "-c", "true"], None) == ["/bin/sh", "-c", "true"]
 
 
 @pytest.mark.parametrize(

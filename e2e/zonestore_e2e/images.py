@@ -58,6 +58,9 @@ TABLE: dict[str, ImageSpec] = {
             ("ZONESTORE_LOG_FORMAT", "json"),
         ),
     ),
+    # The chart's `helm test` pod runs `sh -c '... wget ...'`: busybox's applets are the
+    # host's own tools here (Debian's sh and wget), with no virtualenv on PATH.
+    "busybox": ImageSpec(bin_dir="", entrypoint=("sh",), cmd=(), env=()),
 }
 
 # Registries that may prefix a listed repository (docker.io/zonestore/zonestore:0.1.0).
@@ -75,6 +78,8 @@ class Resolved:
     venv: str
 
     def path(self) -> str:
+        if not self.spec.bin_dir:
+            return SYSTEM_PATH
         return f"{os.path.join(self.venv, self.spec.bin_dir)}:{SYSTEM_PATH}"
 
     def env(self) -> dict[str, str]:

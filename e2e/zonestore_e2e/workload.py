@@ -118,8 +118,14 @@ class SteadyWriter:
         return None
 
     def longest_gap(self, since: float) -> float:
-        ends = [o.end for o in self.acked() if o.end >= since]
-        return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
+        start, end = self.outage(since)
+        return end - start
+
+    def outage(self, since: float) -> tuple[float, float]:
+        """The longest stretch without an ack after `since` (from the fault itself when
+        nothing was acked in between): (last ack before it, first ack after it)."""
+        ends = [since, *(o.end for o in self.acked() if o.end >= since)]
+        return max(itertools.pairwise(ends), key=lambda ab: ab[1] - ab[0], default=(since, since))
 
     def counts(self) -> dict[str, int]:
         out = {"acked": 0, "failed": 0, "unknown": 0}
