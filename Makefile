@@ -61,7 +61,15 @@ $(NFT):
 	apt-cache policy nftables | grep -q 'Candidate: [0-9]' || apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables >/dev/null
 
-control-plane: $(K8S_BIN)/.built $(NFT)
+# The Prometheus Operator's CRDs, generated from its Go API types with controller-gen, so
+# the e2e suite can dry-run the chart's ServiceMonitor/PodMonitor/PrometheusRule.
+MONITORING_CRDS := $(abspath .cache/k8s/monitoring-crds)
+
+$(MONITORING_CRDS)/.built: e2e/build-monitoring-crds.sh
+	bash e2e/build-monitoring-crds.sh
+	touch $@
+
+control-plane: $(K8S_BIN)/.built $(MONITORING_CRDS)/.built $(NFT)
 
 promtool: $(PROMTOOL)
 
@@ -78,9 +86,13 @@ test: setup lint tools control-plane
 	$(MAKE) --no-print-directory e2e
 
 # The scenarios on the real control plane (e2e/README.md). Needs root (network
-# namespaces). Leftovers of a crashed run are swept at the next start, or by e2e-clean.
+# namespaces). The run lives in a network and mount namespace of its own
+# (e2e/isolated.sh): nothing outlives it. `make e2e-clean` sweeps what a run outside
+# that wrapper (pytest by hand) may have left.
 e2e: setup tools control-plane
-	ZONESTORE_HELM=$(HELM) ZSE2E_BIN=$(K8S_BIN) $(PY) -m pytest -q -s e2e/tests $(E2E_ARGS)
+	unshare --net --mount --propagation private e2e/isolated.sh env ZONESTORE_HELM=$(HELM) \
+		ZSE2E_BIN=$(K8S_BIN) ZSE2E_MONITORING_CRDS=$(MONITORING_CRDS) \
+		$(PY) -m pytest -q -s e2e/tests $(E2E_ARGS)
 
 e2e-clean: setup
 	$(PY) -c 'from zonestore_e2e import network; print("removed:", network.cleanup())'

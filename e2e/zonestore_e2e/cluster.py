@@ -11,6 +11,7 @@ pods' processes, its bridge down.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -140,6 +141,7 @@ class Cluster:
         self.kubelets: dict[str, HostProcess] = {}
         self.services: dict[str, HostProcess] = {}
         self.timings: dict[str, float] = {}
+        self._plurals: dict[tuple[str, str], tuple[str, bool]] = {}
 
     # -- paths ----------------------------------------------------------------------
 
@@ -275,6 +277,51 @@ class Cluster:
         except ValueError:
             return resp.status_code, resp.text
 
+    def resource_path(
+        self, api_version: str, kind: str, namespace: str | None, name: str | None = None
+    ) -> str:
+        """The REST path of `kind` in `api_version`, found by discovery (cached)."""
+        key = (api_version, kind)
+        if key not in self._plurals:
+            base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+            status, listing = self.request("GET", base)
+            if status != 200:
+                raise LookupError(f"discovery of {api_version} failed: {status} {listing}")
+            for res in listing.get("resources", []):
+                if "/" not in res["name"]:
+                    self._plurals[(api_version, res["kind"])] = (res["name"], res["namespaced"])
+        plural, namespaced = self._plurals[key]
+        base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+        ns = f"/namespaces/{namespace}" if namespaced and namespace else ""
+        return f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
+
+    def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> tuple[int, Any]:
+        """Server-side apply as the admin (field manager zse2e), strict field validation:
+        an unknown field is an error, not silently pruned."""
+        import requests
+
+        assert self.pki is not None
+        meta = obj["metadata"]
+        path = self.resource_path(
+            obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]
+        )
+        params = {"fieldManager": "zse2e", "force": "true", "fieldValidation": "Strict"}
+        if dry_run:
+            params["dryRun"] = "All"
+        resp = requests.patch(
+            f"{self.pki.server_url}{path}",
+            data=json.dumps(obj),
+            params=params,
+            headers={"Content-Type": "application/apply-patch+yaml"},
+            cert=(str(self.pki.admin.cert), str(self.pki.admin.key)),
+            verify=str(self.pki.ca_cert),
+            timeout=30,
+        )
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, resp.text
+
     def _all_nodes_ready(self) -> bool:
         from kubernetes import client
 
@@ -348,7 +395,8 @@ def running_cluster(workdir: Path | None = None) -> Iterator[Cluster]:
     bin_dir = Path(os.environ.get("ZSE2E_BIN", ROOT / ".cache" / "k8s" / K8S_VERSION / "bin"))
     # The venv this interpreter runs in: its bin/ holds `zonestore` for the pods.
     venv = Path(os.environ.get("ZSE2E_VENV", sys.prefix))
-    cluster = Cluster(workdir or ROOT / ".cache" / "e2e" / "run", bin_dir, venv)
+    workdir = workdir or Path(os.environ.get("ZSE2E_WORKDIR", ROOT / ".cache" / "e2e" / "run"))
+    cluster = Cluster(workdir, bin_dir, venv)
     try:
         cluster.start()
         yield cluster

@@ -25,6 +25,25 @@ def helm(cluster: Cluster, *args: str, timeout_s: float = 240) -> subprocess.Com
 
 
 def install_operator(cluster: Cluster) -> None:
+    """Into a namespace that enforces the `restricted` Pod Security Standard: the
+    operator's pod and the chart's test pod must pass the real PodSecurity admission."""
+    status, body = cluster.request(
+        "POST",
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": OPERATOR_NS,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            },
+        },
+    )
+    if status not in (201, 409):
+        raise InstallError(f"namespace {OPERATOR_NS}: {status} {body}")
     proc = helm(
         cluster,
         "install",
@@ -32,7 +51,6 @@ def install_operator(cluster: Cluster) -> None:
         str(CHART),
         "--namespace",
         OPERATOR_NS,
-        "--create-namespace",
         "--set",
         "reconcileIntervalSeconds=3",
         "--set",
