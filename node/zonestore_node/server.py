@@ -194,6 +194,7 @@ class Node:
             apply.Applier(),
             command.decode,
             HybridClock(),
+            touches=apply.touches,
         )
         self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
         self.service.retention_us = int(config.retention_seconds * 1_000_000)

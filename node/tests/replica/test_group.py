@@ -65,6 +65,7 @@ def _make(tmp: Path, node_id: str, cluster: dict[str, str], seed: int) -> Member
         CommitCommand.decode,
         HybridClock(),
         random.Random(seed),
+        touches=apply.touches,
     )
     return Member(group, engine)
 
@@ -120,6 +121,37 @@ async def test_three_replicas_apply_the_same_writes_in_the_same_order(tmp_path: 
                 await asyncio.sleep(0.02)
         for m in members:
             assert [m.value(f"k{j}") for j in range(5)] == [45, 46, 47, 48, 49]
+
+
+async def test_commands_applied_in_one_ready_see_each_others_writes(tmp_path: Path) -> None:
+    """Commands on distinct keys share a RocksDB batch; a command touching a key that an
+    earlier one in the batch wrote must still read that write (the batch is written
+    first)."""
+    async with cluster(tmp_path, 1) as (solo,):
+        leader = await leader_of([solo])
+        group = leader.group
+        first = [group.submit(_write(f"k{i}", i, group.clock.now())) for i in range(5)]
+        again = group.submit(_write("k0", 100, group.clock.now()))
+        upsert = _write("k1", 7, group.clock.now())
+        w = upsert.writes[0]
+        refused = group.submit(
+            CommitCommand(upsert.commit_ts, (Write(Op.INSERT, w.encoded, w.entity),))
+        )
+        results = await asyncio.gather(*first, again, refused)
+        assert [r.error for r in results[:6]] == [None] * 6
+        assert results[5].writes[0].create_ts == results[0].commit_ts  # saw the first k0
+        assert results[6].error is not None  # k1 already exists: written in the same Ready
+        assert solo.value("k0") == 100
+        assert [solo.value(f"k{i}") for i in range(1, 5)] == [1, 2, 3, 4]
+
+
+def test_touches_names_what_a_command_reads() -> None:
+    plain = _write("a", 1, 10)
+    assert apply.touches(plain) == frozenset({plain.writes[0].encoded})
+    with_ids = CommitCommand(10, plain.writes, id_high_water=5)
+    ids_only = CommitCommand(11, (), id_high_water=6)
+    assert apply.touches(with_ids) & apply.touches(ids_only)  # type: ignore[operator]
+    assert apply.touches(CommitCommand(10, plain.writes, read_ts=5)) is None
 
 
 async def test_followers_refuse_proposals_and_name_the_leader(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ Owns the driver loop and the order of its steps, for every `Ready` (raft/node.py
                  the fsync instead, thesis §10.2.1: it counts itself only through
                  entries, and clients hear back only after step 3);
     3. apply     committed entries in log order through the injected state machine
-                 (`apply`), one RocksDB batch per command, the applied index and commit
+                 (`apply`), consecutive commands sharing a RocksDB batch unless one
+                 reads what another wrote (`touches`), the applied index and commit
                  timestamp written in the same batch; then release proposal results and
                  linearizable reads whose read index has been applied;
     4. advance.
@@ -79,6 +80,13 @@ _U64x2 = struct.Struct(">QQ")
 
 ApplyFn = Callable[[mvcc.Store, Any, WriteBatch], Any]
 DecodeFn = Callable[[bytes], Any]
+# The keys applying a command reads and writes (any bytes naming them; compared only
+# with other commands' keys), or None when it may read anything.
+TouchesFn = Callable[[Any], "frozenset[bytes] | None"]
+
+
+def _touches_anything(command: Any) -> frozenset[bytes] | None:
+    return None
 
 
 class NotLeader(Exception):
@@ -166,12 +174,14 @@ class RaftGroup:
         decode: DecodeFn,
         clock: Any,
         rng: random.Random | None = None,
+        touches: TouchesFn | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.store = store
         self._apply = apply
         self._decode = decode
+        self._touches: TouchesFn = touches or _touches_anything
         self.clock = clock
         self.stats = GroupStats()
         self.storage = RocksLogStorage(engine)
@@ -221,8 +231,11 @@ class RaftGroup:
         self.snapshots_sent = 0
         self.snapshots_received = 0
         self._wake = asyncio.Event()
-        self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
-        self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
+        # Proposed here: log index -> (term, future, the command as proposed). Applying
+        # an entry this leader proposed in that term uses the command object instead of
+        # decoding the entry's bytes again (they encode exactly that object).
+        self._pending: dict[int, tuple[int, asyncio.Future[Any], Any]] = {}
+        self._proposals: list[tuple[bytes, asyncio.Future[Any], Any]] = []
         self._reads_waiting: list[asyncio.Future[int]] = []  # not yet in a ReadIndex round
         self._read_rounds: dict[bytes, list[asyncio.Future[int]]] = {}
         self._read_round_started: dict[bytes, float] = {}
@@ -315,22 +328,22 @@ class RaftGroup:
         driver (`_propose_queued`): one log append, one AppendEntries per follower."""
         self.check_leader()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._proposals.append((COMMIT_PREFIX + command.encode(), future))
+        self._proposals.append((COMMIT_PREFIX + command.encode(), future, command))
         self._wake.set()
         return future
 
     def _propose_queued(self) -> None:
         queued, self._proposals = self._proposals, []
         try:
-            last = self.node.propose_batch([data for data, _ in queued])
+            last = self.node.propose_batch([data for data, _, _ in queued])
         except ProposalDropped:
-            for _, future in queued:
+            for _, future, _ in queued:
                 if not future.done():
                     future.set_exception(NotLeader(self.leader or None))
             return
         term = self.node.raft.term
-        for offset, (_, future) in enumerate(queued):
-            self._pending[last - len(queued) + 1 + offset] = (term, future)
+        for offset, (_, future, command) in enumerate(queued):
+            self._pending[last - len(queued) + 1 + offset] = (term, future, command)
 
     async def wait_leader_ready(self) -> None:
         await self._leader_ready.wait()
@@ -384,7 +397,7 @@ class RaftGroup:
         except ProposalDropped as exc:
             raise NotLeader(self.leader or None) from exc
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[index] = (self.node.raft.term, future)
+        self._pending[index] = (self.node.raft.term, future, change)
         self._wake.set()
         return future
 
@@ -559,9 +572,19 @@ class RaftGroup:
             self._fail_reads(NotLeader(self.leader or None))
 
     def _apply_entries(self, entries: list[rmsg.Entry]) -> None:
+        """Apply committed entries in order, sharing RocksDB batches between them.
+
+        Commands go into one batch (one write, with the applied position) as long as
+        none reads what an earlier one in the batch wrote: `touches` names the keys a
+        command reads and writes, or None when it may read more, and then the batch is
+        written before and after it. Results are released once their batch is written.
+        """
+        batch = self.engine.batch()
+        batch_keys: set[bytes] = set()
+        settle: list[tuple[tuple[int, asyncio.Future[Any], Any], int, Any]] = []
         for entry in entries:
             result: Any = None
-            batch = self.engine.batch()
+            pending = self._pending.pop(entry.index, None)
             if entry.type is rmsg.EntryType.CONF_CHANGE:
                 try:
                     change = ConfChange.from_bytes(entry.data)
@@ -570,30 +593,37 @@ class RaftGroup:
                 except ConfChangeError:
                     result = None
             elif entry.data.startswith(COMMIT_PREFIX):
-                command = self._decode(entry.data[1:])
+                if pending is not None and pending[0] == entry.term:
+                    command = pending[2]
+                else:
+                    command = self._decode(entry.data[1:])
+                keys = self._touches(command)
+                if batch.count and (keys is None or not batch_keys.isdisjoint(keys)):
+                    batch = self._write_applied(batch, settle)
+                    batch_keys.clear()
                 self.clock.observe(command.commit_ts)
                 result = self._apply(self.store, command, batch)
                 self.applied_ts = max(self.applied_ts, command.commit_ts)
+                if keys is None:
+                    self.applied_index = entry.index
+                    if pending is not None:
+                        settle.append((pending, entry.term, result))
+                    batch = self._write_applied(batch, settle)
+                    batch_keys.clear()
+                    continue
+                batch_keys.update(keys)
             self.applied_index = entry.index
-            batch.put(Family.META, APPLIED_KEY, _U64x2.pack(self.applied_index, self.applied_ts))
-            self.engine.write(batch)
-            pending = self._pending.pop(entry.index, None)
             if pending is not None:
-                term, future = pending
-                if not future.done():
-                    if term == entry.term:
-                        future.set_result(result)
-                    else:
-                        future.set_exception(ProposalLost("overwritten by a new leader"))
-            if (
-                self.role is Role.LEADER
-                and entry.index >= self.term_start_index
-                and not self._leader_ready.is_set()
-            ):
-                self._leader_ready.set()
-                log.info(
-                    "raft.leader_ready node=%s term=%d", self.config.node_id, self.node.raft.term
-                )
+                settle.append((pending, entry.term, result))
+        if batch.count or settle:
+            self._write_applied(batch, settle)
+        if (
+            self.role is Role.LEADER
+            and self.applied_index >= self.term_start_index
+            and not self._leader_ready.is_set()
+        ):
+            self._leader_ready.set()
+            log.info("raft.leader_ready node=%s term=%d", self.config.node_id, self.node.raft.term)
         if (
             self.applied_index - self.storage.snapshot().metadata.index
             >= self.config.snapshot_every
@@ -601,9 +631,27 @@ class RaftGroup:
             self.take_snapshot()
         # Proposals below the applied index that were never matched are lost.
         for index in [i for i in self._pending if i <= self.applied_index]:
-            _, future = self._pending.pop(index)
+            _, future, _ = self._pending.pop(index)
             if not future.done():
                 future.set_exception(ProposalLost("not in the log"))
+
+    def _write_applied(
+        self,
+        batch: WriteBatch,
+        settle: list[tuple[tuple[int, asyncio.Future[Any], Any], int, Any]],
+    ) -> WriteBatch:
+        """Write `batch` with the applied position, release the results it carries, and
+        return a fresh batch."""
+        batch.put(Family.META, APPLIED_KEY, _U64x2.pack(self.applied_index, self.applied_ts))
+        self.engine.write(batch)
+        for (term, future, _), entry_term, result in settle:
+            if not future.done():
+                if term == entry_term:
+                    future.set_result(result)
+                else:
+                    future.set_exception(ProposalLost("overwritten by a new leader"))
+        settle.clear()
+        return self.engine.batch()
 
     def _release_reads(self) -> None:
         still: list[tuple[int, list[asyncio.Future[int]]]] = []
@@ -630,11 +678,11 @@ class RaftGroup:
     def _fail_pending(self) -> None:
         """On shutdown: what was never proposed is safe to send elsewhere (NotLeader);
         what is already in the log may still commit, so its outcome is unknown."""
-        for _, future in self._proposals:
+        for _, future, _ in self._proposals:
             if not future.done():
                 future.set_exception(NotLeader(None))
         self._proposals.clear()
-        for _, future in self._pending.values():
+        for _, future, _ in self._pending.values():
             if not future.done():
                 future.set_exception(OutcomeUnknown("the replica stopped before the result"))
         self._pending.clear()

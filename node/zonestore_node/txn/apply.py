@@ -122,6 +122,21 @@ class Applier:
         return apply(store, command, batch, self.cache, self.registry(store))
 
 
+_HIGH_WATER = b"\x00id-high-water"  # stands for the id high-water mark in `touches`
+
+
+def touches(command: Command) -> frozenset[bytes] | None:
+    """What applying `command` reads from the store and writes, for the replica group's
+    batching (replica/group.py): its entities (their versions and old index entries),
+    and the id high-water mark when it carries one. None when it reads more: a
+    transaction validating its reads, a composite index backfill (which also changes
+    the registry every command reads)."""
+    if not isinstance(command, CommitCommand) or command.read_ts is not None:
+        return None
+    keys = frozenset(w.encoded for w in command.writes)
+    return keys | {_HIGH_WATER} if command.id_high_water else keys
+
+
 def apply(
     store: mvcc.Store,
     command: CommitCommand,
@@ -138,7 +153,7 @@ def apply(
     """
     commit_ts = command.commit_ts
     result = ApplyResult(commit_ts)
-    if command.id_high_water > ids.stored_high_water(store.engine):
+    if command.id_high_water and command.id_high_water > ids.stored_high_water(store.engine):
         # Applied even when the commit itself fails: the ids may have been handed out.
         batch.put(Family.META, ids.HWM_KEY, ids.encode_high_water(command.id_high_water))
     if command.read_ts is not None:
