@@ -13,16 +13,78 @@ Durability: rocksdict holds the GIL through a `sync=True` write, which would sta
 event loop on every fsync. So every write here is `sync=False`, and the commit point is
 `sync_wal()`: one fdatasync of the WAL, which releases the GIL and is meant to run in a
 worker thread, once per group of writes (group commit).
+
+Storage failures are fatal to the process (crash-only). When a write, the WAL fsync,
+a checkpoint, or opening the database fails with an I/O error (a full disk: ENOSPC; a
+failed fsync: EIO), RocksDB refuses every later write ("Writer has previous error"),
+rocksdict exposes no `DB::Resume()`, and whoever called us has already moved its memory
+(the Raft log mirror, the applied index) past what is on disk. Retrying an fsync is never
+safe (PostgreSQL's "fsyncgate"); etcd exits on a failed WAL write for the same reason. So
+the engine logs one `storage.failed` line and ends the process with EXIT_STORAGE (75,
+EX_TEMPFAIL): nothing is acknowledged before the fsync that covers it, so nothing
+acknowledged is lost, and the supervisor (the kubelet, the test harness)
+starts it again from what is durable. A database that cannot open for lack of space
+fails the same way, so a restarted replica comes up once space exists. `on_failure`
+replaces the exit in tests.
 """
 
 from __future__ import annotations
 
+import errno
+import gc
+import logging
 import os
+import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import rocksdict
+
+log = logging.getLogger("zonestore.storage")
+
+# sysexits.h EX_TEMPFAIL: "a temporary failure; the invoker is invited to retry".
+EXIT_STORAGE = 75
+
+
+class StorageError(Exception):
+    """An I/O failure of the database: after it, this engine accepts no more writes."""
+
+    def __init__(self, path: Path, operation: str, cause: BaseException) -> None:
+        self.path = path
+        self.operation = operation
+        self.cause = cause
+        text = str(cause)
+        self.no_space = (
+            isinstance(cause, OSError) and cause.errno == errno.ENOSPC
+        ) or "No space left on device" in text
+        what = "no space left on device" if self.no_space else "I/O error"
+        super().__init__(f"storage unavailable: {what} during {operation} at {path}: {text}")
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    """rocksdict raises a bare Exception whose text starts with RocksDB's status."""
+    return isinstance(exc, OSError) or str(exc).startswith("IO error")
+
+
+def exit_for_restart(error: StorageError) -> None:
+    """The default failure policy: one log line, then end the process at once (no
+    unwinding: no `finally` may write or acknowledge anything after the failure)."""
+    log.critical(
+        "storage.failed op=%s no_space=%s path=%s exit_code=%d error=%s "
+        "action=exiting so that a restart recovers from what is durable",
+        error.operation,
+        error.no_space,
+        error.path,
+        EXIT_STORAGE,
+        error.cause,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_STORAGE)
 
 
 class Family(StrEnum):
@@ -37,15 +99,28 @@ def _options() -> Any:
     opts.create_if_missing(True)
     opts.create_missing_column_families(True)
     opts.increase_parallelism(2)
+    # RocksDB renames its info LOG on every open; a replica restarting over and over on
+    # a full disk must not fill it further with LOG.old files (default: keep 1000).
+    opts.set_keep_log_file_num(5)
     return opts
 
 
 class Engine:
     """One RocksDB database with zonestore's column families."""
 
-    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        on_failure: Callable[[StorageError], None] = exit_for_restart,
+    ) -> None:
+        """`on_failure` is called with the first StorageError (the default ends the
+        process); if it returns, the error is raised, now and on every later write."""
         self.path = Path(path)
         self.read_only = read_only
+        self.on_failure = on_failure
+        self.failure: StorageError | None = None
         families = {
             f.value: rocksdict.Options(raw_mode=True) for f in Family if f is not Family.META
         }
@@ -57,9 +132,19 @@ class Engine:
                 access_type=rocksdict.AccessType.read_only(),
             )
         else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._db = rocksdict.Rdict(str(self.path), options=_options(), column_families=families)
-            self._fsync_side_files()
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._db = rocksdict.Rdict(
+                    str(self.path), options=_options(), column_families=families
+                )
+                self._fsync_side_files()
+            except Exception as exc:
+                # Only a full disk: other open errors (a held lock, corruption) are not
+                # cured by a restart and keep their own message.
+                error = StorageError(self.path, "open", exc)
+                if not error.no_space:
+                    raise
+                self._fail(error)
         self._handles = {f: self._db.get_column_family_handle(f.value) for f in Family}
         self._views = {f: self._db.get_column_family(f.value) for f in Family}
         self._write_opts = rocksdict.WriteOptions()
@@ -85,14 +170,38 @@ class Engine:
     def batch(self) -> WriteBatch:
         return WriteBatch(self)
 
+    def _fail(self, error: StorageError) -> None:
+        """Fence the engine, run the failure policy, raise."""
+        if self.failure is None:
+            self.failure = error
+            self.on_failure(error)
+        raise error
+
+    @property
+    def healthy(self) -> bool:
+        return self.failure is None
+
     def write(self, batch: WriteBatch) -> None:
         """Apply a batch atomically (not yet durable: see `sync_wal`)."""
+        if self.failure is not None:
+            raise self.failure
         if batch.count:
-            self._db.write(batch.raw, self._write_opts)
+            try:
+                self._db.write(batch.raw, self._write_opts)
+            except Exception as exc:
+                if not _is_io_error(exc):
+                    raise
+                self._fail(StorageError(self.path, "write", exc))
 
     def sync_wal(self) -> None:
-        """The durability point: fdatasync the WAL. Releases the GIL; call from a thread."""
-        self._db.flush_wal(True)
+        """The durability point: fdatasync the WAL. Releases the GIL; call from a thread.
+        A failure here is never retried (the kernel may have dropped the dirty pages)."""
+        if self.failure is not None:
+            raise self.failure
+        try:
+            self._db.flush_wal(True)
+        except Exception as exc:
+            self._fail(StorageError(self.path, "sync", exc))
 
     def get(self, family: Family, key: bytes) -> bytes | None:
         value = self._views[family].get(key)
@@ -113,7 +222,14 @@ class Engine:
         return self._handles[family]
 
     def checkpoint(self, directory: str | os.PathLike[str]) -> None:
-        rocksdict.Checkpoint(self._db).create_checkpoint(str(directory))
+        if self.failure is not None:
+            raise self.failure
+        try:
+            rocksdict.Checkpoint(self._db).create_checkpoint(str(directory))
+        except Exception as exc:
+            if not _is_io_error(exc):
+                raise
+            self._fail(StorageError(self.path, "checkpoint", exc))
 
     def approximate_size(self) -> int:
         total = 0
@@ -127,9 +243,20 @@ class Engine:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            if not self.read_only:
-                self._db.flush_wal(True)
-            self._db.close()
+            if self.read_only or self.failure is None:
+                if not self.read_only:
+                    self.sync_wal()
+                self._db.close()
+                return
+            try:  # a failed database refuses to close ("Writer has previous error")
+                self._db.close()
+            except Exception as exc:
+                log.warning("storage.close_failed path=%s error=%s", self.path, exc)
+            # Dropping every reference frees the database (and its LOCK) all the same.
+            self._handles.clear()
+            self._views.clear()
+            del self._db
+            gc.collect()
 
 
 class RawIterator:
