@@ -61,17 +61,20 @@ def test_first_plan_creates_admin_token_then_ca_then_peer_certificate() -> None:
     p = planner.plan(REF, SPEC, DatastoreStatus(), sim.observation(), T0, _entropy())
     assert _writes(p) == [
         (WriteMode.CREATE, "ds-admin-token"),
+        (WriteMode.CREATE, "ds-client-tokens"),
         (WriteMode.CREATE, "ds-ca"),
         (WriteMode.CREATE, "ds-peer-tls"),
     ]
-    token, ca, peer = (w.secret for w in p.secret_writes)
+    token, client_tokens, ca, peer = (w.secret for w in p.secret_writes)
     assert token["type"] == "Opaque" and set(token["data"]) == {"token"}
     assert len(base64.b64decode(token["data"]["token"])) == 64  # 32 bytes, hex
+    assert client_tokens["type"] == "Opaque"
+    assert set(client_tokens["data"]) == {"token", "tokens"}
     assert ca["type"] == "Opaque" and set(ca["data"]) == {"ca.crt", "ca.key"}
     assert peer["type"] == "kubernetes.io/tls"
     assert set(peer["data"]) == {"tls.crt", "tls.key", "ca.crt"}  # no CA key in it
     assert peer["data"]["ca.crt"] == ca["data"]["ca.crt"]
-    for secret in (token, ca, peer):
+    for secret in (token, client_tokens, ca, peer):
         assert secret["metadata"]["ownerReferences"][0]["name"] == REF.name
     reasons = [e.reason for e in p.events]
     assert "CAIssued" in reasons and "CertificateIssued" in reasons
@@ -85,6 +88,7 @@ def test_first_plan_creates_admin_token_then_ca_then_peer_certificate() -> None:
 def test_planning_again_after_the_writes_changes_nothing_and_draws_no_entropy() -> None:
     sim, status = _settled_sim()
     token = sim.secrets["ds-admin-token"]["token"]
+    client_tokens = sim.secrets["ds-client-tokens"]
 
     def no_entropy(n: int) -> bytes:
         raise AssertionError("a settled plan must not draw randomness")
@@ -98,6 +102,7 @@ def test_planning_again_after_the_writes_changes_nothing_and_draws_no_entropy() 
         sim.apply(p)
         status = p.status
     assert sim.secrets["ds-admin-token"]["token"] == token
+    assert sim.secrets["ds-client-tokens"] == client_tokens
 
 
 def test_peer_certificate_rotates_at_the_boundary_from_the_same_ca() -> None:
@@ -159,7 +164,7 @@ def test_client_tls_is_issued_for_the_client_services_when_enabled() -> None:
         REF, spec, {}, DatastoreStatus().certificates, T0, _entropy()
     )
     names = [w.secret["metadata"]["name"] for w in plan_.writes]
-    assert names == ["ds-admin-token", "ds-ca", "ds-peer-tls", "ds-client-tls"]
+    assert names == ["ds-admin-token", "ds-client-tokens", "ds-ca", "ds-peer-tls", "ds-client-tls"]
     client = security.decode_data(plan_.writes[-1].secret["data"])
     info = certs.parse(client["tls.crt"])
     assert info is not None
@@ -200,7 +205,10 @@ def test_cert_manager_issuer_plans_certificates_and_reads_their_secrets() -> Non
     empty = credentials.plan_credentials(
         REF, spec, {}, DatastoreStatus().certificates, T0, _entropy()
     )
-    assert [w.secret["metadata"]["name"] for w in empty.writes] == ["ds-admin-token"]
+    assert [w.secret["metadata"]["name"] for w in empty.writes] == [
+        "ds-admin-token",
+        "ds-client-tokens",
+    ]
     peer, client = empty.objects
     assert (peer["apiVersion"], peer["kind"]) == ("cert-manager.io/v1", "Certificate")
     assert peer["metadata"]["name"] == "ds-peer"
@@ -235,7 +243,9 @@ def test_cert_manager_issuer_plans_certificates_and_reads_their_secrets() -> Non
         later,
         _entropy(),
     )
-    assert [n.reason for n in renewed.notices] == ["CertificateRotated"]
+    assert [n.reason for n in renewed.notices if n.reason.startswith("Cert")] == [
+        "CertificateRotated"
+    ]
 
 
 # Through the reconcile loop and the fake Kubernetes gateway ---------------------------
@@ -248,6 +258,7 @@ def test_a_pass_creates_the_secrets_through_the_gateway_and_later_passes_keep_th
     assert outcome.error is None
     assert kube.writes == [
         ("create", "ds-admin-token"),
+        ("create", "ds-client-tokens"),
         ("create", "ds-ca"),
         ("create", "ds-peer-tls"),
     ]
@@ -300,7 +311,8 @@ def test_a_secret_someone_else_created_first_is_kept_and_writes_stop_for_the_pas
     asyncio.run(
         reconcile(kube.body, kube, admin, clock=lambda: T0, entropy=_entropy(), max_rounds=1)
     )
-    assert kube.writes == [("create", "ds-admin-token")]  # the CA create lost: stop
+    # the CA create lost: stop
+    assert kube.writes == [("create", "ds-admin-token"), ("create", "ds-client-tokens")]
     assert _secret_data(kube, "ds-ca")["ca.crt"] == theirs.cert_pem
     assert "ds-peer-tls" not in kube.secrets
     assert kube.applied == {}  # nothing that mounts an unwritten Secret

@@ -29,7 +29,11 @@ SPECS = {
     "nothing": parse_spec(
         {
             "zones": ZONES,
-            "security": {"peerTLS": {"enabled": False}, "networkPolicy": {"enabled": False}},
+            "security": {
+                "peerTLS": {"enabled": False},
+                "clientAuth": {"mode": "None"},
+                "networkPolicy": {"enabled": False},
+            },
         }
     ),
 }

@@ -124,12 +124,31 @@ class ClientTLS:
     secret_name: str | None = None
 
 
+class ClientAuthMode(enum.Enum):
+    TOKENS = "Tokens"  # clients must send a bearer token (the default)
+    NONE = "None"  # no client authentication: the emulator-style, credential-less clients
+
+
 @dataclass(frozen=True, slots=True)
 class ClientAuth:
-    """Bearer tokens for the client API; no tokensSecretName means no client auth."""
+    """Bearer tokens for the client API.
 
+    mode Tokens with no tokensSecretName: the operator generates `<name>-client-tokens`
+    (one read-write token for every project and database). mode None: no client auth;
+    a tokensSecretName is then an error (the spec would say two things)."""
+
+    mode: ClientAuthMode = ClientAuthMode.TOKENS
     tokens_secret_name: str | None = None
     tokens_secret_key: str = "tokens"
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode is ClientAuthMode.TOKENS
+
+    @property
+    def operator_tokens(self) -> bool:
+        """The operator generates (once) and mounts the tokens Secret."""
+        return self.enabled and self.tokens_secret_name is None
 
 
 # A Kubernetes label selector ({matchLabels, matchExpressions}), passed through.
@@ -284,6 +303,17 @@ def _selector(raw: Mapping[str, Any], key: str, path: str) -> LabelSelector | No
     return dict(selector)
 
 
+def _client_auth(raw: Mapping[str, Any], path: str) -> ClientAuth:
+    auth = ClientAuth(
+        mode=_enum(raw, "mode", path, ClientAuthMode, ClientAuthMode.TOKENS),
+        tokens_secret_name=_str(raw, "tokensSecretName", path, None),
+        tokens_secret_key=_str(raw, "tokensSecretKey", path, "tokens") or "tokens",
+    )
+    if not auth.enabled and auth.tokens_secret_name is not None:
+        raise SpecError(f"{path}.tokensSecretName must not be set when mode is None")
+    return auth
+
+
 def parse_security(raw_security: Any) -> Security:
     p = "spec.security"
     raw = _obj(raw_security, p)
@@ -329,11 +359,7 @@ def parse_security(raw_security: Any) -> Security:
             validity=validity,
             rotate_before_expiry=rotate,
         ),
-        client_auth=ClientAuth(
-            tokens_secret_name=_str(auth, "tokensSecretName", f"{p}.clientAuth", None),
-            tokens_secret_key=_str(auth, "tokensSecretKey", f"{p}.clientAuth", "tokens")
-            or "tokens",
-        ),
+        client_auth=_client_auth(auth, f"{p}.clientAuth"),
         network_policy=NetworkPolicy(
             enabled=_bool(netpol, "enabled", np, True),
             client_namespace_selector=_selector(netpol, "clientNamespaceSelector", np),

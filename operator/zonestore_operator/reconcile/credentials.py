@@ -10,6 +10,10 @@ based: once the writes took effect, planning again writes nothing and draws no e
 Decisions, per Secret:
 - `<name>-admin-token`: created once (POST, never overwritten); rewritten only when it
   exists without a token.
+- `<name>-client-tokens` (clientAuth mode Tokens without tokensSecretName): created once
+  (POST) and never rewritten, rotated or repaired: applications hold its token, and the
+  user may add grants to its file. One that lacks the `tokens` file is reported (the
+  node pods cannot mount it); deleting it makes the operator create a new token.
 - `<name>-ca` (issuer selfSigned): created once; a CA Secret that cannot be parsed is
   reported and left alone (no certificates are issued from it) - replacing it would cut
   every replica off from its peers at once.
@@ -76,6 +80,8 @@ def secret_names(ref: DatastoreRef, spec: DatastoreSpec) -> list[str]:
         names.append(meta.peer_tls_secret_name(ref))
     if sec.client_tls.enabled:
         names.append(meta.client_tls_secret_name(ref, spec))
+    if sec.client_auth.operator_tokens:
+        names.append(meta.client_tokens_secret_name(ref, spec))
     return names
 
 
@@ -120,6 +126,26 @@ class _Planner:
                 SecretWrite(WriteMode.APPLY, security.admin_token_secret(self.ref, self.entropy))
             )
             self.notice("Warning", "AdminTokenReplaced", f"Secret {name} held no token")
+
+    def client_tokens(self) -> None:
+        name = meta.client_tokens_secret_name(self.ref, self.spec)
+        data = self.secrets.get(name)
+        if data is None:
+            secret = security.client_tokens_secret(self.ref, self.spec, self.entropy)
+            self.writes.append(SecretWrite(WriteMode.CREATE, secret))
+            self.notice(
+                "Normal",
+                "ClientTokensCreated",
+                f"created Secret {name}: clients send its '{security.CLIENT_TOKEN}' as "
+                "'authorization: Bearer <token>' (read-write, every project and database)",
+            )
+        elif not data.get(security.CLIENT_TOKENS_FILE, b"").strip():
+            self.notice(
+                "Warning",
+                "ClientTokensInvalid",
+                f"Secret {name} has no '{security.CLIENT_TOKENS_FILE}' file, so the node pods "
+                "cannot mount it; left alone (delete it to have a new token generated)",
+            )
 
     def ca(self) -> tuple[certs.KeyPair | None, CertStatus | None]:
         name = meta.ca_secret_name(self.ref)
@@ -212,6 +238,8 @@ class _Planner:
     def run(self) -> CredentialsPlan:
         ref, spec, sec = self.ref, self.spec, self.spec.security
         self.admin_token()
+        if sec.client_auth.operator_tokens:
+            self.client_tokens()
         ca_status = peer = client = None
         peer_name = meta.peer_tls_secret_name(ref)
         client_name = meta.client_tls_secret_name(ref, spec)

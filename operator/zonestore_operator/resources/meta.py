@@ -88,6 +88,11 @@ def admin_token_secret_name(ref: DatastoreRef) -> str:
     return f"{ref.name}-admin-token"
 
 
+def client_tokens_secret_name(ref: DatastoreRef, spec: DatastoreSpec) -> str:
+    """The clientAuth Secret: the user's, or the one the operator generates."""
+    return spec.security.client_auth.tokens_secret_name or f"{ref.name}-client-tokens"
+
+
 def network_policy_name(ref: DatastoreRef) -> str:
     return f"{ref.name}-nodes"
 

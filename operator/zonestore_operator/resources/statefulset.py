@@ -17,7 +17,9 @@
     /etc/zonestore/peer-tls     <name>-peer-tls    --peer-tls-cert/--peer-tls-key/--peer-tls-ca
     /etc/zonestore/admin        <name>-admin-token --admin-token-file
     /etc/zonestore/client-tls   client TLS Secret  --client-tls-cert/--client-tls-key
-    /etc/zonestore/auth         clientAuth Secret  --auth-tokens
+    /etc/zonestore/auth         clientAuth Secret  --auth-tokens (mode Tokens, the default)
+  The generated `<name>-client-tokens` is mounted with only its `tokens` file projected:
+  the plaintext token (key `token`) is for applications and never reaches the node pods.
   The pod meets the "restricted" Pod Security Standard: non-root user 65532 (fsGroup
   too, so the data volume and the 0440 Secret files are readable), no privilege
   escalation, every capability dropped, RuntimeDefault seccomp, read-only root
@@ -102,9 +104,14 @@ def security_args(spec: DatastoreSpec) -> list[str]:
             "--client-tls-key",
             f"{CLIENT_TLS_DIR}/{security.TLS_KEY}",
         ]
-    if sec.client_auth.tokens_secret_name:
-        args += ["--auth-tokens", f"{AUTH_TOKENS_DIR}/{sec.client_auth.tokens_secret_key}"]
+    if sec.client_auth.enabled:
+        args += ["--auth-tokens", f"{AUTH_TOKENS_DIR}/{_tokens_file_key(spec)}"]
     return args
+
+
+def _tokens_file_key(spec: DatastoreSpec) -> str:
+    auth = spec.security.client_auth
+    return security.CLIENT_TOKENS_FILE if auth.operator_tokens else auth.tokens_secret_key
 
 
 def _secret_volume(name: str, secret_name: str) -> dict[str, Any]:
@@ -128,8 +135,12 @@ def volumes(ref: DatastoreRef, spec: DatastoreSpec) -> tuple[list[Any], list[Any
     if sec.client_tls.enabled:
         vols.append(_secret_volume("client-tls", meta.client_tls_secret_name(ref, spec)))
         mounts.append({"name": "client-tls", "mountPath": CLIENT_TLS_DIR, "readOnly": True})
-    if sec.client_auth.tokens_secret_name:
-        vols.append(_secret_volume("auth-tokens", sec.client_auth.tokens_secret_name))
+    if sec.client_auth.enabled:
+        tokens = _secret_volume("auth-tokens", meta.client_tokens_secret_name(ref, spec))
+        if sec.client_auth.operator_tokens:
+            key = security.CLIENT_TOKENS_FILE
+            tokens["secret"]["items"] = [{"key": key, "path": key}]
+        vols.append(tokens)
         mounts.append({"name": "auth-tokens", "mountPath": AUTH_TOKENS_DIR, "readOnly": True})
     return vols, mounts
 
