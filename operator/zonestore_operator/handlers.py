@@ -51,6 +51,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING
+    # A fresh start (also a second operator in one process, as the handler tests run it)
+    # keeps no lock bound to an earlier event loop.
+    _Runtime.locks, _Runtime.waiting = {}, set()
     _Runtime.kube = await Kube.connect()
     _Runtime.admin = AdminClient()
     port = int(os.environ.get("ZONESTORE_OPERATOR_METRICS_PORT", "9090"))
@@ -100,16 +103,33 @@ async def pod_event(labels: dict[str, str], namespace: str, **_: Any) -> None:
         await reconcile_named(namespace, instance)
 
 
-def register() -> None:
-    """Attach the handlers to kopf's default registry (plain calls rather than decorators:
-    kopf ships no type information, and this keeps mypy strict useful here)."""
-    kopf.on.startup()(configure)
-    kopf.on.cleanup()(shutdown)
+def register(
+    registry: kopf.OperatorRegistry | None = None,
+    *,
+    interval: float = TIMER_INTERVAL_S,
+    initial_delay: float = 2.0,
+) -> None:
+    """Attach the handlers to `registry` (kopf's default one when None; tests pass their own
+    with a short timer). Plain calls rather than decorators: kopf ships no type
+    information, and this keeps mypy strict useful here."""
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.cleanup(registry=registry)(shutdown)
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        on(GROUP, VERSION, PLURAL)(datastore_changed)
-    kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_INTERVAL_S, initial_delay=2)(datastore_tick)
+        on(GROUP, VERSION, PLURAL, registry=registry)(datastore_changed)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=interval,
+        initial_delay=initial_delay,
+        registry=registry,
+    )(datastore_tick)
     kopf.on.event(
-        "", "v1", "pods", labels={meta.L_NAME: meta.APP, meta.L_MANAGED_BY: meta.MANAGER}
+        "",
+        "v1",
+        "pods",
+        labels={meta.L_NAME: meta.APP, meta.L_MANAGED_BY: meta.MANAGER},
+        registry=registry,
     )(pod_event)
 
 

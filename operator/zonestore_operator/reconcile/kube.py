@@ -10,6 +10,7 @@ difference; pods get JSON merge patches of their role label.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -77,7 +78,10 @@ class Kube:
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            await config.load_kube_config()  # type: ignore[no-untyped-call]
+            # KUBECONFIG as it is now: the client's own default froze it at import time.
+            await config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG")
+            )
         return cls(client.ApiClient())
 
     async def close(self) -> None:
