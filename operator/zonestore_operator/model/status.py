@@ -26,6 +26,9 @@ class ConditionType(enum.Enum):
     DEGRADED = "Degraded"
     QUORUM_AVAILABLE = "QuorumAvailable"
     ZONE_DEGRADED = "ZoneDegraded"
+    # A spec change the running group cannot take (kstatus' "Stalled"): True until the
+    # spec matches what runs again (reconcile.transitions).
+    STALLED = "Stalled"
 
 
 class Phase(enum.Enum):

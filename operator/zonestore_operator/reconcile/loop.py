@@ -4,6 +4,10 @@ failover that needs promote, transfer and remove finishes in one pass when the n
 answer quickly. Level-based: everything is recomputed each round from observation and
 the status written the round before.
 
+A spec change the running group cannot take (peerTLS.enabled, reconcile.transitions) is
+held back here, before planning: the planner gets the spec it can apply, and the status
+gets a Stalled condition saying what was refused.
+
 The clock is read here (once per round) and handed to the pure planner, and so is the
 randomness (`entropy`, `secrets.token_bytes` unless a test passes its own).
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, Self
 
@@ -29,10 +33,10 @@ from zonestore_operator.model.status import (
     set_condition,
 )
 from zonestore_operator.reconcile import apply as applier
-from zonestore_operator.reconcile import credentials
+from zonestore_operator.reconcile import credentials, transitions
 from zonestore_operator.reconcile.kube import KubeGateway
-from zonestore_operator.reconcile.observe import observe
-from zonestore_operator.reconcile.plan import MemberAction, Plan, plan
+from zonestore_operator.reconcile.observe import observe, read_secrets
+from zonestore_operator.reconcile.plan import Event, MemberAction, Plan, plan
 
 log = logging.getLogger("zonestore_operator.reconcile")
 
@@ -76,7 +80,18 @@ async def reconcile(
     with metrics.DURATION.time():
         for _ in range(max_rounds):
             observation = await observe(kube, admin, ref, spec, operator_namespace)
-            p = plan(ref, spec, status, observation, clock(), entropy)
+            # A change the running group cannot take is not applied (reconcile.transitions).
+            effective, refusal = transitions.effective_spec(spec, observation)
+            if credentials.secret_names(ref, effective) != credentials.secret_names(ref, spec):
+                observation = replace(observation, secrets=await read_secrets(kube, ref, effective))
+            now = clock()
+            p = plan(ref, effective, status, observation, now, entropy)
+            reported, notices = transitions.report(p.status, refusal, now, ref.generation)
+            p = replace(
+                p,
+                status=reported,
+                events=p.events + tuple(Event(n.type, n.reason, n.message) for n in notices),
+            )
             outcome.plan = p
             if not await applier.apply_secrets(kube, p):
                 log.info("reconcile.secret_exists datastore=%s/%s", ref.namespace, ref.name)
@@ -93,7 +108,7 @@ async def reconcile(
             if not p.member_actions:
                 break
             action = p.member_actions[0]
-            address = applier.admin_address(p, observation, spec)
+            address = applier.admin_address(p, observation, effective)
             if address is None:
                 break
             log.info(

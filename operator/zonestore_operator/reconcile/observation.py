@@ -21,6 +21,7 @@ class PodObservation:
     ip: str | None = None
     role_label: str | None = None  # current zonestore.io/role label
     revision: str | None = None  # controller-revision-hash label
+    peer_tls: bool | None = None  # started with --peer-tls-*; None: unknown
 
     @property
     def running(self) -> bool:

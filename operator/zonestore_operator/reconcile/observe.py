@@ -22,7 +22,7 @@ from zonestore_operator.reconcile.observation import (
     PodObservation,
     StatefulSetObservation,
 )
-from zonestore_operator.resources import meta, security
+from zonestore_operator.resources import meta, security, statefulset
 
 
 class StatusSource(Protocol):
@@ -60,6 +60,7 @@ def pod_observation(ref: DatastoreRef, raw: Mapping[str, Any]) -> PodObservation
         ip=status.get("podIP"),
         role_label=labels.get(meta.L_ROLE),
         revision=labels.get("controller-revision-hash"),
+        peer_tls=statefulset.runs_peer_tls(raw),
     )
 
 

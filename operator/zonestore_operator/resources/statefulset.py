@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from zonestore_operator.model.ref import DatastoreRef
@@ -107,6 +108,15 @@ def security_args(spec: DatastoreSpec) -> list[str]:
     if sec.client_auth.enabled:
         args += ["--auth-tokens", f"{AUTH_TOKENS_DIR}/{_tokens_file_key(spec)}"]
     return args
+
+
+def runs_peer_tls(pod: Mapping[str, Any]) -> bool | None:
+    """Whether a node pod (a raw Pod object) was started with peer TLS: its zonestore
+    container passes --peer-tls-cert. None: no such container (not one of ours)."""
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        if isinstance(container, Mapping) and container.get("name") == CONTAINER:
+            return "--peer-tls-cert" in (container.get("args") or ())
+    return None
 
 
 def _tokens_file_key(spec: DatastoreSpec) -> str:
