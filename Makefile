@@ -11,7 +11,7 @@ JS_STAMP := $(JS)/node_modules/.installed
 REPLICAS ?= 3
 ARGS ?=
 
-.PHONY: run test lint unit bench setup clean-data tools promtool jepsen e2e e2e-clean e2e-kind control-plane chaos
+.PHONY: run test lint unit bench setup clean-data tools promtool fuse jepsen e2e e2e-clean e2e-kind control-plane chaos
 
 # Tools the chart and alert tests run. helm is built from the Go module proxy into
 # .cache/bin (git-ignored; one file per version, so a bump rebuilds): ~3.5 min cold on 2
@@ -43,7 +43,15 @@ $(PROMTOOL):
 	apt-cache policy prometheus | grep -q 'Candidate: [0-9]' || apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 
-tools: $(HELM) $(PROMTOOL)
+# The Jepsen suite's power-loss disk (node/tests/jepsen/powerfs.py): libfuse 2 and
+# fusermount from Debian, fusepy in the virtualenv; each installed only when missing.
+fuse: $(STAMP)
+	ldconfig -p | grep -q 'libfuse\.so\.2' && command -v fusermount >/dev/null || { \
+	  apt-cache policy fuse | grep -q 'Candidate: [0-9]' || apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse libfuse2 >/dev/null; }
+	$(PY) -c 'import fuse' 2>/dev/null || $(PY) -m pip install -q fusepy==3.0.1
+
+tools: $(HELM) $(PROMTOOL) fuse
 
 # The e2e control plane (issue 6): kube-apiserver, kube-controller-manager,
 # kube-scheduler and etcd built with `go build` from the Kubernetes modules at a pinned
@@ -110,7 +118,7 @@ clean-data:
 	rm -rf .zonestore-data
 
 # The long form of the fault-injection suite (node/tests/jepsen): more seeds, longer runs.
-jepsen: setup
+jepsen: setup fuse
 	JEPSEN_SEEDS=$${JEPSEN_SEEDS:-1,2,3,4,5} JEPSEN_MIXES=$${JEPSEN_MIXES:-crash,partition,admin,all} JEPSEN_SECONDS=$${JEPSEN_SECONDS:-60} $(PY) -m pytest -q -s node/tests/jepsen $(ARGS)
 
 # One long Jepsen-style run, or the replay of a seed: `make chaos SEED=42 TIME=120 MIX=all`
@@ -121,5 +129,5 @@ SEED ?=
 TIME ?= 60
 MIX ?= all
 
-chaos: setup
+chaos: setup fuse
 	PYTHONPATH=node $(PY) -m tests.jepsen.chaos $(if $(SEED),--seed $(SEED)) --time $(TIME) --mix $(MIX)

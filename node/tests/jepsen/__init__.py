@@ -10,7 +10,8 @@ together and writes its folder (history.jsonl, timeline.jsonl, verdict.json);
 Covered: kill -9 / SIGTERM and restart, pause, partitions (isolate, one-way, bridge),
 leadership transfer, membership change (remove, wipe, re-add as learner, promote), wall-
 clock skew and jumps (±2 h, strobes) on one replica with leadership moved onto and off
-it; strong and eventual reads; linearizable registers, serializable bank, unique-insert
+it; power loss (`power`, the `disk` mix: kill -9 plus every byte not fsynced dropped by
+`powerfs`, a FUSE file system) on one replica at a time; strong and eventual reads; linearizable registers, serializable bank, unique-insert
 sets, list-append transactions checked for G0, G1a, G1b, G1c, G-single, G2 (and their
 real-time forms: strict serializability for strong transactions), lost appends, invented
 data; commit timestamps ordered by real time and by each key's version order.
@@ -20,8 +21,12 @@ client requests to the leader's client port directly. A replica re-added by the 
 fault is reached at its peer port directly, not through a proxy. Clock skew moves the
 wall clock Python code reads (time.time / time_ns), not the C libraries' clocks nor the
 monotonic clock (libfaketime was tried and broke the node itself: see
-clockshim/sitecustomize.py). No disk faults yet: a full disk (small tmpfs) and lost
-unsynced writes on power loss (a FUSE file system) are not injected; nor packet loss or
-delay, nor five-replica clusters. read_time reads are not in the workloads. A seed fixes
+clockshim/sitecustomize.py). A full disk is checked on one node by test_disk_full.py
+(a 16 MiB tmpfs; the node exits with code 75 until space returns), not as a nemesis
+fault; powerfs drops unsynced file data but keeps every name change (create, rename,
+unlink) and fails no fsync (no EIO), and power goes on one replica at a time only. `disk`
+is not in the bounded suite (make chaos MIX=disk); test_power_loss.py is, and shows that
+a node acknowledging before fsync loses acknowledged writes. No packet loss or delay, nor
+five-replica clusters. read_time reads are not in the workloads. A seed fixes
 the fault schedule and the workers' choices, not the thread interleaving.
 """

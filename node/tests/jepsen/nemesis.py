@@ -24,9 +24,13 @@ Faults (one at a time, each healed before the next):
             that raft ticks, transaction expiry and timeouts use stays real. Not
             libfaketime: see clockshim/sitecustomize.py for why.
 
-Disk faults (a FUSE file system failing fsync, or dropping unsynced data on "power
-loss"; a full disk) are not here yet: see
-/work/shared/docs/research/reliability-anchors.md, part 2.
+  power     kill -9 a replica and cut its disk's power: its data directory is on powerfs
+            (powerfs.py, a FUSE file system), which then drops every byte not fsynced
+            (each file back to its last fsync/fdatasync); restart it after the duration.
+            The checkers must still find every acknowledged write (acks follow fsync).
+
+A full disk is not a nemesis fault: the node then exits (code 75) until space returns,
+which test_disk_full.py checks on its own.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import Cluster, NodeProcess
+from tests.jepsen.powerfs import PowerDisk
 from tests.netproxy import ProxyHub
 
 MIXES: dict[str, list[str]] = {
@@ -49,6 +54,7 @@ MIXES: dict[str, list[str]] = {
     "partition": ["isolate", "oneway", "bridge", "isolate"],
     "admin": ["transfer", "member", "transfer", "kill"],
     "clock": ["clock", "clock", "clock", "transfer", "kill"],
+    "disk": ["power", "power", "kill", "pause", "isolate"],
     "all": [
         "kill", "pause", "stop", "isolate", "oneway", "bridge", "transfer", "member", "clock",
     ],
@@ -111,11 +117,13 @@ class Nemesis:
         hub: ProxyHub,
         faults: list[Fault],
         clock_files: dict[str, Path] | None = None,
+        disks: dict[str, PowerDisk] | None = None,
     ) -> None:
         self.cluster = cluster
         self.hub = hub
         self.faults = faults
         self.clock_files = clock_files or {}
+        self.disks = disks or {}  # node id -> its power-loss disk (`power` faults)
         self.log: list[str] = []
         self.events: list[dict[str, Any]] = []  # the fault timeline: {"t": s, "event": ...}
         self.counts: dict[str, int] = {}  # faults injected, by kind
@@ -197,6 +205,17 @@ class Nemesis:
                 node.kill()
             else:
                 node.stop()
+            self._stop.wait(fault.duration_s)
+            self.note(f"restart {nid}")
+            node.start()
+        elif fault.kind == "power":
+            disk = self.disks.get(nid)
+            if disk is None:
+                raise RuntimeError(f"{nid} does not run on a power-loss disk")
+            self.note(f"power off {nid}")
+            node.kill()
+            loss = disk.power_cycle()
+            self.note(f"power on {nid}: unsynced data dropped {loss}")
             self._stop.wait(fault.duration_s)
             self.note(f"restart {nid}")
             node.start()

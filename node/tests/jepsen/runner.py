@@ -31,6 +31,7 @@ from google.cloud import datastore
 from tests.harness import Cluster, NodeProcess
 from tests.jepsen import checkers, elle, linearizability, nemesis
 from tests.jepsen.history import Op, Recorder, Status, to_record
+from tests.jepsen.powerfs import PowerDisk
 from tests.jepsen.workloads import Bank, ListAppend, Registers, Sets, Worker, make_client
 from tests.netproxy import ProxyHub
 
@@ -203,10 +204,19 @@ def _run(
         extra=["--snapshot-every", "400", "--snapshot-keep", "100"],
         env=(lambda nid: nemesis.clock_env(clock_files[nid])) if clock_files else None,
     )
+    # Every replica's data directory on a power-loss disk when the schedule cuts power.
+    disks: dict[str, PowerDisk] = {}
+    if any(f.kind == "power" for f in report.faults):
+        for node in cluster.nodes:
+            nid = node.node_id
+            disks[nid] = PowerDisk(root / nid / "backing", node.data_dir / "data",
+                                   root / nid / "powerfs.log")  # fmt: skip
     nem: nemesis.Nemesis | None = None
     workers: list[Worker] = []
     stop = threading.Event()
     try:
+        for disk in disks.values():
+            disk.mount()
         cluster.start()
         leader = cluster.leader(timeout=30)
         reg_rec, bank_rec, set_rec, list_rec = Recorder(), Recorder(), Recorder(), Recorder()
@@ -226,7 +236,7 @@ def _run(
             workers.append(
                 Worker(f"{name}-{i}", body, client, i, random.Random(rng.random()), stop)
             )
-        nem = nemesis.Nemesis(cluster, hub, report.faults, clock_files)
+        nem = nemesis.Nemesis(cluster, hub, report.faults, clock_files, disks)
         for w in workers:
             w.start()
         nem.start()
@@ -249,6 +259,9 @@ def _run(
         report.nemesis_log = nem.log
         report.timeline = nem.events
         report.fault_counts = dict(nem.counts)
+        for nid, disk in disks.items():
+            if disk.losses:
+                report.summary.append(f"power loss on {nid}: unsynced data dropped {disk.losses}")
         for w in workers:
             if w.crashes:
                 report.problems.append(f"worker {w.name} crashed: {w.crashes}")
@@ -276,6 +289,8 @@ def _run(
             if node.proc is not None and node.proc.poll() is None:
                 node.proc.send_signal(signal.SIGCONT)
         cluster.stop()
+        for disk in disks.values():
+            disk.unmount()
         hub.close()
         os.environ.pop("DATASTORE_EMULATOR_HOST", None)
 

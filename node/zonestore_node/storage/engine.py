@@ -44,6 +44,11 @@ import rocksdict
 
 log = logging.getLogger("zonestore.storage")
 
+# TEST ONLY: with ZONESTORE_UNSAFE_NO_FSYNC=1 the durability point hands the WAL to the
+# kernel without fsync, i.e. the node acknowledges before fsync: the broken build that the
+# `power` fault (tests/jepsen/powerfs.py) must catch.
+UNSAFE_NO_FSYNC_ENV = "ZONESTORE_UNSAFE_NO_FSYNC"
+
 # sysexits.h EX_TEMPFAIL: "a temporary failure; the invoker is invited to retry".
 EXIT_STORAGE = 75
 
@@ -121,6 +126,9 @@ class Engine:
         self.read_only = read_only
         self.on_failure = on_failure
         self.failure: StorageError | None = None
+        self._fsync = os.environ.get(UNSAFE_NO_FSYNC_ENV, "") != "1"
+        if not self._fsync and not read_only:
+            log.warning("storage.unsafe_no_fsync path=%s (TEST ONLY: acks before fsync)", path)
         families = {
             f.value: rocksdict.Options(raw_mode=True) for f in Family if f is not Family.META
         }
@@ -199,7 +207,7 @@ class Engine:
         if self.failure is not None:
             raise self.failure
         try:
-            self._db.flush_wal(True)
+            self._db.flush_wal(self._fsync)
         except Exception as exc:
             self._fail(StorageError(self.path, "sync", exc))
 
