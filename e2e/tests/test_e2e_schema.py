@@ -95,6 +95,7 @@ def test_crd_defaults_and_validation(api: Any, namespace: str) -> None:
     assert spec["replicasPerZone"] == 1 and spec["voters"] == 3
     assert spec["image"] == "zonestore/zonestore:0.1.0"
     assert spec["security"]["peerTLS"]["enabled"] is True
+    assert spec["security"]["clientAuth"]["mode"] == "Tokens"
 
     bad = {
         "even voters": {"voters": 2},
@@ -102,6 +103,9 @@ def test_crd_defaults_and_validation(api: Any, namespace: str) -> None:
         "more voters than replicas": {"voters": 5},
         "two listeners on one port": {"ports": {"client": 9081}},
         "unknown update strategy": {"updateStrategy": {"type": "Sometimes"}},
+        "no auth but a tokens Secret": {
+            "security": {"clientAuth": {"mode": "None", "tokensSecretName": "x"}}
+        },
     }
     for what, patch in bad.items():
         body = manifest(f"bad-{len(what)}", namespace, **patch)
@@ -122,3 +126,14 @@ def test_crd_guards_immutable_fields(api: Any, namespace: str) -> None:
         )
     assert info.value.status == 422
     assert "immutable" in str(info.value.body)
+    # Peer TLS cannot be switched on a running group (a roll would lose quorum).
+    with pytest.raises(client.ApiException) as info:
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            "immutable",
+            {"spec": {"security": {"peerTLS": {"enabled": False}}}},
+        )
+    assert info.value.status == 422, info.value.body

@@ -18,7 +18,8 @@ ADMIN_PORT = 9081
 
 def manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     """A small three-zone Datastore: one replica per zone (three voters), a short zone
-    timeout so a failover fits in a test, 1Gi volumes on the e2e StorageClass."""
+    timeout so a failover fits in a test, 1Gi volumes on the e2e StorageClass, client
+    auth off. `spec` merges over that (nested dicts key by key); `None` values drop a key."""
     base: dict[str, Any] = {
         "image": "zonestore/zonestore:0.1.0",
         "zones": list(DEFAULT_ZONES),
@@ -27,6 +28,9 @@ def manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
         "storage": {"size": "1Gi"},
         "failover": {"enabled": True, "zoneTimeoutSeconds": 15, "maxAutomaticReplacements": 1},
         "pvcRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Delete"},
+        # The scenarios' official clients go through DATASTORE_EMULATOR_HOST, which sends
+        # no credentials: the documented opt-out (test_e2e_security covers the default).
+        "security": {"clientAuth": {"mode": "None"}},
     }
     merged = _merge(base, spec)
     return {
@@ -40,7 +44,9 @@ def manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
