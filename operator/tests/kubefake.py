@@ -76,8 +76,11 @@ class FakeApiServer(kmock.KubernetesEmulator):
 
     async def _before(self, request: kmock.Request, data: dict[str, Any]) -> None:
         assert request.resource is not None
-        md = data.setdefault("metadata", {})
         key = (request.resource, request.namespace, request.name)
+        if request.action == kmock.action.DELETE:
+            await self._delete(request, data, key)
+            return
+        md = data.setdefault("metadata", {})
         if request.action == kmock.action.CREATE:
             if not md.get("name") and md.get("generateName"):
                 md["name"] = md["generateName"] + uuid.uuid4().hex[:5]
@@ -93,8 +96,6 @@ class FakeApiServer(kmock.KubernetesEmulator):
                     created = dict(data, metadata=dict(md, uid=str(uuid.uuid4())))
                     self.objects[key] = created
                     await self._buses[request.resource].put({"type": "ADDED", "object": created})
-        elif request.action == kmock.action.DELETE:
-            await self._delete(request, data, key)
 
     async def _delete(self, request: kmock.Request, options: Mapping[str, Any], key: Any) -> None:
         if key not in self.objects or self.objects[key].deleted:

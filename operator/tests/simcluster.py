@@ -33,6 +33,18 @@ class SimPod:
     role_label: str | None = None
     revision: str = "r1"
     ready: bool = True
+    deleting: bool = False  # Terminating: deletionTimestamp set
+    incarnation: int = 0  # bumped when the StatefulSet recreates the pod
+
+    @property
+    def node(self) -> str:
+        return f"node-{self.zone}-{self.ordinal}" + (
+            f"-{self.incarnation}" if self.incarnation else ""
+        )
+
+    @property
+    def uid(self) -> str:
+        return f"uid-{self.zone}-{self.ordinal}-{self.incarnation}"
 
 
 @dataclass
@@ -53,6 +65,8 @@ class SimCluster:
     update_revision: str = "r1"
     dead_zones: set[str] = field(default_factory=set)  # pods unreachable, nodes NotReady
     not_ready_zones: set[str] = field(default_factory=set)  # nodes NotReady, pods answer
+    # Kubernetes node name -> since when it is NotReady (its pods unreachable).
+    dead_nodes: dict[str, datetime] = field(default_factory=dict)
     log: list[tuple[str, str]] = field(default_factory=list)
     secrets: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
@@ -83,7 +97,13 @@ class SimCluster:
             )
 
     def reachable(self, name: str) -> bool:
-        return name in self.pods and self.pods[name].zone not in self.dead_zones
+        pod = self.pods.get(name)
+        return (
+            pod is not None
+            and pod.zone not in self.dead_zones
+            and pod.node not in self.dead_nodes
+            and not pod.deleting
+        )
 
     def elect_if_needed(self) -> None:
         voters = [n for n, m in self.members.items() if m.membership is Membership.VOTER]
@@ -102,7 +122,9 @@ class SimCluster:
                 zone=p.zone,
                 ordinal=p.ordinal,
                 ready=p.ready and self.reachable(name),
-                node_name=f"node-{p.zone}-{p.ordinal}",
+                deleting=p.deleting,
+                uid=p.uid,
+                node_name=p.node,
                 ip="10.0.0.1",
                 role_label=p.role_label,
                 revision=p.revision,
@@ -110,7 +132,11 @@ class SimCluster:
             for name, p in self.pods.items()
         }
         down = self.dead_zones | self.not_ready_zones
-        node_ready = {pod.node_name: pod.zone not in down for pod in pods.values() if pod.node_name}
+        node_ready = {
+            pod.node_name: pod.zone not in down and pod.node_name not in self.dead_nodes
+            for pod in pods.values()
+            if pod.node_name
+        }
         zone_nodes: dict[str, tuple[str, ...]] = {}
         for pod in pods.values():
             assert pod.node_name
@@ -152,6 +178,7 @@ class SimCluster:
         return Observation(
             pods=pods,
             node_ready=node_ready,
+            node_not_ready_since=dict(self.dead_nodes),
             zone_nodes=zone_nodes,
             statefulsets={
                 z: StatefulSetObservation(z, n, self.update_revision) for z, n in self.sts.items()
@@ -177,6 +204,12 @@ class SimCluster:
         for action in p.pod_actions:
             if action.kind is planner.PodActionKind.SET_ROLE_LABEL:
                 self.pods[action.pod].role_label = action.role
+            elif action.kind is planner.PodActionKind.FORCE_DELETE:
+                # The StatefulSet recreates the pod, scheduled on a live node.
+                pod = self.pods[action.pod]
+                assert action.uid == pod.uid
+                pod.deleting, pod.incarnation = False, pod.incarnation + 1
+                self.log.append(("ForceDelete", action.pod))
             else:
                 pod = self.pods[action.pod]
                 pod.revision = self.update_revision

@@ -231,3 +231,35 @@ async def test_a_bad_spec_is_reported_in_a_condition_and_the_operator_keeps_runn
         await _until(
             lambda: _condition(fake, "Ready")["reason"] != "InvalidSpec", "the condition to clear"
         )
+
+
+async def test_force_delete_sends_grace_zero_with_the_uid_and_tolerates_a_replaced_pod(
+    fake: FakeApiServer,
+) -> None:
+    from kubernetes.aio import client
+
+    from zonestore_operator.reconcile.kube import Kube
+
+    async with fake.post(f"/api/v1/namespaces/{NS}/pods", json=_pod("ds-c-0", "c")) as r:
+        uid = (await r.json())["metadata"]["uid"]
+    # Terminating, and no kubelet will ever confirm it.
+    fake.objects[PODS, NS, "ds-c-0"].patch(
+        {"metadata": {"deletionTimestamp": "2030-01-01T12:00:00Z"}}
+    )
+    kube = Kube(client.ApiClient(client.Configuration(host=str(fake.url).rstrip("/"))))
+    try:
+        assert await kube.force_delete_pod(NS, "ds-c-0", "some-older-uid") is False  # 409
+        assert _obj(fake, PODS, "ds-c-0") is not None
+        assert await kube.force_delete_pod(NS, "ds-c-0", uid) is True
+        assert _obj(fake, PODS, "ds-c-0") is None
+        assert await kube.force_delete_pod(NS, "ds-c-0", uid) is False  # 404: gone already
+    finally:
+        await kube.close()
+    deletes = [r for r in fake if r.method.value == "DELETE"]
+    assert [r.url.path for r in deletes] == [f"/api/v1/namespaces/{NS}/pods/ds-c-0"] * 3
+    assert deletes[1].data == {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "gracePeriodSeconds": 0,
+        "preconditions": {"uid": uid},
+    }

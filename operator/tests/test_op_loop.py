@@ -25,6 +25,7 @@ class FakeKube:
         self.events: list[tuple[str, str]] = []
         self.secrets: dict[str, dict[str, Any]] = {}
         self.writes: list[tuple[str, str]] = []  # (verb, secret name)
+        self.forced: list[tuple[str, str]] = []  # (pod, uid)
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         obs = self.sim.observation()
@@ -32,6 +33,8 @@ class FakeKube:
             {
                 "metadata": {
                     "name": p.name,
+                    "uid": p.uid,
+                    **({"deletionTimestamp": "2030-01-01T12:00:00Z"} if p.deleting else {}),
                     "labels": {"zonestore.io/zone": p.zone, "zonestore.io/role": p.role_label},
                 },
                 "spec": {"nodeName": p.node_name},
@@ -49,7 +52,15 @@ class FakeKube:
         return [
             {
                 "metadata": {"name": n, "labels": {"topology.kubernetes.io/zone": n.split("-")[1]}},
-                "status": {"conditions": [{"type": "Ready", "status": str(ok)}]},
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": str(ok),
+                            "lastTransitionTime": "2030-01-01T12:00:10Z",
+                        }
+                    ]
+                },
             }
             for n, ok in obs.node_ready.items()
         ]
@@ -94,6 +105,14 @@ class FakeKube:
 
     async def delete_pod(self, namespace: str, pod: str) -> None:
         raise AssertionError("no restarts expected")
+
+    async def force_delete_pod(self, namespace: str, pod: str, uid: str) -> bool:
+        self.forced.append((pod, uid))
+        sim_pod = self.sim.pods[pod]
+        if sim_pod.uid != uid:
+            return False
+        sim_pod.deleting, sim_pod.incarnation = False, sim_pod.incarnation + 1
+        return True
 
     async def patch_status(self, ref: Any, status: Mapping[str, Any]) -> None:
         self.body["status"] = dict(status)
@@ -192,3 +211,20 @@ def test_an_invalid_spec_is_reported_on_the_status_and_as_an_event() -> None:
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert kube.events == [("Warning", "InvalidSpec")]
     assert kube.applied == {}
+
+
+def test_a_pod_stuck_on_a_dead_node_is_force_deleted_once_with_an_event() -> None:
+    sim = SimCluster.healthy(parse_spec(SPEC))
+    kube, admin = FakeKube(sim, _body()), FakeAdmin(sim)
+    asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0))
+    sim.pods["ds-c-0"].deleting = True
+    sim.dead_nodes[sim.pods["ds-c-0"].node] = T0 + timedelta(seconds=10)
+    asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0 + timedelta(seconds=10)))
+    assert kube.forced == []
+    asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0 + timedelta(seconds=71)))
+    assert kube.forced == [("ds-c-0", "uid-c-0-0")]
+    assert ("Warning", "PodForceDeleted") in kube.events
+    # (The condition that says so is the planner's: test_op_plan. Here the same pass goes on
+    # to fail over the member that was unhealthy past the timeout, and reports that.)
+    asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0 + timedelta(seconds=72)))
+    assert kube.forced == [("ds-c-0", "uid-c-0-0")]  # the new incarnation is left alone

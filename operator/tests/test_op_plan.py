@@ -4,7 +4,7 @@ the fixpoint (planning again after the plan took effect changes nothing)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from simcluster import REF, T0, SimCluster
@@ -325,3 +325,73 @@ def test_scaling_in_moves_votes_off_retiring_pods_before_they_go() -> None:
     sim.converge(status, T0)
     assert _voters(sim) == ["ds-a-0", "ds-b-0", "ds-c-0"]
     assert sim.sts == {"a": 1, "b": 1, "c": 1}
+
+
+# -- pods stuck Terminating on a dead node ---------------------------------------------------
+#
+# ds-c-0 (a voter) was deleted and its node died at DIED; the kubelet that would confirm
+# the deletion is gone, so only a forced delete lets the StatefulSet replace it.
+
+DIED = T0 + timedelta(seconds=10)
+
+
+def _stuck(sim: SimCluster, pod: str = "ds-c-0", node_died: datetime | None = None) -> None:
+    sim.pods[pod].deleting = True
+    sim.dead_nodes[sim.pods[pod].node] = node_died or DIED
+
+
+def _forced(p: planner.Plan) -> list[planner.PodAction]:
+    return [a for a in p.pod_actions if a.kind is planner.PodActionKind.FORCE_DELETE]
+
+
+@pytest.mark.parametrize(
+    ("situation", "at", "forced"),
+    [
+        ("dead node past the timeout", DIED + TIMEOUT, True),
+        ("dead node within the timeout", DIED + TIMEOUT - timedelta(seconds=1), False),
+        ("node still Ready", DIED + TIMEOUT, False),
+        ("node NotReady only recently", DIED + TIMEOUT, False),
+        ("group without quorum", DIED + TIMEOUT, False),
+        ("failover disabled", DIED + TIMEOUT, False),
+    ],
+)
+def test_a_pod_stuck_terminating_on_a_dead_node(situation: str, at, forced: bool) -> None:
+    spec = THREE_BY_ONE
+    if situation == "failover disabled":
+        spec = parse_spec({"zones": ["a", "b", "c"], "failover": {"enabled": False}})
+    sim = SimCluster.healthy(spec)
+    status = _settled(sim)
+    _stuck(sim)
+    if situation == "node still Ready":
+        sim.dead_nodes.clear()  # Terminating on a live node: its kubelet finishes the job
+    if situation == "group without quorum":
+        sim.dead_zones.add("b")
+    _, status = sim.step(status, DIED)  # the member's unhealthySince starts here
+    if situation == "node NotReady only recently":
+        # unhealthySince is old, but the node died just now: wait for the node's own clock.
+        sim.dead_nodes[sim.pods["ds-c-0"].node] = at - timedelta(seconds=5)
+    p = planner.plan(REF, spec, status, sim.observation(), at)
+    if forced:
+        assert _forced(p) == [
+            planner.PodAction(
+                planner.PodActionKind.FORCE_DELETE,
+                "ds-c-0",
+                uid="uid-c-0-0",
+                reason="force-deleting ds-c-0: Terminating on NotReady node node-c-0 for over 60s",
+            )
+        ]
+        assert _cond(p.status, ConditionType.PROGRESSING) == (True, "ForceDeletingPods")
+        assert "ds-c-0" in p.status.condition(ConditionType.PROGRESSING).message
+    else:
+        assert _forced(p) == [], situation
+
+
+def test_a_forced_pod_is_recreated_and_the_group_heals_without_acting_twice() -> None:
+    sim = SimCluster.healthy(THREE_BY_ONE)
+    status = _settled(sim)
+    _stuck(sim)
+    _, status = sim.step(status, DIED)
+    status = sim.converge(status, DIED + TIMEOUT)
+    assert sim.log == [("ForceDelete", "ds-c-0")]  # once; the new incarnation is healthy
+    assert _voters(sim) == ["ds-a-0", "ds-b-0", "ds-c-0"]
+    assert status.member("ds-c-0").healthy

@@ -1,5 +1,5 @@
 """Carry out a Plan: Secrets (created once, or replaced on rotation), objects
-(server-side apply), pod labels and update deletions, the
+(server-side apply), pod labels, update deletions and forced deletions, the
 FIRST membership action (through the admin client, addressed to any healthy node: a
 follower redirects to the leader), Events, and the status.
 
@@ -78,6 +78,10 @@ async def apply_pods(kube: KubeGateway, ref: DatastoreRef, plan: Plan) -> list[s
         if action.kind is PodActionKind.SET_ROLE_LABEL:
             labels: Mapping[str, str | None] = {meta.L_ROLE: action.role}
             await kube.set_pod_labels(ref.namespace, action.pod, labels)
+        elif action.kind is PodActionKind.FORCE_DELETE:
+            assert action.uid, "the planner forces only a pod whose uid it saw"
+            if await kube.force_delete_pod(ref.namespace, action.pod, action.uid):
+                await kube.post_event(ref, "Warning", "PodForceDeleted", action.reason)
         else:
             await kube.delete_pod(ref.namespace, action.pod)
             restarted.append(action.pod)

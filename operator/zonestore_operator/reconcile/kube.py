@@ -52,6 +52,7 @@ class KubeGateway(Protocol):
         self, namespace: str, pod: str, labels: Mapping[str, str | None]
     ) -> None: ...
     async def delete_pod(self, namespace: str, pod: str) -> None: ...
+    async def force_delete_pod(self, namespace: str, pod: str, uid: str) -> bool: ...
     async def patch_status(self, ref: DatastoreRef, status: Mapping[str, Any]) -> None: ...
     async def post_event(
         self, ref: DatastoreRef, type_: str, reason: str, message: str
@@ -186,6 +187,24 @@ class Kube:
         except KubeError as exc:
             if exc.status != 404:
                 raise
+
+    async def force_delete_pod(self, namespace: str, pod: str, uid: str) -> bool:
+        """DELETE with gracePeriodSeconds=0 (the API server removes the pod without the
+        kubelet's confirmation), only if the pod is still the incarnation `uid`. False
+        when there was nothing to do: gone already (404) or replaced (409)."""
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": uid},
+        }
+        try:
+            await self._request("DELETE", object_path("v1", "Pod", namespace, pod), body=options)
+        except KubeError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
 
     async def patch_status(self, ref: DatastoreRef, status: Mapping[str, Any]) -> None:
         await self._request(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from zonestore_operator.model.node import NodeStatus
 
@@ -17,6 +18,7 @@ class PodObservation:
     phase: str = "Running"  # Pending, Running, Succeeded, Failed, Unknown
     ready: bool = True  # the Ready condition (readiness probe on /readyz)
     deleting: bool = False  # metadata.deletionTimestamp is set
+    uid: str | None = None  # metadata.uid: a forced delete is conditional on it
     node_name: str | None = None
     ip: str | None = None
     role_label: str | None = None  # current zonestore.io/role label
@@ -40,6 +42,9 @@ class Observation:
     pods: Mapping[str, PodObservation] = field(default_factory=dict)
     # Kubernetes node name -> Ready condition; nodes not listed are unknown.
     node_ready: Mapping[str, bool] = field(default_factory=dict)
+    # Node name -> when its Ready condition last left True (lastTransitionTime), for the
+    # nodes whose Ready is not True; the API server's record, not the operator's clock.
+    node_not_ready_since: Mapping[str, datetime] = field(default_factory=dict)
     # Zone -> names of the Kubernetes nodes labelled with it.
     zone_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     statefulsets: Mapping[str, StatefulSetObservation] = field(default_factory=dict)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Protocol, Self
 
 from zonestore_operator.model.node import NodeStatus
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import DatastoreSpec
+from zonestore_operator.model.status import parse_time
 from zonestore_operator.reconcile import credentials
 from zonestore_operator.reconcile.kube import KubeGateway
 from zonestore_operator.reconcile.observation import (
@@ -40,6 +42,14 @@ def _ready(conditions: Any, kind: str) -> bool:
     return False
 
 
+def _not_ready_since(conditions: Any) -> datetime | None:
+    """When the Ready condition left True, for a node that is not Ready."""
+    for c in conditions or []:
+        if isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") != "True":
+            return parse_time(c.get("lastTransitionTime"))
+    return None
+
+
 def pod_observation(ref: DatastoreRef, raw: Mapping[str, Any]) -> PodObservation | None:
     md = raw.get("metadata", {})
     labels = md.get("labels", {}) or {}
@@ -56,6 +66,7 @@ def pod_observation(ref: DatastoreRef, raw: Mapping[str, Any]) -> PodObservation
         phase=str(status.get("phase", "Unknown")),
         ready=_ready(status.get("conditions"), "Ready"),
         deleting=bool(md.get("deletionTimestamp")),
+        uid=md.get("uid"),
         node_name=(raw.get("spec", {}) or {}).get("nodeName"),
         ip=status.get("podIP"),
         role_label=labels.get(meta.L_ROLE),
@@ -93,10 +104,13 @@ async def observe(
     admin = admin.authorized(credentials.admin_token(ref, secrets))
     pods = {p.name: p for p in (pod_observation(ref, r) for r in raw_pods) if p is not None}
     node_ready: dict[str, bool] = {}
+    not_ready_since: dict[str, datetime] = {}
     zone_nodes: dict[str, list[str]] = {}
     for node in raw_nodes:
         name = node.get("metadata", {}).get("name", "")
         node_ready[name] = _ready(node.get("status", {}).get("conditions"), "Ready")
+        if (since := _not_ready_since(node.get("status", {}).get("conditions"))) is not None:
+            not_ready_since[name] = since
         zone = (node.get("metadata", {}).get("labels") or {}).get(spec.topology_key)
         if zone:
             zone_nodes.setdefault(zone, []).append(name)
@@ -120,6 +134,7 @@ async def observe(
     return Observation(
         pods=pods,
         node_ready=node_ready,
+        node_not_ready_since=not_ready_since,
         zone_nodes={z: tuple(sorted(n)) for z, n in zone_nodes.items()},
         statefulsets=sets,
         statuses={name: s for name, s in answers if s is not None},

@@ -37,7 +37,11 @@ How a pass decides (each step reads only the values computed before it):
    only when that pod holds no vote.
 6. Pod actions: role labels from observed roles; with updateStrategy RollingUpdate, one
    out-of-date pod at a time is deleted (learners, then followers, then the leader after
-   its leadership moved), only while the whole group is healthy.
+   its leadership moved), only while the whole group is healthy. A pod stuck Terminating
+   on a NotReady node is force-deleted (the kubelet that would confirm the deletion is
+   gone, so the StatefulSet never replaces it) once both its member's unhealthySince and
+   the node's NotReady transition are older than spec.failover.zoneTimeoutSeconds, and
+   only while the group keeps a quorum of healthy voters without it.
 7. The new status: members, zones, conditions (with lastTransitionTime moving only on a
    flip), phase, endpoints; and Events for zone and quorum transitions.
 8. Credentials (reconcile.credentials): Secrets to create or rotate, cert-manager
@@ -92,6 +96,9 @@ class MemberAction:
 class PodActionKind(enum.Enum):
     SET_ROLE_LABEL = "SetRoleLabel"
     DELETE_FOR_UPDATE = "DeleteForUpdate"
+    # DELETE with gracePeriodSeconds=0 and a UID precondition, for a pod stuck
+    # Terminating on a dead node (step 6).
+    FORCE_DELETE = "ForceDelete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,8 @@ class PodAction:
     kind: PodActionKind
     pod: str
     role: str | None = None  # for SET_ROLE_LABEL; None removes the label
+    uid: str | None = None  # for FORCE_DELETE: only this incarnation of the pod
+    reason: str = ""  # for FORCE_DELETE: the Event's and the condition's message
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +482,12 @@ class _Planner:
                     role = None
                 if role != r.pod.role_label:
                     actions.append(PodAction(PodActionKind.SET_ROLE_LABEL, r.id, role))
+        for r in replicas:
+            reason = self.stuck_on_dead_node(r, replicas)
+            if reason and r.pod is not None:
+                actions.append(
+                    PodAction(PodActionKind.FORCE_DELETE, r.id, uid=r.pod.uid, reason=reason)
+                )
         if (
             self.spec.update_strategy is UpdateStrategy.ROLLING_UPDATE
             and calm
@@ -493,6 +508,33 @@ class _Planner:
             if order and order[0].id != self.leader:
                 actions.append(PodAction(PodActionKind.DELETE_FOR_UPDATE, order[0].id))
         return actions
+
+    def stuck_on_dead_node(self, r: _Replica, replicas: list[_Replica]) -> str | None:
+        """Why `r`'s pod should be force-deleted, or None. The clock is the one the
+        planner already keeps (the member's unhealthySince: a Terminating pod is not
+        running, a NotReady node not healthy), checked against the node's own record of
+        when it went NotReady, so an older, unrelated unhealthiness cannot shorten the
+        wait for a node that only just died."""
+        pod = r.pod
+        if pod is None or not pod.deleting or not pod.uid or not pod.node_name:
+            return None
+        if not self.spec.failover.enabled or self.leader is None:
+            return None
+        if self.obs.node_ready.get(pod.node_name, True):
+            return None  # Ready, or no Node object (the pod GC controller handles that)
+        node_since = self.obs.node_not_ready_since.get(pod.node_name)
+        if not _expired(r.unhealthy_since, self.now, self.timeout):
+            return None
+        if node_since is not None and not _expired(node_since, self.now, self.timeout):
+            return None
+        voters = [v for v in replicas if v.is_voter]
+        others = [v for v in voters if v.id != r.id and v.healthy]
+        if len(others) < len(voters) // 2 + 1:
+            return None  # the group needs this member back, not a second incarnation
+        return (
+            f"force-deleting {r.id}: Terminating on NotReady node {pod.node_name} "
+            f"for over {self.timeout}s"
+        )
 
     def leader_update_transfer(
         self, replicas: list[_Replica], desired_ids: set[str]
@@ -784,6 +826,8 @@ class _Planner:
             first = member_actions[0]
             reason = "FailingOver" if failed_zones else "MembershipChanging"
             message = f"{first.kind.value} {first.member}: {first.reason}"
+        elif forced := [a for a in pod_actions if a.kind is PodActionKind.FORCE_DELETE]:
+            reason, message = "ForceDeletingPods", "; ".join(a.reason for a in forced)
         elif any(a.kind is PodActionKind.DELETE_FOR_UPDATE for a in pod_actions):
             reason, message = "RollingUpdate", "restarting out-of-date pods one at a time"
         elif sts_changes:
