@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -83,6 +84,10 @@ def alive(pid: int, start: str) -> bool:
 def kill_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+# The checkout this package runs from (its sources are what the venv has installed).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -641,6 +646,12 @@ class PodWorker:
                 os.makedirs(src, exist_ok=True)
             ro = bool(vm.get("readOnly")) or vname in self.file_volumes
             mounts.append(pods.Mount(src, vm["mountPath"], ro))
+        # The programs (the venv and the checkout installed into it) must stay visible
+        # when a volume lands on a directory that holds them - an emptyDir at /tmp while
+        # the checkout lives under /tmp - so they are bound back over the volume.
+        for program_dir in (self.k.cfg.venv, str(PROJECT_ROOT)):
+            if any(pods.under(program_dir, m.target) for m in mounts if not m.is_file):
+                mounts.append(pods.Mount(program_dir, program_dir, True))
         stages = [os.path.join(d, r.name) for d in self.stage_dirs()]
         plan = pods.mount_plan(mounts, stages)
         hostname = self.k.cfg.name if self.host_network else pods.pod_hostname(self.pod)

@@ -554,7 +554,7 @@ class Mount:
     is_file: bool = False
 
 
-def _under(path: str, parent: str) -> bool:
+def under(path: str, parent: str) -> bool:
     parent = parent.rstrip("/") or "/"
     return path == parent or path.startswith(parent + "/") or parent == "/"
 
@@ -566,13 +566,13 @@ def mount_plan(mounts: Sequence[Mount], stages: Sequence[str]) -> list[Mount]:
     of `stages` that lies under no target - and mounted from there."""
     ordered = sorted(mounts, key=lambda m: (m.target.rstrip("/").count("/"), m.target))
     shadowed = any(
-        _under(later.source, earlier.target)
+        under(later.source, earlier.target)
         for i, earlier in enumerate(ordered)
         for later in ordered[i + 1 :]
     )
     if not shadowed:
         return ordered
-    usable = [st for st in stages if not any(_under(st, m.target) for m in ordered)]
+    usable = [st for st in stages if not any(under(st, m.target) for m in ordered)]
     if not usable:
         raise ConfigError(f"the volume mounts hide every staging directory ({', '.join(stages)})")
     stage = usable[0]
