@@ -38,6 +38,26 @@ def _preflight() -> list[str]:
     return missing
 
 
+EXTERNAL_KUBECONFIG = os.environ.get("ZSE2E_KUBECONFIG")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "process_cluster: needs the process cluster's levers (kubelets, bridges, pod IPs "
+        "routable from the test); deselected against an external cluster (make e2e-kind)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not EXTERNAL_KUBECONFIG:
+        return
+    dropped = [i for i in items if i.get_closest_marker("process_cluster")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if not i.get_closest_marker("process_cluster")]
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -46,7 +66,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if EXTERNAL_KUBECONFIG:
+        from zonestore_e2e.external import ExternalCluster
+
+        external = ExternalCluster(Path(EXTERNAL_KUBECONFIG), tmp_path_factory.mktemp("external"))
+        try:
+            install_operator(external)  # type: ignore[arg-type]
+        except InstallError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield external  # type: ignore[misc]
+        return
     missing = _preflight()
     if missing:
         pytest.fail("the e2e environment needs: " + ", ".join(missing), pytrace=False)

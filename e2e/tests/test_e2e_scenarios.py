@@ -75,6 +75,7 @@ def _voters_outside(ds: DatastoreHandle, zone: str, count: int) -> list[dict[str
     return healthy if len(healthy) >= count else None
 
 
+@pytest.mark.process_cluster
 def test_install_and_clients(cluster: Cluster, namespace: str, api: Any) -> None:
     """A three-zone Datastore becomes Ready; its objects are as specified; both official
     clients write and read through its pods."""
@@ -153,6 +154,7 @@ def _steady(
     return writer
 
 
+@pytest.mark.process_cluster
 def test_zone_outage_and_recovery(cluster: Cluster, namespace: str) -> None:
     """The leader's zone dies under a steady write load: its kubelets stop (Nodes go
     NotReady), its pods freeze, its bridge goes down. Writes resume through the other
@@ -229,6 +231,7 @@ def test_zone_outage_and_recovery(cluster: Cluster, namespace: str) -> None:
     _report("zone recovery", rebalanced_s=time.monotonic() - t_heal)
 
 
+@pytest.mark.process_cluster
 def test_zone_partition_and_heal(cluster: Cluster, namespace: str) -> None:
     """The leader's zone is cut off (its pods keep running; its kubelets are paused so
     their Nodes go NotReady as they would behind a real partition). The rest elects a
@@ -279,6 +282,7 @@ def test_zone_partition_and_heal(cluster: Cluster, namespace: str) -> None:
     assert missing == []
 
 
+@pytest.mark.process_cluster
 def test_rolling_upgrade_under_load(cluster: Cluster, namespace: str) -> None:
     """A changed pod template rolls every pod (learners, followers, the leader last)
     while a client writes; no acknowledged write is lost."""
@@ -316,6 +320,7 @@ def test_rolling_upgrade_under_load(cluster: Cluster, namespace: str) -> None:
     assert counts["acked"] > 20
 
 
+@pytest.mark.process_cluster
 def test_scale_out_and_in(cluster: Cluster, namespace: str) -> None:
     """replicasPerZone 1 -> 2 adds a learner per zone (voters stay 3); back to 1 removes
     them from the group and their pods."""
@@ -340,6 +345,7 @@ def test_scale_out_and_in(cluster: Cluster, namespace: str) -> None:
     wait_for("back to three members and three pods", scaled_in, READY_BUDGET, 1.0)
 
 
+@pytest.mark.process_cluster
 def test_delete_keeps_volumes(cluster: Cluster, namespace: str, api: Any) -> None:
     """Deleting the Datastore garbage-collects what it owns (StatefulSets, pods,
     Services) and keeps the PVCs (pvcRetentionPolicy.whenDeleted: Retain)."""

@@ -64,6 +64,7 @@ def _tls_client(addr: str, host: str, ca_pem: bytes, project: str, token: str | 
     return ds
 
 
+@pytest.mark.process_cluster
 def test_default_client_auth_and_tls(cluster: Cluster, namespace: str, api: Any) -> None:
     from google.api_core import exceptions as gexc
     from google.cloud import datastore

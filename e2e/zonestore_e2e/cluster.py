@@ -115,7 +115,107 @@ class HostProcess:
             return "(no log)"
 
 
-class Cluster:
+class ApiAccess:
+    """Admin access to a cluster's API: the generated client, and raw requests for what
+    it does not expose (dry-run with strict field validation on any kind, discovery).
+    Subclasses say where the API server is and with which credentials."""
+
+    def __init__(self) -> None:
+        self._plurals: dict[tuple[str, str], tuple[str, bool]] = {}
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        raise NotImplementedError
+
+    def endpoint(self) -> tuple[str, tuple[str, str], str]:
+        """(server URL, (client cert file, key file), CA file)."""
+        raise NotImplementedError
+
+    def api(self) -> Any:
+        """A `kubernetes.client.ApiClient` with the admin's credentials."""
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.admin_kubeconfig), client_configuration=cfg
+        )
+        return client.ApiClient(cfg)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: str | None = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, Any]:
+        import requests
+
+        server, cert, ca = self.endpoint()
+        resp = requests.request(
+            method,
+            f"{server}{path}",
+            data=data,
+            params=params,
+            headers={"Content-Type": content_type},
+            cert=cert,
+            verify=ca,
+            timeout=30,
+        )
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, resp.text
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """One raw API call as the admin: (HTTP status, decoded JSON body)."""
+        data = None if body is None else json.dumps(body)
+        return self._call(method, path, data=data, params=params)
+
+    def resource_path(
+        self, api_version: str, kind: str, namespace: str | None, name: str | None = None
+    ) -> str:
+        """The REST path of `kind` in `api_version`, found by discovery (cached)."""
+        key = (api_version, kind)
+        base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+        if key not in self._plurals:
+            status, listing = self.request("GET", base)
+            if status != 200:
+                raise LookupError(f"discovery of {api_version} failed: {status} {listing}")
+            for res in listing.get("resources", []):
+                if "/" not in res["name"]:
+                    self._plurals[(api_version, res["kind"])] = (res["name"], res["namespaced"])
+        plural, namespaced = self._plurals[key]
+        ns = f"/namespaces/{namespace}" if namespaced and namespace else ""
+        return f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
+
+    def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> tuple[int, Any]:
+        """Server-side apply as the admin (field manager zse2e), strict field validation:
+        an unknown field is an error, not silently pruned."""
+        meta = obj["metadata"]
+        path = self.resource_path(
+            obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]
+        )
+        params = {"fieldManager": "zse2e", "force": "true", "fieldValidation": "Strict"}
+        if dry_run:
+            params["dryRun"] = "All"
+        return self._call(
+            "PATCH",
+            path,
+            data=json.dumps(obj),
+            params=params,
+            content_type="application/apply-patch+yaml",
+        )
+
+
+class Cluster(ApiAccess):
     def __init__(
         self,
         workdir: Path,
@@ -125,6 +225,7 @@ class Cluster:
         nodes_per_zone: int = 2,
         lease_seconds: int = 8,
     ) -> None:
+        super().__init__()
         self.workdir = workdir
         self.bin_dir = bin_dir
         self.venv = venv
@@ -141,7 +242,6 @@ class Cluster:
         self.kubelets: dict[str, HostProcess] = {}
         self.services: dict[str, HostProcess] = {}
         self.timings: dict[str, float] = {}
-        self._plurals: dict[tuple[str, str], tuple[str, bool]] = {}
 
     # -- paths ----------------------------------------------------------------------
 
@@ -153,6 +253,11 @@ class Cluster:
     def admin_kubeconfig(self) -> Path:
         assert self.pki is not None
         return self.pki.admin_kubeconfig
+
+    def endpoint(self) -> tuple[str, tuple[str, str], str]:
+        assert self.pki is not None
+        creds = self.pki.admin
+        return self.pki.server_url, (str(creds.cert), str(creds.key)), str(self.pki.ca_cert)
 
     def python(self) -> str:
         return str(self.venv / "bin" / "python")
@@ -238,89 +343,6 @@ class Cluster:
             with contextlib.suppress(Exception):
                 self.control_plane.stop()
         self.network.down()
-
-    # -- API ------------------------------------------------------------------------
-
-    def api(self) -> Any:
-        """A `kubernetes.client.ApiClient` with the admin's credentials."""
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(self.admin_kubeconfig), client_configuration=cfg
-        )
-        return client.ApiClient(cfg)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        params: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        """One raw API call as the admin: (HTTP status, decoded JSON body). For what the
-        generated client does not expose (dryRun with fieldValidation on any kind)."""
-        import requests
-
-        assert self.pki is not None
-        resp = requests.request(
-            method,
-            f"{self.pki.server_url}{path}",
-            json=body,
-            params=params,
-            cert=(str(self.pki.admin.cert), str(self.pki.admin.key)),
-            verify=str(self.pki.ca_cert),
-            timeout=30,
-        )
-        try:
-            return resp.status_code, resp.json()
-        except ValueError:
-            return resp.status_code, resp.text
-
-    def resource_path(
-        self, api_version: str, kind: str, namespace: str | None, name: str | None = None
-    ) -> str:
-        """The REST path of `kind` in `api_version`, found by discovery (cached)."""
-        key = (api_version, kind)
-        if key not in self._plurals:
-            base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
-            status, listing = self.request("GET", base)
-            if status != 200:
-                raise LookupError(f"discovery of {api_version} failed: {status} {listing}")
-            for res in listing.get("resources", []):
-                if "/" not in res["name"]:
-                    self._plurals[(api_version, res["kind"])] = (res["name"], res["namespaced"])
-        plural, namespaced = self._plurals[key]
-        base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
-        ns = f"/namespaces/{namespace}" if namespaced and namespace else ""
-        return f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
-
-    def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> tuple[int, Any]:
-        """Server-side apply as the admin (field manager zse2e), strict field validation:
-        an unknown field is an error, not silently pruned."""
-        import requests
-
-        assert self.pki is not None
-        meta = obj["metadata"]
-        path = self.resource_path(
-            obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]
-        )
-        params = {"fieldManager": "zse2e", "force": "true", "fieldValidation": "Strict"}
-        if dry_run:
-            params["dryRun"] = "All"
-        resp = requests.patch(
-            f"{self.pki.server_url}{path}",
-            data=json.dumps(obj),
-            params=params,
-            headers={"Content-Type": "application/apply-patch+yaml"},
-            cert=(str(self.pki.admin.cert), str(self.pki.admin.key)),
-            verify=str(self.pki.ca_cert),
-            timeout=30,
-        )
-        try:
-            return resp.status_code, resp.json()
-        except ValueError:
-            return resp.status_code, resp.text
 
     def _all_nodes_ready(self) -> bool:
         from kubernetes import client

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from zonestore_e2e.cluster import ROOT, Cluster
+from zonestore_e2e.cluster import ROOT, ApiAccess
 
 HELM = os.environ.get("ZONESTORE_HELM") or shutil.which("helm") or ""
 CHART = ROOT / "charts" / "zonestore-operator"
@@ -19,12 +19,14 @@ class InstallError(RuntimeError):
     pass
 
 
-def helm(cluster: Cluster, *args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
+def helm(
+    cluster: ApiAccess, *args: str, timeout_s: float = 240
+) -> subprocess.CompletedProcess[str]:
     argv = [HELM, *args, "--kubeconfig", str(cluster.admin_kubeconfig)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
-def install_operator(cluster: Cluster) -> None:
+def install_operator(cluster: ApiAccess) -> None:
     """Into a namespace that enforces the `restricted` Pod Security Standard: the
     operator's pod and the chart's test pod must pass the real PodSecurity admission."""
     status, body = cluster.request(
