@@ -29,6 +29,7 @@ WRITES_RESUME_BUDGET = 30  # zone lost -> first acknowledged write
 DEGRADED_BUDGET = 90  # zone lost -> status says so
 RESTORED_BUDGET = 240  # zone lost -> three healthy voters outside that zone
 HEAL_BUDGET = 240  # fault removed -> every member healthy again
+FORCE_DELETE_BUDGET = 180  # zone lost -> its pod, stuck Terminating, force-deleted
 ROLL_BUDGET = 300  # spec change -> every pod replaced and Ready
 
 PROJECT = "e2e"
@@ -57,6 +58,17 @@ def _put_get(addr: str, project: str, key_name: str) -> Any:
     entity.update({"name": key_name, "via": addr})
     c.put(entity, timeout=15)  # type: ignore[attr-defined]
     return c.get(c.key("E2E", key_name), timeout=15)  # type: ignore[attr-defined]
+
+
+def _events(cluster: Cluster, namespace: str, reason: str, names: set[str]) -> list[str]:
+    """Messages of `reason` Events in `namespace` that name one of `names`."""
+    with cluster.api() as api:
+        events: list[Any] = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    return [
+        e.message
+        for e in events
+        if e.reason == reason and any(n in (e.message or "") for n in names)
+    ]
 
 
 def _resumed(writer: workload.SteadyWriter, since: float) -> bool:
@@ -171,6 +183,7 @@ def test_zone_outage_and_recovery(cluster: Cluster, namespace: str) -> None:
     wait_for("some acknowledged writes before the fault", lambda: len(writer.acked()) >= 20, 60)
 
     victim_pods = [p.uid for p in ds.pods() if p.zone == victim]
+    victim_names = {p.name for p in ds.pods() if p.zone == victim}
     t_fault = time.monotonic()
     cluster.signal_kubelets(victim, signal.SIGKILL)
     cluster.signal_pods(victim_pods, signal.SIGSTOP)
@@ -198,6 +211,16 @@ def test_zone_outage_and_recovery(cluster: Cluster, namespace: str) -> None:
         1.0,
     )
     restored = time.monotonic() - t_fault
+    # The lost zone's pod was evicted (NoExecute taint) and sits Terminating on a Node
+    # whose kubelet is gone; the operator force-deletes it so the StatefulSet can make a
+    # new one when the zone returns.
+    wait_for(
+        f"a PodForceDeleted event for {sorted(victim_names)}",
+        lambda: _events(cluster, namespace, "PodForceDeleted", victim_names),
+        FORCE_DELETE_BUDGET,
+        1.0,
+    )
+    force_deleted = time.monotonic() - t_fault
     writer.stop()
     gap_start, gap_end = writer.outage(t_fault)
     counts = writer.counts()
@@ -208,6 +231,7 @@ def test_zone_outage_and_recovery(cluster: Cluster, namespace: str) -> None:
         longest_gap_s=gap_end - gap_start,
         status_degraded_s=degraded,
         fault_tolerance_restored_s=restored,
+        stuck_pod_force_deleted_s=force_deleted,
         lost=len(missing),
         **counts,
     )
