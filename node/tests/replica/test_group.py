@@ -13,7 +13,7 @@ import pytest
 from tests.harness import free_port
 from zonestore_node.model import keys
 from zonestore_node.model.indexing import EntityPb
-from zonestore_node.replica.group import GroupConfig, NotLeader, RaftGroup
+from zonestore_node.replica.group import GroupConfig, NotLeader, RaftGroup, _SyncThread
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply
@@ -194,3 +194,22 @@ async def test_a_new_leader_is_elected_when_the_leader_stops_and_keeps_every_com
             async with asyncio.timeout(5):
                 while m.value("c") != 100:
                     await asyncio.sleep(0.02)
+
+
+async def test_the_sync_thread_hands_back_each_result_and_error() -> None:
+    outcomes: list[float | Exception] = [0.25, OSError("EIO"), 0.5]
+
+    def sync() -> float:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    thread = _SyncThread(sync)
+    try:
+        assert await thread() == 0.25
+        with pytest.raises(OSError, match="EIO"):
+            await thread()
+        assert await thread() == 0.5
+    finally:
+        thread.close()

@@ -3,7 +3,7 @@
 Owns the driver loop and the order of its steps, for every `Ready` (raft/node.py):
 
     1. persist   entries, hard state (and snapshot) into RocksDB, then one WAL
-                 fdatasync in a worker thread when the Ready says so (it releases the
+                 fdatasync in the sync thread when the Ready says so (it releases the
                  GIL; proposals arriving meanwhile join the next Ready: group commit);
     2. send      the messages, only now that what they promise is durable (a leader
                  whose term and vote are already durable sends its AppendEntries before
@@ -43,9 +43,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import random
 import shutil
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -156,6 +158,56 @@ class _IncomingSnapshot:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def _settle(future: asyncio.Future[float], result: float, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class _SyncThread:
+    """Runs the WAL fdatasync off the event loop: one long-lived thread fed by a queue.
+
+    asyncio.to_thread cost ~70-100 us of CPU per call on these machines (executor
+    bookkeeping, a context copy, two chained futures); this hand-off ~30 us, once per
+    Ready on every replica. The driver awaits each sync before the next, so at most one
+    is queued. Not joined on close, like the default executor's threads were not."""
+
+    def __init__(self, sync: Callable[[], float]) -> None:
+        self._sync = sync
+        self._queue: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[float]] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self) -> asyncio.Future[float]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[float] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="wal-sync", daemon=True)
+            self._thread.start()
+        self._queue.put((loop, future))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            loop, future = item
+            result, error = 0.0, None
+            try:
+                result = self._sync()
+            except BaseException as exc:  # handed to the driver that awaits it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+
 class GroupStats:
     __slots__ = ("groups", "leader_changes")
 
@@ -231,6 +283,7 @@ class RaftGroup:
         self.snapshots_sent = 0
         self.snapshots_received = 0
         self._wake = asyncio.Event()
+        self._sync_thread = _SyncThread(self._timed_sync)
         # Proposed here: log index -> (term, future, the command as proposed). Applying
         # an entry this leader proposed in that term uses the command object instead of
         # decoding the entry's bytes again (they encode exactly that object).
@@ -452,6 +505,7 @@ class RaftGroup:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            self._sync_thread.close()
             await self.transport.close()
 
     async def _ticker(self) -> None:
@@ -505,7 +559,7 @@ class RaftGroup:
         if early:
             self._send(rd.messages)
         if rd.must_sync:
-            elapsed = await asyncio.to_thread(self._timed_sync)
+            elapsed = await self._sync_thread()
             self.stats.groups += 1
             if self.on_sync is not None:
                 self.on_sync(elapsed, len(rd.entries))
