@@ -13,7 +13,13 @@ import pytest
 from tests.harness import free_port
 from zonestore_node.model import keys
 from zonestore_node.model.indexing import EntityPb
-from zonestore_node.replica.group import GroupConfig, NotLeader, RaftGroup, _SyncThread
+from zonestore_node.replica.group import (
+    GroupConfig,
+    NotLeader,
+    OutcomeUnknown,
+    RaftGroup,
+    _SyncThread,
+)
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply
@@ -213,3 +219,18 @@ async def test_the_sync_thread_hands_back_each_result_and_error() -> None:
         assert await thread() == 0.5
     finally:
         thread.close()
+
+
+async def test_a_proposal_a_snapshot_covered_has_an_unknown_outcome(tmp_path: Path) -> None:
+    """Its index was applied by a snapshot, not by an entry it could be matched with: it
+    may have committed (replicated before its leader lost office), so never 'not
+    applied' (ProposalLost, which clients take as safe to retry)."""
+    async with cluster(tmp_path, 1) as (solo,):
+        leader = await leader_of([solo])
+        group = leader.group
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        covered = group.applied_index  # as if a snapshot had installed up to here
+        group._pending[covered] = (group.node.raft.term, future, None)
+        await group.submit(_write("a", 1, group.clock.now()))
+        with pytest.raises(OutcomeUnknown):
+            await future

@@ -683,11 +683,16 @@ class RaftGroup:
             >= self.config.snapshot_every
         ):
             self.take_snapshot()
-        # Proposals below the applied index that were never matched are lost.
+        # Proposals at or below the applied index that no applied entry matched were
+        # covered by an installed snapshot: whether the entry at their index was theirs
+        # (committed by the next leader) or another cannot be told from the snapshot,
+        # so their outcome is unknown, not "not applied" (jepsen partition: a write
+        # replicated to one follower before its leader was cut off, committed by the
+        # next leader, then the old leader caught up by snapshot).
         for index in [i for i in self._pending if i <= self.applied_index]:
             _, future, _ = self._pending.pop(index)
             if not future.done():
-                future.set_exception(ProposalLost("not in the log"))
+                future.set_exception(OutcomeUnknown("covered by an installed snapshot"))
 
     def _write_applied(
         self,
