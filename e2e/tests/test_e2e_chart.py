@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from zonestore_e2e.cluster import ROOT, Cluster, wait_for
-from zonestore_e2e.install import CHART, HELM
+from zonestore_e2e.datastores import DatastoreHandle, manifest
+from zonestore_e2e.install import CHART, HELM, OPERATOR_NS, RELEASE, helm
 
 MONITORING_CRDS = Path(
     os.environ.get("ZSE2E_MONITORING_CRDS", ROOT / ".cache" / "k8s" / "monitoring-crds")
@@ -113,3 +114,46 @@ def test_rendered_chart_passes_strict_server_side_dry_run(
             message = body.get("message") if isinstance(body, dict) else body
             refused.append(f"{doc['kind']}/{doc['metadata']['name']}: {status} {message}")
     assert not refused, "\n".join(refused)
+
+
+def test_datastore_pod_monitor_switch(
+    cluster: Cluster, monitoring_crds: list[str], namespace: str
+) -> None:
+    """spec.monitoring.podMonitor: the operator, granted podmonitors by the chart's
+    monitoring.datastorePodMonitors, creates a PodMonitor owned by the Datastore. The
+    Datastore names zones no Node has: only its objects matter here, not its pods."""
+    proc = helm(
+        cluster,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        OPERATOR_NS,
+        "--reuse-values",
+        "--set",
+        "monitoring.datastorePodMonitors.enabled=true",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
+    assert proc.returncode == 0, proc.stderr
+    ds = DatastoreHandle(cluster, namespace, "watched")
+    ds.create(
+        manifest(
+            "watched",
+            namespace,
+            zones=["nowhere-1", "nowhere-2", "nowhere-3"],
+            monitoring={"podMonitor": True},
+        )
+    )
+    path = f"/apis/monitoring.coreos.com/v1/namespaces/{namespace}/podmonitors/watched"
+
+    def created() -> dict[str, Any] | None:
+        status, body = cluster.request("GET", path)
+        return body if status == 200 else None
+
+    monitor = wait_for("the Datastore's PodMonitor", created, 60)
+    owner = monitor["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("Datastore", "watched")
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "admin"

@@ -401,6 +401,19 @@ def test_cert_manager_certificates_are_granted_only_when_enabled() -> None:
     }
 
 
+def test_datastore_pod_monitors_are_granted_only_when_enabled() -> None:
+    assert ("monitoring.coreos.com", "podmonitors") not in _granted(render())
+    values = {"monitoring": {"datastorePodMonitors": {"enabled": True}}}
+    granted = _granted(render(values))
+    assert granted[("monitoring.coreos.com", "podmonitors")] == {"create", "patch"}
+    role = one(render({**NAMESPACED, **values}), "Role")
+    assert _rules(role) == {
+        **NAMESPACED_RULES,
+        ("monitoring.coreos.com", "podmonitors"): {"create", "patch"},
+        ("kopf.dev", "kopfpeerings"): {"list", "watch", "patch"},
+    }
+
+
 def test_operator_learns_its_namespace_from_the_downward_api() -> None:
     [env] = [
         e for e in _container(render())["env"] if e["name"] == "ZONESTORE_OPERATOR_POD_NAMESPACE"
@@ -411,8 +424,19 @@ def test_operator_learns_its_namespace_from_the_downward_api() -> None:
 def test_rbac_covers_every_kind_the_builders_produce() -> None:
     """Server-side apply that creates an object is authorized as create and patch: every
     kind in the desired objects needs both; a new builder kind fails here first."""
-    granted = _granted(render({"certManager": {"enabled": True}}))
+    granted = _granted(
+        render(
+            {
+                "certManager": {"enabled": True},
+                "monitoring": {"datastorePodMonitors": {"enabled": True}},
+            }
+        )
+    )
     from zonestore_operator.reconcile import credentials
+
+    monitored = parse_spec(
+        {"zones": ["zone-a", "zone-b", "zone-c"], "monitoring": {"podMonitor": True}}
+    )
 
     cert_manager = parse_spec(
         {
@@ -429,7 +453,9 @@ def test_rbac_covers_every_kind_the_builders_produce() -> None:
     )
     written = [w.secret for w in creds.writes] + list(issued.objects)
     assert {o["kind"] for o in written} == {"Secret", "Certificate"}
-    for obj in [*desired_objects(REF, SPEC, {}, bootstrapped=False), *written]:
+    desired = desired_objects(REF, monitored, {}, bootstrapped=False)
+    assert "PodMonitor" in {o["kind"] for o in desired}
+    for obj in [*desired, *written]:
         api_version = obj["apiVersion"]
         group = api_version.split("/")[0] if "/" in api_version else ""
         path = kube.object_path(api_version, obj["kind"], "ns")

@@ -13,6 +13,7 @@ from simcluster import REF, T0, SimCluster, SimMember
 
 from zonestore_operator.model.node import Membership, NodeStatus
 from zonestore_operator.model.spec import parse_spec
+from zonestore_operator.reconcile.kube import KubeError
 from zonestore_operator.reconcile.loop import reconcile
 
 SPEC = {"zones": ["a", "b", "c"], "replicasPerZone": 2, "voters": 3}
@@ -228,3 +229,27 @@ def test_a_pod_stuck_on_a_dead_node_is_force_deleted_once_with_an_event() -> Non
     # to fail over the member that was unhealthy past the timeout, and reports that.)
     asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0 + timedelta(seconds=72)))
     assert kube.forced == [("ds-c-0", "uid-c-0-0")]  # the new incarnation is left alone
+
+
+class NoPodMonitorKube(FakeKube):
+    """A cluster without the Prometheus Operator's CRDs (or without the chart's grant)."""
+
+    async def apply(self, obj: Mapping[str, Any]) -> None:
+        if obj["kind"] == "PodMonitor":
+            raise KubeError("the server could not find the requested resource", 404)
+        await super().apply(obj)
+
+
+def test_a_pod_monitor_the_cluster_cannot_take_is_reported_once_and_the_pass_goes_on() -> None:
+    sim = SimCluster.healthy(parse_spec(SPEC))
+    body = _body()
+    body["spec"]["monitoring"] = {"podMonitor": True}
+    kube, admin = NoPodMonitorKube(sim, body), FakeAdmin(sim)
+    outcome = asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0))
+    assert outcome.error is None
+    assert ("StatefulSet", "ds-c") in kube.applied  # everything else applied
+    ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"  # and the status written
+    assert [r for _, r in kube.events].count("OptionalObjectFailed") == 1
+    asyncio.run(reconcile(kube.body, kube, admin, clock=lambda: T0 + timedelta(seconds=10)))
+    assert [r for _, r in kube.events].count("OptionalObjectFailed") == 1  # not every pass

@@ -261,3 +261,29 @@ def test_node_service_account_gets_no_token() -> None:
     assert objects[("ServiceAccount", "orders")]["automountServiceAccountToken"] is False
     sts = objects[("StatefulSet", "orders-zone-a")]
     assert sts["spec"]["template"]["spec"]["serviceAccountName"] == "orders"
+
+
+def test_pod_monitor_only_when_asked_for_and_shaped_like_the_charts() -> None:
+    plain = desired_objects(REF, DEFAULT, {}, bootstrapped=True)
+    assert "PodMonitor" not in {o["kind"] for o in plain}
+    spec = parse_spec({"zones": ["zone-a", "zone-b", "zone-c"], "monitoring": {"podMonitor": True}})
+    [monitor] = [
+        o for o in desired_objects(REF, spec, {}, bootstrapped=True) if o["kind"] == "PodMonitor"
+    ]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["name"] == REF.name
+    assert monitor["metadata"]["namespace"] == REF.namespace
+    assert monitor["metadata"]["ownerReferences"][0]["uid"] == REF.uid
+    assert monitor["spec"]["selector"] == {"matchLabels": meta.selector_labels(REF)}
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("admin", "/metrics")
+    relabel = {r["targetLabel"]: r for r in endpoint["relabelings"]}
+    assert relabel["job"]["replacement"] == "zonestore"
+    assert relabel["datastore"]["sourceLabels"] == [
+        "__meta_kubernetes_pod_label_app_kubernetes_io_instance"
+    ]
+    assert relabel["zone"]["sourceLabels"] == ["__meta_kubernetes_pod_label_zonestore_io_zone"]
+    # The port it names exists on the node container.
+    [sts, *_] = [o for o in plain if o["kind"] == "StatefulSet"]
+    ports = sts["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert "admin" in {p["name"] for p in ports}

@@ -15,7 +15,7 @@ from typing import Protocol
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import DatastoreSpec
 from zonestore_operator.reconcile.credentials import WriteMode
-from zonestore_operator.reconcile.kube import KubeGateway
+from zonestore_operator.reconcile.kube import KubeError, KubeGateway
 from zonestore_operator.reconcile.observation import Observation
 from zonestore_operator.reconcile.plan import (
     ActionKind,
@@ -67,9 +67,24 @@ async def apply_secrets(kube: KubeGateway, plan: Plan) -> bool:
     return True
 
 
-async def apply_objects(kube: KubeGateway, plan: Plan) -> None:
+# Objects a Datastore may ask for that need what the cluster may lack (the Prometheus
+# Operator's CRDs, the chart's opt-in RBAC): a failure is reported, not fatal, so the rest
+# of the pass (status included) still happens.
+OPTIONAL_KINDS = frozenset({"PodMonitor"})
+
+
+async def apply_objects(kube: KubeGateway, plan: Plan) -> list[str]:
+    """Apply every object; returns what failed among the optional ones."""
+    failed = []
     for obj in plan.objects:
-        await kube.apply(obj)
+        if obj["kind"] not in OPTIONAL_KINDS:
+            await kube.apply(obj)
+            continue
+        try:
+            await kube.apply(obj)
+        except KubeError as exc:
+            failed.append(f"{obj['kind']} {obj['metadata']['name']} not applied: {exc}")
+    return failed
 
 
 async def apply_pods(kube: KubeGateway, ref: DatastoreRef, plan: Plan) -> list[str]:

@@ -30,6 +30,7 @@ _PLURALS = {
     "Secret": "secrets",
     "NetworkPolicy": "networkpolicies",
     "Certificate": "certificates",  # cert-manager.io
+    "PodMonitor": "podmonitors",  # monitoring.coreos.com
     KIND: PLURAL,
 }
 

@@ -57,6 +57,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Optional-object failures already posted as Events (once per Datastore and message, not
+# on every pass; the log line repeats).
+_REPORTED: set[tuple[str, str]] = set()
+
+
 async def reconcile(
     body: Mapping[str, Any],
     kube: KubeGateway,
@@ -96,7 +101,13 @@ async def reconcile(
             if not await applier.apply_secrets(kube, p):
                 log.info("reconcile.secret_exists datastore=%s/%s", ref.namespace, ref.name)
                 break  # someone else created one of them: plan again from what exists
-            await applier.apply_objects(kube, p)
+            for failure in await applier.apply_objects(kube, p):
+                if (ref.uid, failure) not in _REPORTED:
+                    _REPORTED.add((ref.uid, failure))
+                    await kube.post_event(ref, "Warning", "OptionalObjectFailed", failure)
+                log.warning(
+                    "reconcile.optional_failed datastore=%s/%s %s", ref.namespace, ref.name, failure
+                )
             await applier.apply_pods(kube, ref, p)
             for event in p.events:
                 if event.reason == "ZoneFailed":

@@ -8,7 +8,7 @@ from typing import Any
 
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import DatastoreSpec
-from zonestore_operator.resources import config, policy, security, services, statefulset
+from zonestore_operator.resources import config, monitoring, policy, security, services, statefulset
 
 
 def desired_objects(
@@ -27,6 +27,7 @@ def desired_objects(
         if spec.security.network_policy.enabled
         else []
     )
+    monitors = [monitoring.pod_monitor(ref, spec)] if spec.monitoring.pod_monitor else []
     return [
         config.service_account(ref),
         config.configmap(ref, spec, bootstrapped),
@@ -42,4 +43,5 @@ def desired_objects(
             )
             for zone in spec.zones
         ),
+        *monitors,
     ]
