@@ -37,11 +37,13 @@ PROJECT = "e2e"
 pytestmark = pytest.mark.timeout(1200)
 
 
-def _report(name: str, **figures: Any) -> None:
+def _report(name: str, writer: workload.SteadyWriter | None = None, **figures: Any) -> None:
     text = " ".join(
         f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
     )
     print(f"\n[e2e figures] {name}: {text}")
+    for problem in writer.problems() if writer is not None else []:
+        print(f"[e2e figures]   not acknowledged: {problem}")
 
 
 def _new(cluster: Cluster, namespace: str, name: str = "zs", **spec: Any) -> DatastoreHandle:
@@ -227,6 +229,7 @@ def test_zone_outage_and_recovery(cluster: Cluster, namespace: str) -> None:
     missing = workload.audit(ds.client_addrs((victim,))[0], project, writer.acked())
     _report(
         "zone outage",
+        writer,
         writes_resumed_s=gap_end - t_fault,
         longest_gap_s=gap_end - gap_start,
         status_degraded_s=degraded,
@@ -297,6 +300,7 @@ def test_zone_partition_and_heal(cluster: Cluster, namespace: str) -> None:
     missing = workload.audit(ds.client_addrs()[0], project, writer.acked())
     _report(
         "zone partition",
+        writer,
         writes_resumed_s=gap_end - t_cut,
         longest_gap_s=gap_end - gap_start,
         healed_s=healed,
@@ -335,6 +339,7 @@ def test_rolling_upgrade_under_load(cluster: Cluster, namespace: str) -> None:
     counts = writer.counts()
     _report(
         "rolling upgrade",
+        writer,
         rolled_s=rolled_s,
         longest_gap_s=writer.longest_gap(t0),
         lost=len(missing),

@@ -1,6 +1,6 @@
 """A steady write load through the official Python client, and the audit that follows it.
 
-The writer puts `Seq/<n>` for n = 0, 1, 2, ... one at a time, each to one of the
+The writer puts `Seq/<n>` for n = 1, 2, 3, ... one at a time, each to one of the
 Datastore's pods (client port, pod IP), moving to another pod on any failure. Every put
 ends as *acked* (the client returned), *failed* (a definite error: nothing was written) or
 *unknown* (a timeout or a lost connection: it may have committed). After the scenario,
@@ -75,7 +75,7 @@ class SteadyWriter:
         from google.api_core import exceptions as gexc
         from google.cloud import datastore
 
-        n = 0
+        n = 1  # Datastore ids are positive
         turn = 0
         while not self._stop.is_set():
             addrs = list(self.targets())
@@ -126,6 +126,15 @@ class SteadyWriter:
         nothing was acked in between): (last ack before it, first ack after it)."""
         ends = [since, *(o.end for o in self.acked() if o.end >= since)]
         return max(itertools.pairwise(ends), key=lambda ab: ab[1] - ab[0], default=(since, since))
+
+    def problems(self, limit: int = 5) -> list[str]:
+        """The first distinct errors of writes that were not acknowledged (for the report)."""
+        seen: list[str] = []
+        for o in self.outcomes:
+            text = f"{o.result} via {o.addr}: {o.error}"
+            if o.result != "acked" and o.error not in {t.split(": ", 1)[-1] for t in seen}:
+                seen.append(text)
+        return seen[:limit]
 
     def counts(self) -> dict[str, int]:
         out = {"acked": 0, "failed": 0, "unknown": 0}
