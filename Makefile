@@ -89,8 +89,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check node operator bench e2e
 	$(VENV)/bin/mypy
 
+# The Jepsen-style suite (node/tests/jepsen) runs in a network and mount namespace of
+# its own when root (e2e/isolated.sh): the replicas' namespaces, the route to them and
+# their nftables rules then exist only inside it. Without root it runs on loopback
+# (cuttable proxies) in the same session as everything else.
+JEPSEN_TESTS := node/tests/jepsen
+ISOLATED := $(if $(filter 0,$(shell id -u)),unshare --net --mount --propagation private e2e/isolated.sh)
+JEPSEN_ARGS ?=
+
 test: setup lint tools control-plane
-	ZONESTORE_HELM=$(HELM) ZONESTORE_PROMTOOL=$(PROMTOOL) $(PY) -m pytest -q $(ARGS)
+	ZONESTORE_HELM=$(HELM) ZONESTORE_PROMTOOL=$(PROMTOOL) $(PY) -m pytest -q $(if $(ISOLATED),--ignore=$(JEPSEN_TESTS)) $(ARGS)
+	$(if $(ISOLATED),$(ISOLATED) $(PY) -m pytest -q $(JEPSEN_TESTS) $(JEPSEN_ARGS))
 	$(MAKE) --no-print-directory e2e
 
 # The scenarios on the real control plane (e2e/README.md). Needs root (network
@@ -119,10 +128,10 @@ clean-data:
 
 # The long form of the fault-injection suite (node/tests/jepsen): more seeds, longer runs.
 jepsen: setup fuse
-	JEPSEN_SEEDS=$${JEPSEN_SEEDS:-1,2,3,4,5} JEPSEN_MIXES=$${JEPSEN_MIXES:-crash,partition,admin,all} JEPSEN_SECONDS=$${JEPSEN_SECONDS:-60} $(PY) -m pytest -q -s node/tests/jepsen $(ARGS)
+	$(ISOLATED) env JEPSEN_SEEDS=$${JEPSEN_SEEDS:-1,2,3,4,5} JEPSEN_MIXES=$${JEPSEN_MIXES:-crash,partition,admin,all} JEPSEN_SECONDS=$${JEPSEN_SECONDS:-60} $(PY) -m pytest -q -s node/tests/jepsen $(ARGS)
 
 # One long Jepsen-style run, or the replay of a seed: `make chaos SEED=42 TIME=120 MIX=all`
-# (no SEED: a fresh random one, printed). History, fault timeline, verdict and node logs
+# (no SEED: a fresh random one, printed; REPLICAS=5 for five, e.g. MIX=split). History, fault timeline, verdict and node logs
 # go to .cache/jepsen/<timestamp>-seed<N>-<mix>/ (printed at the end); a failure prints
 # the smallest anomaly.
 SEED ?=
@@ -130,4 +139,4 @@ TIME ?= 60
 MIX ?= all
 
 chaos: setup fuse
-	PYTHONPATH=node $(PY) -m tests.jepsen.chaos $(if $(SEED),--seed $(SEED)) --time $(TIME) --mix $(MIX)
+	$(ISOLATED) env PYTHONPATH=node $(PY) -m tests.jepsen.chaos $(if $(SEED),--seed $(SEED)) --time $(TIME) --mix $(MIX) --replicas $(REPLICAS)

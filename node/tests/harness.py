@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tests.jepsen.netns import Network
     from tests.netproxy import ProxyHub
 
 
@@ -63,25 +64,36 @@ class NodeProcess:
         node_id: str = "test-0",
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+        ports: tuple[int, int] | None = None,
     ) -> None:
-        """`env`: added to the process environment (e.g. libfaketime's LD_PRELOAD)."""
+        """`env`: added to the process environment (e.g. libfaketime's LD_PRELOAD).
+        `netns`: run inside that network namespace (`ip netns exec`, which execs, so
+        `proc` is the node itself), listening on `host` at `ports` (client, admin)."""
         self.data_dir = data_dir
         self.node_id = node_id
         self.extra = extra or []
         self.env = env or {}
-        self.client_port = free_port()
-        self.admin_port = free_port()
+        self.host = host
+        self.netns = netns
+        self.client_port, self.admin_port = ports or (free_port(), free_port())
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"{node_id}.log"
         self.peer_port = 0
 
     @property
     def client_addr(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def admin_addr(self) -> str:
-        return f"127.0.0.1:{self.admin_port}"
+        return f"{self.host}:{self.admin_port}"
+
+    @property
+    def peer_addr(self) -> str:
+        """Where the other replicas reach this one directly (not through a proxy)."""
+        return f"{self.host}:{self.peer_port}"
 
     def start(self, timeout: float = 30.0) -> None:
         self.spawn()
@@ -95,6 +107,7 @@ class NodeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
             [
+                *(["ip", "netns", "exec", self.netns] if self.netns else []),
                 sys.executable,
                 "-m",
                 "zonestore_node.cli",
@@ -183,30 +196,53 @@ class Cluster:
         extra: list[str] | None = None,
         proxies: ProxyHub | None = None,
         env: Callable[[str], dict[str, str]] | None = None,
+        network: Network | None = None,
     ) -> None:
         """With `proxies`, every replica reaches every other through a link of its own
-        that the test can cut (tests/netproxy.py). `env(node_id)`: extra environment
-        for that replica's process."""
+        that the test can cut (tests/netproxy.py). With `network` instead (its namespaces
+        up), each replica runs in a network namespace of its own, on its own address,
+        and reaches the others through `network.peer_route` (tests/jepsen/netns.py).
+        `env(node_id)`: extra environment for that replica's process."""
+        assert proxies is None or network is None, "proxies or namespaces, not both"
         self.root = root
         self.nodes: list[NodeProcess] = []
-        peer_ports = [free_port() for _ in range(size)]
         self.ids = [f"n{i}" for i in range(size)]
-        for nid, port in zip(self.ids, peer_ports, strict=True):
+        if network is not None:
+            from tests.jepsen import netns
+
+            peer_ports = [netns.PEER_PORT] * size
+            hosts = [network.address(nid) for nid in self.ids]
+        else:
+            peer_ports = [free_port() for _ in range(size)]
+            hosts = ["127.0.0.1"] * size
+        for nid, host, port in zip(self.ids, hosts, peer_ports, strict=True):
             addrs = {}
-            for other, other_port in zip(self.ids, peer_ports, strict=True):
-                target = other_port
-                if proxies is not None and other != nid:
-                    target = proxies.link(nid, other, other_port)
-                addrs[other] = f"127.0.0.1:{target}"
+            for other, other_host, other_port in zip(self.ids, hosts, peer_ports, strict=True):
+                if other == nid:
+                    addrs[other] = f"{host}:{port}"
+                elif network is not None:
+                    addrs[other] = network.peer_route(nid, other)
+                elif proxies is not None:
+                    addrs[other] = f"127.0.0.1:{proxies.link(nid, other, other_port)}"
+                else:
+                    addrs[other] = f"{other_host}:{other_port}"
             spec = ",".join(f"{k}={v}" for k, v in addrs.items())
             args = [
-                "--peer-addr", f"127.0.0.1:{port}",
+                "--peer-addr", f"{host}:{port}",
                 "--initial-cluster", spec,
                 "--zone", f"zone-{nid}",
                 "--tick-ms", "20",
+                # Off loopback the admin API wants a token; the namespaces are private.
+                *(["--admin-insecure"] if network is not None else []),
                 *(extra or []),
             ]  # fmt: skip
-            node = NodeProcess(root / nid, node_id=nid, extra=args, env=env(nid) if env else None)
+            placed: dict[str, Any] = {}
+            if network is not None:
+                placed = {"host": host, "netns": network.netns(nid),
+                          "ports": (netns.CLIENT_PORT, netns.ADMIN_PORT)}  # fmt: skip
+            node = NodeProcess(
+                root / nid, node_id=nid, extra=args, env=env(nid) if env else None, **placed
+            )
             node.peer_port = port
             self.nodes.append(node)
 

@@ -5,13 +5,27 @@ faults (kind, start, duration, which replica by role). Roles are resolved agains
 cluster when a fault starts ("the leader" is whoever leads then), and the `Nemesis`
 logs what it really did with times, for the failure report.
 
+The network is either a namespace per replica with nftables rules in a host namespace
+(`netns.Network`: a cut drops every packet between two addresses, so it cuts Raft
+links, followers' relays to the leader and, where said, the test's clients) or, where
+namespaces are unavailable, loopback with a cuttable proxy per Raft link
+(`netproxy.ProxyHub`: a cut affects Raft links only; `loss` is then skipped). Both
+delay through a proxy on the Raft links.
+
 Faults (one at a time, each healed before the next):
   kill      kill -9 a replica, restart it after the duration
   stop      SIGTERM (what Kubernetes sends on every rolling restart), then restart
   pause     SIGSTOP, SIGCONT after the duration
-  isolate   cut every link to and from a replica (the leader, usually)
+  isolate   cut every link to and from a replica (the leader, usually); in namespaces
+            the test's clients lose it too
   oneway    cut what one replica sends to each of the others; theirs still reach it
-  bridge    cut the two links between two replicas; a third still reaches both
+  bridge    cut the two links between two replicas; the others still reach both
+  majority  split the replicas into a minority (n//2, with the target) and a majority;
+            in namespaces the clients sit on one side (the minority when pick % 3 == 0)
+  loss      drop 10/30/60 % (by pick) of the packets to and from one replica, at
+            random (nftables `numgen random mod 100 < N drop`; namespaces only)
+  delay     hold every chunk on one replica's Raft links back 50/200/500 ms (by pick),
+            both ways (the proxy's per-connection delay)
   transfer  leadership transfer to a follower through the admin API
   member    remove a follower, wipe it, start it with --join, add it back as a
             learner, wait for it to catch up, promote it (admin API)
@@ -46,19 +60,24 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import Cluster, NodeProcess
+from tests.jepsen.netns import Network
 from tests.jepsen.powerfs import PowerDisk
 from tests.netproxy import ProxyHub
 
 MIXES: dict[str, list[str]] = {
     "crash": ["kill", "pause", "stop", "kill"],
-    "partition": ["isolate", "oneway", "bridge", "isolate"],
+    "partition": ["isolate", "oneway", "bridge", "majority", "loss", "delay"],
+    "split": ["majority", "majority", "isolate"],  # the five-replica run's
     "admin": ["transfer", "member", "transfer", "kill"],
     "clock": ["clock", "clock", "clock", "transfer", "kill"],
     "disk": ["power", "power", "kill", "pause", "isolate"],
     "all": [
-        "kill", "pause", "stop", "isolate", "oneway", "bridge", "transfer", "member", "clock",
+        "kill", "pause", "stop", "isolate", "oneway", "bridge", "majority", "loss", "delay",
+        "transfer", "member", "clock",
     ],
 }  # fmt: skip
+LOSS_PERCENT = [10, 30, 60]
+DELAY_S = [0.05, 0.2, 0.5]
 
 # Clock patterns (offsets applied in turn over the fault's duration).
 CLOCK_PATTERNS: list[list[str]] = [
@@ -114,13 +133,13 @@ class Nemesis:
     def __init__(
         self,
         cluster: Cluster,
-        hub: ProxyHub,
+        net: ProxyHub | Network,
         faults: list[Fault],
         clock_files: dict[str, Path] | None = None,
         disks: dict[str, PowerDisk] | None = None,
     ) -> None:
         self.cluster = cluster
-        self.hub = hub
+        self.net = net
         self.faults = faults
         self.clock_files = clock_files or {}
         self.disks = disks or {}  # node id -> its power-loss disk (`power` faults)
@@ -228,18 +247,29 @@ class Nemesis:
             self.note(f"resume {nid}")
             node.proc.send_signal(signal.SIGCONT)
             self._paused.discard(nid)
-        elif fault.kind in ("isolate", "oneway", "bridge"):
+        elif fault.kind in ("isolate", "oneway", "bridge", "majority", "loss", "delay"):
+            if fault.kind == "loss" and not isinstance(self.net, Network):
+                self.counts["loss"] -= 1
+                self.note(f"loss {nid} skipped: loopback proxies drop no packets")
+                return
             if fault.kind == "isolate":
-                self.hub.isolate(nid)
+                self.net.isolate(nid)
             elif fault.kind == "oneway":
                 for other in others:
-                    self.hub.cut(nid, other)
+                    self.net.cut(nid, other)
+            elif fault.kind == "bridge":
+                self.net.cut_pair(nid, others[fault.pick % len(others)])
+            elif fault.kind == "majority":
+                self._split(node, fault.pick)
+            elif fault.kind == "loss":
+                assert isinstance(self.net, Network)
+                self.net.loss(nid, LOSS_PERCENT[fault.pick % len(LOSS_PERCENT)])
             else:
-                self.hub.cut_pair(nid, others[fault.pick % 2])
-            self.note(f"{fault.kind} {nid}: cut {self.hub.cut_links()}")
+                self.net.delay(nid, DELAY_S[fault.pick % len(DELAY_S)])
+            self.note(f"{fault.kind} {nid}: {self.net.cut_links()}")
             self._stop.wait(fault.duration_s)
             self.note("heal network")
-            self.hub.heal()
+            self.net.heal()
         elif fault.kind == "transfer":
             leader = self._leader()
             if leader is None or leader is node:
@@ -253,6 +283,18 @@ class Nemesis:
             self._clock(node, fault)
         else:
             raise ValueError(fault.kind)
+
+    def _split(self, node: NodeProcess, pick: int) -> None:
+        """`node` and the next n//2 - 1 replicas (by pick) against the rest."""
+        ids = [n.node_id for n in self.cluster.nodes]
+        rest = [i for i in ids if i != node.node_id]
+        start = pick % len(rest)
+        minority = {node.node_id, *(rest[start:] + rest[:start])[: len(ids) // 2 - 1]}
+        majority = set(ids) - minority
+        if isinstance(self.net, Network):
+            self.net.partition([minority, majority], clients_with=0 if pick % 3 == 0 else 1)
+        else:
+            self.net.partition([minority, majority])
 
     def _set_clock(self, nid: str, offset: str) -> None:
         path = self.clock_files.get(nid)
@@ -317,7 +359,7 @@ class Nemesis:
         code, body = self._admin_on_leader(
             "POST",
             "/admin/members",
-            {"id": nid, "peer_address": f"127.0.0.1:{node.peer_port}",
+            {"id": nid, "peer_address": node.peer_addr,
              "zone": f"zone-{nid}", "role": "learner"},
         )  # fmt: skip
         self.note(f"add {nid} as learner: {code} {body}")
@@ -345,7 +387,7 @@ class Nemesis:
     def heal(self) -> None:
         """Undo whatever is in effect: network, clocks, paused and dead replicas,
         membership."""
-        self.hub.heal()
+        self.net.heal()
         for nid in self.clock_files:
             self._set_clock(nid, "+0")
         for node in self.cluster.nodes:
@@ -365,7 +407,7 @@ class Nemesis:
             if nid not in members:
                 self.note(f"heal: re-add {nid}")
                 self._admin_on_leader("POST", "/admin/members", {
-                    "id": nid, "peer_address": f"127.0.0.1:{node.peer_port}",
+                    "id": nid, "peer_address": node.peer_addr,
                     "zone": f"zone-{nid}", "role": "learner"})  # fmt: skip
                 members[nid] = "learner"
             if members[nid] == "learner":

@@ -1,4 +1,6 @@
-"""One Jepsen-style run: a three-replica cluster behind cuttable proxies, the register,
+"""One Jepsen-style run: a cluster of three (or five) replicas, each in a network namespace
+of its own with nftables partitions (`netns`), or, where namespaces are unavailable
+(not root, no `ip`/`nft`) or JEPSEN_NET=proxy, on loopback behind cuttable proxies; the register,
 bank, set and list-append workloads running together (each with its own history and
 checker; strong and eventual reads) while the nemesis works through its schedule; then
 heal, let the cluster settle, read the final state strongly and on every replica
@@ -29,7 +31,7 @@ from typing import Any
 from google.cloud import datastore
 
 from tests.harness import Cluster, NodeProcess
-from tests.jepsen import checkers, elle, linearizability, nemesis
+from tests.jepsen import checkers, elle, linearizability, nemesis, netns
 from tests.jepsen.history import Op, Recorder, Status, to_record
 from tests.jepsen.powerfs import PowerDisk
 from tests.jepsen.workloads import Bank, ListAppend, Registers, Sets, Worker, make_client
@@ -44,6 +46,8 @@ class Report:
     mix: str
     seconds: float
     root: Path
+    replicas: int = 3
+    network: str = "proxy"  # "netns" or "proxy" (loopback)
     faults: list[nemesis.Fault] = field(default_factory=list)
     nemesis_log: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -78,8 +82,10 @@ class Report:
 
     def render(self) -> str:
         lines = [
-            f"jepsen run seed={self.seed} mix={self.mix} seconds={self.seconds}",
-            f"  rerun: make chaos SEED={self.seed} MIX={self.mix} TIME={self.seconds:g}",
+            f"jepsen run seed={self.seed} mix={self.mix} seconds={self.seconds} "
+            f"replicas={self.replicas} network={self.network}",
+            f"  rerun: make chaos SEED={self.seed} MIX={self.mix} TIME={self.seconds:g} "
+            f"REPLICAS={self.replicas}",
             f"  artifacts: {self.out or self.root} (history.jsonl, timeline.jsonl, verdict.json)",
             f"  node logs: {self.root}/n*/n*.log",
             f"  operations: {self.operations()}; faults: {self.fault_counts}; "
@@ -122,6 +128,8 @@ class Report:
             "seed": self.seed,
             "mix": self.mix,
             "seconds": self.seconds,
+            "replicas": self.replicas,
+            "network": self.network,
             "operations": self.operations(),
             "faults": self.fault_counts,
             "acknowledged_writes_lost": self.acked_lost,
@@ -167,6 +175,16 @@ def _elements(client: datastore.Client, eventual: bool) -> set[str]:
     return {e.key.name for e in query.fetch(eventual=eventual, timeout=30)}
 
 
+def network_mode() -> str:
+    """JEPSEN_NET=netns|proxy, or (unset, "auto") namespaces where they work."""
+    wanted = os.environ.get("JEPSEN_NET", "auto")
+    if wanted == "auto":
+        return "netns" if netns.available() is None else "proxy"
+    if wanted == "netns" and netns.available() is not None:
+        raise RuntimeError(f"JEPSEN_NET=netns: {netns.available()}")
+    return wanted
+
+
 def run(
     root: Path,
     seed: int,
@@ -174,10 +192,11 @@ def run(
     seconds: float,
     recovery_s: float = 3.0,
     out: Path | None = None,
+    replicas: int = 3,
 ) -> Report:
     """One run; its artifacts go to `out` (default: `root`), written even when the run
     itself breaks."""
-    report = Report(seed, mix, seconds, root)
+    report = Report(seed, mix, seconds, root, replicas, network_mode())
     try:
         _run(report, root, seed, mix, seconds, recovery_s)
     except Exception as exc:
@@ -192,18 +211,31 @@ def _run(
     report: Report, root: Path, seed: int, mix: str, seconds: float, recovery_s: float
 ) -> None:
     report.faults = nemesis.schedule(seed, mix, max(1.0, seconds - 2.0))
-    hub = ProxyHub()
+    ids = [f"n{i}" for i in range(report.replicas)]
+    hub: ProxyHub | None = None
+    net: netns.Network | None = None
+    if report.network == "netns":
+        net = netns.Network(ids, root / "net")
+        net.up()
+    else:
+        hub = ProxyHub()
     # Replicas get a skewable wall clock only when the schedule skews clocks.
     clock_files: dict[str, Path] = {}
     if any(f.kind == "clock" for f in report.faults):
-        clock_files = {nid: root / nid / "clock-offset" for nid in ("n0", "n1", "n2")}
-    cluster = Cluster(
-        root,
-        3,
-        proxies=hub,
-        extra=["--snapshot-every", "400", "--snapshot-keep", "100"],
-        env=(lambda nid: nemesis.clock_env(clock_files[nid])) if clock_files else None,
-    )
+        clock_files = {nid: root / nid / "clock-offset" for nid in ids}
+    try:
+        cluster = Cluster(
+            root,
+            report.replicas,
+            proxies=hub,
+            network=net,
+            extra=["--snapshot-every", "400", "--snapshot-keep", "100"],
+            env=(lambda nid: nemesis.clock_env(clock_files[nid])) if clock_files else None,
+        )
+    except BaseException:
+        if net is not None:
+            net.down()
+        raise
     # Every replica's data directory on a power-loss disk when the schedule cuts power.
     disks: dict[str, PowerDisk] = {}
     if any(f.kind == "power" for f in report.faults):
@@ -236,7 +268,9 @@ def _run(
             workers.append(
                 Worker(f"{name}-{i}", body, client, i, random.Random(rng.random()), stop)
             )
-        nem = nemesis.Nemesis(cluster, hub, report.faults, clock_files, disks)
+        links = net if net is not None else hub
+        assert links is not None
+        nem = nemesis.Nemesis(cluster, links, report.faults, clock_files, disks)
         for w in workers:
             w.start()
         nem.start()
@@ -291,7 +325,10 @@ def _run(
         cluster.stop()
         for disk in disks.values():
             disk.unmount()
-        hub.close()
+        if hub is not None:
+            hub.close()
+        if net is not None:
+            net.down()
         os.environ.pop("DATASTORE_EMULATOR_HOST", None)
 
 

@@ -1,6 +1,8 @@
 """Jepsen-style runs against a real three-replica cluster: the register, bank and set
 workloads through the official client while a seeded nemesis kills, pauses, stops,
-partitions, transfers leadership and changes membership; then the histories are checked.
+partitions, drops and delays packets, transfers leadership and changes membership; then
+the histories are checked. One short five-replica run splits majority from minority (in
+network namespaces; skipped where they are unavailable: `make chaos REPLICAS=5`).
 
 Bounded by default: one fresh random seed per run for every mix (printed in the summary
 at the end of the pytest run and in each test's id), JEPSEN_SECONDS=15 of operations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jepsen import runner
+from tests.jepsen import netns, runner
 
 SECONDS = float(os.environ.get("JEPSEN_SECONDS", "15"))
 SEEDS = [int(s) for s in os.environ.get("JEPSEN_SEEDS", "").split(",") if s.strip()] or [
@@ -28,6 +30,8 @@ SEEDS = [int(s) for s in os.environ.get("JEPSEN_SEEDS", "").split(",") if s.stri
 ]
 RUNS: list[str] = []  # one line per run, for the terminal summary (conftest.py)
 MIXES = [m for m in os.environ.get("JEPSEN_MIXES", "crash,partition,clock,all").split(",") if m]
+
+FIVE_SECONDS = float(os.environ.get("JEPSEN_FIVE_SECONDS", "10"))
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,10 +47,29 @@ def test_cluster_histories_are_linearizable_and_lose_nothing(
         if "JEPSEN_OUT" in os.environ
         else tmp_path
     )
+    _run(tmp_path, out, seed, mix, SECONDS, 3)
+
+
+@pytest.mark.timeout(int(FIVE_SECONDS * 4 + 180))
+@pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_five_replicas_keep_every_acknowledged_write_across_majority_minority_splits(
+    tmp_path: Path, seed: int
+) -> None:
+    out = (
+        Path(os.environ["JEPSEN_OUT"]) / f"split-r5-seed{seed}"
+        if "JEPSEN_OUT" in os.environ
+        else tmp_path
+    )
+    _run(tmp_path, out, seed, "split", FIVE_SECONDS, 5)
+
+
+def _run(tmp_path: Path, out: Path, seed: int, mix: str, seconds: float, replicas: int) -> None:
     started = time.monotonic()
-    report = runner.run(tmp_path, seed, mix, SECONDS, out=out)
+    report = runner.run(tmp_path, seed, mix, seconds, out=out, replicas=replicas)
     RUNS.append(
-        f"jepsen {mix} seed={seed}: {'ok' if report.valid else 'INVALID'} in "
+        f"jepsen {mix} x{replicas} ({report.network}) seed={seed}: "
+        f"{'ok' if report.valid else 'INVALID'} in "
         f"{time.monotonic() - started:.0f}s, {sum(report.operations().values())} ops, "
         f"faults {report.fault_counts}; artifacts {out}"
     )
