@@ -90,11 +90,12 @@ def veth_name(pod_uid: str) -> str:
     return f"zv{_hex(pod_uid)[:12]}"
 
 
-def list_namespaces() -> list[str]:
+def list_namespaces(prefix: str = PREFIX) -> list[str]:
+    """The named network namespaces whose names start with `prefix`."""
     names = []
     for line in run(["ip", "netns", "list"]).splitlines():
         name = line.split()[0] if line.split() else ""
-        if name.startswith(PREFIX):
+        if name.startswith(prefix):
             names.append(name)
     return names
 

@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from zonestore_e2e.network import kill_namespace, run
+from zonestore_e2e.network import kill_namespace, list_namespaces, run
 
 PREFIX = "zsj-"
 HOST_NS = "zsj-host"
@@ -70,12 +70,7 @@ def available() -> str | None:
 
 
 def namespaces() -> list[str]:
-    names = []
-    for line in run(["ip", "netns", "list"]).splitlines():
-        name = line.split()[0] if line.split() else ""
-        if name.startswith(PREFIX):
-            names.append(name)
-    return names
+    return list_namespaces(PREFIX)
 
 
 def sweep() -> list[str]:
