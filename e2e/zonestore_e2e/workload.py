@@ -91,7 +91,12 @@ class SteadyWriter:
             try:
                 client.put(entity, retry=None, timeout=self.timeout_s)  # type: ignore[attr-defined]
                 result, error = "acked", ""
-            except (gexc.DeadlineExceeded, gexc.ServiceUnavailable, gexc.Unknown) as exc:
+            except (
+                gexc.DeadlineExceeded,
+                gexc.ServiceUnavailable,
+                gexc.Unknown,
+                gexc.Cancelled,  # the server gave up on the call: it may have committed
+            ) as exc:
                 result, error = "unknown", f"{type(exc).__name__}: {str(exc)[:120]}"
             except gexc.GoogleAPICallError as exc:
                 result, error = "failed", f"{type(exc).__name__}: {str(exc)[:120]}"
