@@ -487,3 +487,23 @@ def test_storage_class_is_default_and_waits_for_first_consumer() -> None:
     sc = provisioner.storage_class()
     assert sc["volumeBindingMode"] == "WaitForFirstConsumer"
     assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+
+
+def test_ip_allocator_does_not_reuse_a_released_address_at_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "ipam.json")
+    pool = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    a = pods.IpAllocator(path, pool)
+    assert a.allocate("u1") == "10.0.0.1"
+    a.release("u1")
+    assert a.allocate("u2") == "10.0.0.2"  # not .1 again
+    b = pods.IpAllocator(path, pool)  # the cursor survives a restart
+    assert b.allocate("u3") == "10.0.0.3"
+    assert b.allocate("u4") == "10.0.0.1"  # wraps round to the free one
+
+
+def test_ip_allocator_reads_the_first_file_format(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    path.write_text('{"u1": "10.0.0.2"}')
+    a = pods.IpAllocator(str(path), ["10.0.0.1", "10.0.0.2"])
+    assert a.get("u1") == "10.0.0.2"
+    assert a.allocate("u2") == "10.0.0.1"

@@ -135,6 +135,9 @@ def attach_pod(netns: str, zone_index: int, ip: str, veth: str) -> None:
     run(["ip", "-n", netns, "addr", "add", f"{ip}/24", "dev", "eth0"])
     run(["ip", "-n", netns, "link", "set", "eth0", "up"])
     run(["ip", "-n", netns, "route", "add", "default", "via", bridge_ip(zone_index)])
+    # The address may have belonged to an earlier pod: forget the host side's ARP entry
+    # for it, or traffic goes to the old MAC until the entry expires.
+    run(["ip", "-n", HOST_NS, "neigh", "flush", "to", ip], check=False)
 
 
 def detach_pod(netns: str) -> None:

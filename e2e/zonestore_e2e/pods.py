@@ -616,20 +616,31 @@ def wrapper_script(plan: Sequence[Mount], hostname: str, workdir: str = "") -> s
 class IpAllocator:
     """Hands out this node's pod IPs (`pool`, from network.pod_ip_range) and remembers
     them in a JSON file, so a restarted kubelet keeps every running pod's address and
-    never hands it to a second pod. One file per node; written atomically."""
+    never hands it to a second pod. One file per node; written atomically.
+
+    Round-robin, like the host-local IPAM plugin: the next free address after the last
+    one handed out, so a just-released address is not reused at once. Reusing it at once
+    gives the new pod a new MAC behind an IP that neighbours still map to the old one;
+    traffic to it vanishes until their ARP entries expire (~30 s, seen in an e2e run)."""
 
     def __init__(self, path: str, pool: Sequence[str]) -> None:
         self.path = path
         self.pool = list(pool)
         self.by_uid: dict[str, str] = {}
+        self.last: str | None = None
         if os.path.exists(path):
             with open(path) as f:
-                self.by_uid = {str(k): str(v) for k, v in json.load(f).items()}
+                saved = json.load(f)
+            if isinstance(saved.get("pods"), dict):
+                self.by_uid = {str(k): str(v) for k, v in saved["pods"].items()}
+                self.last = saved.get("last")
+            else:  # the first format: uid -> ip only
+                self.by_uid = {str(k): str(v) for k, v in saved.items()}
 
     def _save(self) -> None:
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as f:
-            json.dump(self.by_uid, f, indent=1, sort_keys=True)
+            json.dump({"pods": self.by_uid, "last": self.last}, f, indent=1, sort_keys=True)
         os.replace(tmp, self.path)
 
     def get(self, uid: str) -> str | None:
@@ -639,9 +650,12 @@ class IpAllocator:
         if uid in self.by_uid:
             return self.by_uid[uid]
         used = set(self.by_uid.values())
-        for ip in self.pool:
+        start = self.pool.index(self.last) + 1 if self.last in self.pool else 0
+        for i in range(len(self.pool)):
+            ip = self.pool[(start + i) % len(self.pool)]
             if ip not in used:
                 self.by_uid[uid] = ip
+                self.last = ip
                 self._save()
                 return ip
         raise ConfigError(f"no free pod IP on this node ({len(self.pool)} in use)")
