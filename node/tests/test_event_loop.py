@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from pathlib import Path
 
 import pytest
 import uvloop
 
+from tests.harness import NodeProcess
 from zonestore_node import server
 
 
@@ -31,3 +34,24 @@ def test_zonestore_loop_asyncio_asks_for_the_standard_loop(
     monkeypatch.setenv("ZONESTORE_LOOP", "asyncio")
     config = server.NodeConfig("n0", "z", tmp_path)
     assert server.event_loop_factory(config) is asyncio.new_event_loop
+
+
+def test_sigusr1_dumps_threads_and_tasks_into_the_log_and_the_node_serves_on(
+    tmp_path: Path,
+) -> None:
+    """The post-mortem of a replica that is alive but stuck (the Jepsen runner sends it
+    when replicas do not converge)."""
+    node = NodeProcess(tmp_path / "n")
+    node.start()
+    try:
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while "task commit-group:" not in node.log_tail(400) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = node.log_tail(400)
+        assert "task commit-group:" in log
+        assert "Thread 0x" in log  # faulthandler's thread stacks
+        assert node.http_get("/admin/status")[0] == 200
+    finally:
+        node.stop()

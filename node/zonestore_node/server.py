@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import ipaddress
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -397,6 +399,27 @@ def event_loop_factory(config: NodeConfig) -> Callable[[], asyncio.AbstractEvent
     return factory
 
 
+def dump_stacks() -> None:
+    """SIGUSR1: write every thread's stack and every asyncio task's await point to
+    stderr (the node's log), for a replica that is alive but not making progress."""
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    for task in asyncio.all_tasks():
+        # The whole await chain (task.get_stack() gives a coroutine's outermost frame
+        # only, and print_stack() fails on frames without a line number: grpc's).
+        lines = []
+        awaiting: Any = task.get_coro()
+        while awaiting is not None:
+            frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "gi_frame", None)
+            if frame is not None:
+                code = frame.f_code
+                lines.append(f"    {code.co_filename}:{frame.f_lineno or '?'} in {code.co_name}\n")
+            awaiting = getattr(awaiting, "cr_await", None) or getattr(
+                awaiting, "gi_yieldfrom", None
+            )
+        sys.stderr.write(f"task {task.get_name()}:\n{''.join(lines)}")
+    sys.stderr.flush()
+
+
 def run(config: NodeConfig) -> None:
     async def main() -> None:
         node = Node(config)
@@ -404,6 +427,8 @@ def run(config: NodeConfig) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, node.stop)
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGUSR1, dump_stacks)
         await node.serve()
 
     runner = asyncio.Runner(loop_factory=event_loop_factory(config))

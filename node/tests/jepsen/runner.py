@@ -149,7 +149,8 @@ def wait_converged(cluster: Cluster, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         try:
             last = [cluster.status(n) for n in cluster.nodes]
-        except (AssertionError, OSError, ValueError):
+        except (AssertionError, OSError, ValueError) as exc:
+            last = [f"a replica gives no status: {exc}"]
             time.sleep(0.1)
             continue
         applied = {int(s["applied_index"]) for s in last}
@@ -315,6 +316,7 @@ def _run(
         except TimeoutError as exc:
             report.problems.append(f"stuck after healing: {exc}")
             report.summary += _statuses(cluster)
+            report.summary += _post_mortem(cluster)
     finally:
         stop.set()
         if nem is not None:
@@ -463,6 +465,24 @@ def _replica_checks(
             f"{node.node_id}: elements differ from the strong read: "
             f"{sorted(elements ^ final_set)[:10]}"
         )
+
+
+def _post_mortem(cluster: Cluster) -> list[str]:
+    """Why a replica is stuck: an exit code and its log's last lines, or, for a live one,
+    its threads' stacks and asyncio tasks (SIGUSR1, written to its log)."""
+    lines = []
+    for node in cluster.nodes:
+        if node.proc is None:
+            continue
+        if node.proc.poll() is not None:
+            tail = node.log_tail().strip().splitlines()[-12:]
+            lines.append(f"{node.node_id} exited with {node.proc.returncode}:")
+            lines += [f"    {line}" for line in tail]
+        else:
+            node.proc.send_signal(signal.SIGUSR1)
+            lines.append(f"{node.node_id}: stacks and tasks dumped into its log (SIGUSR1)")
+    time.sleep(0.5)  # let the dumps reach the logs before the cluster stops
+    return lines
 
 
 def _statuses(cluster: Cluster) -> list[str]:

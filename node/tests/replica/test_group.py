@@ -13,6 +13,7 @@ import pytest
 from tests.harness import free_port
 from zonestore_node.model import keys
 from zonestore_node.model.indexing import EntityPb
+from zonestore_node.raft import messages as rmsg
 from zonestore_node.replica.group import (
     GroupConfig,
     NotLeader,
@@ -234,3 +235,65 @@ async def test_a_proposal_a_snapshot_covered_has_an_unknown_outcome(tmp_path: Pa
         await group.submit(_write("a", 1, group.clock.now()))
         with pytest.raises(OutcomeUnknown):
             await future
+
+
+def _snapshot_message(index: int) -> rmsg.Message:
+    meta = rmsg.SnapshotMetadata(index=index, term=1, conf_state=rmsg.ConfState(frozenset({"n0"})))
+    return rmsg.Message(
+        type=rmsg.MessageType.INSTALL_SNAPSHOT, to="n0", from_="n1", term=1,
+        snapshot=rmsg.Snapshot(metadata=meta),
+    )  # fmt: skip
+
+
+def _stagings(folder: Path) -> int:
+    return len(list(folder.glob("snapshot-incoming-*")))
+
+
+def _stream(group: RaftGroup, index: int, value: bytes) -> None:
+    """The chunks a leader sends for the snapshot at `index`: one row, then the end."""
+    group._on_snapshot_chunk("n1", [index, 7, 0, Family.ENTITIES.value, [[b"row", value]], False])
+    group._on_snapshot_chunk("n1", [index, 7, 1, Family.META.value, [], True])
+
+
+async def test_a_resent_snapshot_leaves_the_staged_copy_a_pending_install_names(
+    tmp_path: Path,
+) -> None:
+    """The leader resends a snapshot while the follower has yet to install the first copy
+    (jepsen split r5: the resend's first chunk discarded the staging the pending Ready was
+    about to restore, and the group died with "snapshot 800 is not staged")."""
+    member = _make(tmp_path, "n0", {"n0": f"127.0.0.1:{free_port()}"}, 1)
+    group = member.group
+    try:
+        _stream(group, 40, b"first")
+        message = _snapshot_message(40)
+        assert group._staged_for(message)  # stepped: its Ready restores index 40
+        group._on_snapshot_chunk(
+            "n1", [40, 7, 0, Family.ENTITIES.value, [[b"row", b"resend"]], False]
+        )
+        _stream(group, 80, b"newer")  # a newer one completes meanwhile
+        assert message.snapshot is not None
+        batch = group.engine.batch()
+        group._restore(message.snapshot, batch)
+        group.engine.write(batch)
+        assert group.engine.get(Family.ENTITIES, b"row") == b"first"
+        group._after_restore(message.snapshot)
+        assert sorted(group._staged) == [80]  # the installed copy is gone, the newer kept
+        assert _stagings(tmp_path) == 1
+    finally:
+        group.close()
+        member.engine.close()
+
+
+async def test_a_snapshot_stream_with_a_gap_is_dropped_not_staged(tmp_path: Path) -> None:
+    member = _make(tmp_path, "n0", {"n0": f"127.0.0.1:{free_port()}"}, 1)
+    group = member.group
+    try:
+        group._on_snapshot_chunk("n1", [40, 7, 0, Family.ENTITIES.value, [[b"a", b"1"]], False])
+        group._on_snapshot_chunk("n1", [40, 7, 2, Family.META.value, [], True])  # seq 1 lost
+        assert not group._staged_for(_snapshot_message(40))
+        assert _stagings(tmp_path) == 0
+        _stream(group, 40, b"again")  # the resend is staged
+        assert group._staged_for(_snapshot_message(40))
+    finally:
+        group.close()
+        member.engine.close()

@@ -277,7 +277,17 @@ class RaftGroup:
         # One snapshot stream per peer at a time: the core asks again (after each report)
         # while a follower is behind, and overlapping streams interleave their chunks.
         self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
-        self._incoming: _IncomingSnapshot | None = None
+        # Snapshot streams from the leader: the one arriving now, and the complete ones
+        # an InstallSnapshot may name. A complete staging is never replaced by a resend
+        # of the same snapshot, and one whose InstallSnapshot was stepped (`_claimed`)
+        # is kept until the driver has handled every Ready: the leader resends a snapshot
+        # while the follower has yet to install the first copy (jepsen split r5: the
+        # resend's first chunk discarded the staging the pending Ready was about to
+        # restore, and the group died with "snapshot 800 is not staged").
+        self._receiving: _IncomingSnapshot | None = None
+        self._staged: dict[int, _IncomingSnapshot] = {}
+        self._claimed: set[int] = set()
+        self._streams = 0
         for stale in self.engine.path.parent.glob("snapshot-incoming*"):
             shutil.rmtree(stale, ignore_errors=True)  # a transfer a crash interrupted
         self.snapshots_sent = 0
@@ -536,6 +546,12 @@ class RaftGroup:
                 rd = self.node.ready()
                 await self._handle(rd)
                 self.node.advance(rd)
+            if self._claimed:
+                # Every stepped InstallSnapshot has been through a Ready by now (frames
+                # are stepped only between awaits, and none is left): the core took it
+                # or ignored it.
+                self._claimed.clear()
+                self._drop_staged(lambda index: index <= self.applied_index)
         self._fail_pending()
 
     async def _handle(self, rd: Ready) -> None:
@@ -843,46 +859,59 @@ class RaftGroup:
     def _on_snapshot_chunk(self, peer: str, body: Any) -> None:
         try:
             index, applied_ts, seq, family, items, last = body
-            incoming = self._incoming
             if seq == 0:
-                if incoming is not None:
-                    incoming.discard()
-                    self._incoming = None
-                path = self.engine.path.parent / f"snapshot-incoming-{index}"
-                incoming = self._incoming = _IncomingSnapshot(index, applied_ts, path)
-            elif incoming is None or incoming.index != index or incoming.next_seq != seq:
-                if incoming is not None:
-                    incoming.discard()
-                self._incoming = None
+                if index in self._staged or index <= self.applied_index:
+                    return  # a resend of what is staged, or older than the state: skip it
+                self._drop_receiving()
+                self._streams += 1
+                path = self.engine.path.parent / f"snapshot-incoming-{index}-{self._streams}"
+                self._receiving = _IncomingSnapshot(index, applied_ts, path)
+            incoming = self._receiving
+            if incoming is None or incoming.index != index or incoming.next_seq != seq:
+                if incoming is not None and incoming.index == index:
+                    self._drop_receiving()  # a gap: this stream is lost, wait for a resend
                 return
             batch = incoming.engine.batch()
             for key, value in items:
                 batch.put(Family(family), key, value)
             incoming.engine.write(batch)
             incoming.next_seq += 1
-            incoming.complete = bool(last)
+            if last:
+                incoming.complete = True
+                self._receiving = None
+                self._staged[index] = incoming
+                # Older stagings are superseded, unless a pending Ready still names one.
+                self._drop_staged(lambda i: i < index and i not in self._claimed)
         except Exception as exc:  # a bad chunk or a staging failure must not kill the link
             log.warning("replica.bad_snapshot_chunk peer=%s error=%s", peer, exc)
-            if self._incoming is not None:
-                self._incoming.discard()
-                self._incoming = None
+            self._drop_receiving()
+
+    def _drop_receiving(self) -> None:
+        if self._receiving is not None:
+            self._receiving.discard()
+            self._receiving = None
+
+    def _drop_staged(self, which: Callable[[int], bool]) -> None:
+        for index in [i for i in self._staged if which(i)]:
+            self._staged.pop(index).discard()
 
     def _staged_for(self, msg: rmsg.Message) -> bool:
+        """Whether the snapshot an InstallSnapshot names is staged; if so it is claimed
+        (kept) until the Ready that may carry it has been handled."""
         assert msg.snapshot is not None
-        incoming = self._incoming
-        return (
-            incoming is not None
-            and incoming.complete
-            and incoming.index == msg.snapshot.metadata.index
-        )
+        index = msg.snapshot.metadata.index
+        if index not in self._staged:
+            return False
+        self._claimed.add(index)
+        return True
 
     def _restore(self, snap: rmsg.Snapshot, batch: WriteBatch) -> None:
         """Replace the state machine by the staged snapshot, in the same batch as the
         log's snapshot record: one atomic RocksDB write, so a crash leaves either the old
         state and log or the new ones."""
-        incoming = self._incoming
         index = snap.metadata.index
-        if incoming is None or not incoming.complete or incoming.index != index:
+        incoming = self._staged.get(index)
+        if incoming is None:
             raise RuntimeError(f"snapshot {index} is not staged")
         for family in (Family.ENTITIES, Family.INDEXES):
             batch.delete_range(family, b"", b"\xff" * 64)
@@ -906,9 +935,7 @@ class RaftGroup:
         batch.put(Family.META, PEERS_KEY, msgpack.packb(self._address_book, use_bin_type=True))
 
     def _after_restore(self, snap: rmsg.Snapshot) -> None:
-        if self._incoming is not None:
-            self._incoming.discard()
-            self._incoming = None
+        self._drop_staged(lambda index: index <= snap.metadata.index)
         self.snapshots_received += 1
         with contextlib.suppress(OSError):
             self._checkpoint(snap.metadata.index)

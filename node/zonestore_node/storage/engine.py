@@ -249,22 +249,27 @@ class Engine:
         return total
 
     def close(self) -> None:
+        """Close the database and release its LOCK now, not when this object is
+        collected: rocksdict keeps the database open while a column family handle lives,
+        so an Engine still referenced (a snapshot staging being replaced, a restore)
+        would hold the LOCK and the next open of the same folder would fail."""
         if not self.closed:
             self.closed = True
             if self.read_only or self.failure is None:
                 if not self.read_only:
                     self.sync_wal()
                 self._db.close()
-                return
-            try:  # a failed database refuses to close ("Writer has previous error")
-                self._db.close()
-            except Exception as exc:
-                log.warning("storage.close_failed path=%s error=%s", self.path, exc)
-            # Dropping every reference frees the database (and its LOCK) all the same.
+            else:
+                try:  # a failed database refuses to close ("Writer has previous error")
+                    self._db.close()
+                except Exception as exc:
+                    log.warning("storage.close_failed path=%s error=%s", self.path, exc)
+            # Dropping every reference frees the database (and its LOCK).
             self._handles.clear()
             self._views.clear()
             del self._db
-            gc.collect()
+            if self.failure is not None:
+                gc.collect()
 
 
 class RawIterator:
