@@ -11,7 +11,7 @@ JS_STAMP := $(JS)/node_modules/.installed
 REPLICAS ?= 3
 ARGS ?=
 
-.PHONY: run test lint unit bench setup clean-data tools promtool fuse jepsen e2e e2e-clean e2e-kind control-plane chaos
+.PHONY: run test lint unit bench setup clean-data tools promtool fuse faketime jepsen e2e e2e-clean e2e-kind control-plane chaos
 
 # Tools the chart and alert tests run. helm is built from the Go module proxy into
 # .cache/bin (git-ignored; one file per version, so a bump rebuilds): ~3.5 min cold on 2
@@ -51,7 +51,16 @@ fuse: $(STAMP)
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse libfuse2 >/dev/null; }
 	$(PY) -c 'import fuse' 2>/dev/null || $(PY) -m pip install -q fusepy==3.0.1
 
-tools: $(HELM) $(PROMTOOL) fuse
+# The clock nemesis's libfaketime 0.9.12 (Debian ships 0.9.10, whose sleep breaks Python
+# under DONT_FAKE_MONOTONIC), built from Debian's source into .cache/faketime once.
+FAKETIME_LIB := .cache/faketime/0.9.12-nopthread/libfaketime.so.1
+
+faketime: $(FAKETIME_LIB)
+
+$(FAKETIME_LIB): $(STAMP)
+	cd node && ../$(PY) -m tests.jepsen.faketime
+
+tools: $(HELM) $(PROMTOOL) fuse faketime
 
 # The e2e control plane (issue 6): kube-apiserver, kube-controller-manager,
 # kube-scheduler and etcd built with `go build` from the Kubernetes modules at a pinned
@@ -127,7 +136,7 @@ clean-data:
 	rm -rf .zonestore-data
 
 # The long form of the fault-injection suite (node/tests/jepsen): more seeds, longer runs.
-jepsen: setup fuse
+jepsen: setup fuse faketime
 	$(ISOLATED) env JEPSEN_SEEDS=$${JEPSEN_SEEDS:-1,2,3,4,5} JEPSEN_MIXES=$${JEPSEN_MIXES:-crash,partition,admin,all} JEPSEN_SECONDS=$${JEPSEN_SECONDS:-60} $(PY) -m pytest -q -s node/tests/jepsen $(ARGS)
 
 # One long Jepsen-style run, or the replay of a seed: `make chaos SEED=42 TIME=120 MIX=all`
@@ -138,5 +147,5 @@ SEED ?=
 TIME ?= 60
 MIX ?= all
 
-chaos: setup fuse
+chaos: setup fuse faketime
 	$(ISOLATED) env PYTHONPATH=node $(PY) -m tests.jepsen.chaos $(if $(SEED),--seed $(SEED)) --time $(TIME) --mix $(MIX) --replicas $(REPLICAS)

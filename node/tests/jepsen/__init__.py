@@ -1,8 +1,8 @@
 """Jepsen-style testing of a real cluster: histories recorded through the official client
 (`workloads`, `history`), faults on a seeded schedule (`nemesis`, over `netns` — a
 network namespace per replica, nftables rules in a host namespace — or, where namespaces
-are unavailable, `tests/netproxy` on loopback; `clockshim/` for wall-clock skew), and the
-checkers that judge them (`linearizability` for registers, `elle` for list-append
+are unavailable, `tests/netproxy` on loopback; libfaketime (`faketime`) for wall-clock
+skew), and the checkers that judge them (`linearizability` for registers, `elle` for list-append
 transactions, `checkers` for the bank and set invariants, eventual reads and commit
 timestamps). `runner` ties one run together and writes its folder (history.jsonl,
 timeline.jsonl, verdict.json); `test_cluster` runs the bounded form in `make test` (a
@@ -35,9 +35,10 @@ chunk, not per packet; loss is nftables `numgen` on whole packets, so TCP retran
 hide it except as latency. The admin port stays reachable from the test process in every
 partition (the harness's control channel). A replica re-added by the `member` fault is
 reached at its peer address directly, not through its proxy (no delay on it). Clock skew
-moves the wall clock Python code reads (time.time / time_ns), not the C libraries'
-clocks nor the monotonic clock (libfaketime was tried and broke the node itself: see
-clockshim/sitecustomize.py). A full disk is checked on one node by test_disk_full.py
+moves CLOCK_REALTIME through libfaketime 0.9.12, built by the harness (faketime.py;
+Debian's 0.9.10 broke Python's sleep), not the monotonic clock, and a jump shows within
+two seconds (the preload's file cache); without `make faketime` the clockshim/ fallback
+moves Python's time.time only. A full disk is checked on one node by test_disk_full.py
 (a 16 MiB tmpfs; the node exits with code 75 until space returns), not as a nemesis
 fault; powerfs drops unsynced file data but keeps every name change (create, rename,
 unlink) and fails no fsync (no EIO), and power goes on one replica at a time only. `disk`

@@ -29,14 +29,16 @@ Faults (one at a time, each healed before the next):
   transfer  leadership transfer to a follower through the admin API
   member    remove a follower, wipe it, start it with --join, add it back as a
             learner, wait for it to catch up, promote it (admin API)
-  clock     skew one replica's wall clock and jump it around (each replica reads its
-            wall clock through clockshim/sitecustomize.py from a file the nemesis
-            rewrites: -2h, +2h, strobes of ±30 min, ±90 s); halfway through, leadership
-            moves onto the skewed replica (or off it, if it leads), so commit timestamps
-            are assigned by skewed and unskewed leaders in turn. Only the wall clock
-            (the hybrid commit clock, the retention horizon, logs); the monotonic clock
-            that raft ticks, transaction expiry and timeouts use stays real. Not
-            libfaketime: see clockshim/sitecustomize.py for why.
+  clock     skew one replica's wall clock and jump it around: every replica runs
+            under libfaketime (faketime.py builds 0.9.12; LD_PRELOAD) whose timestamp
+            file the nemesis rewrites: -2h, +2h, strobes of ±30 min, ±90 s; halfway
+            through, leadership moves onto the skewed replica (or off it, if it leads),
+            so commit timestamps are assigned by skewed and unskewed leaders in turn.
+            Only CLOCK_REALTIME (the hybrid commit clock, the retention horizon, logs,
+            the C libraries' wall clock); the monotonic clock that raft ticks,
+            transaction expiry and timeouts use stays real. Without the library (no
+            `make faketime`), clockshim/sitecustomize.py skews Python's time.time only,
+            and the report says so.
 
   power     kill -9 a replica and cut its disk's power: its data directory is on powerfs
             (powerfs.py, a FUSE file system), which then drops every byte not fsynced
@@ -60,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import Cluster, NodeProcess
+from tests.jepsen import faketime
 from tests.jepsen.netns import Network
 from tests.jepsen.powerfs import PowerDisk
 from tests.netproxy import ProxyHub
@@ -89,11 +92,22 @@ CLOCK_PATTERNS: list[list[str]] = [
 CLOCK_SHIM = Path(__file__).parent / "clockshim"
 
 
+def clock_mechanism() -> str:
+    lib = faketime.library()
+    if lib is not None:
+        return f"libfaketime {faketime.VERSION} ({lib})"
+    return "the Python shim (clockshim/: time.time only; run `make faketime` for libfaketime)"
+
+
 def clock_env(clock_file: Path) -> dict[str, str]:
     """The environment of a replica whose wall clock follows `clock_file` ("+0" = real
-    time): clockshim/sitecustomize.py first on its PYTHONPATH."""
+    time): libfaketime preloaded, or else clockshim/sitecustomize.py first on its
+    PYTHONPATH."""
     clock_file.parent.mkdir(parents=True, exist_ok=True)
     clock_file.write_text("+0\n")
+    lib = faketime.library()
+    if lib is not None:
+        return faketime.env(clock_file, lib)
     path = os.pathsep.join(p for p in (str(CLOCK_SHIM), os.environ.get("PYTHONPATH")) if p)
     return {"PYTHONPATH": path, "JEPSEN_CLOCK_FILE": str(clock_file)}
 

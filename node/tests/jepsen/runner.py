@@ -224,6 +224,7 @@ def _run(
     clock_files: dict[str, Path] = {}
     if any(f.kind == "clock" for f in report.faults):
         clock_files = {nid: root / nid / "clock-offset" for nid in ids}
+        report.summary.append(f"clock skew through {nemesis.clock_mechanism()}")
     try:
         cluster = Cluster(
             root,

@@ -6,11 +6,11 @@ clock while the replica runs. Those are the clocks the node's logic reads for wa
 (the hybrid commit clock, the retention horizon, logs); the monotonic clock (raft ticks,
 timeouts, transaction expiry) stays real.
 
-Why not libfaketime (LD_PRELOAD): with Debian's 0.9.10 and DONT_FAKE_MONOTONIC=1 every
-`time.sleep()` in Python 3.11 fails with EINVAL (its absolute CLOCK_MONOTONIC
-clock_nanosleep is rewritten with the faked realtime), and a three-replica cluster
-under it took 6 puts/s with leader changes at offset +0 (130 puts/s without): the tool
-itself broke the node. Nothing here is imported by the node's code.
+The fallback only: the clock nemesis preloads libfaketime (../faketime.py builds 0.9.12,
+`make faketime`) and uses this shim when that library is missing (no network for the
+build). Debian's own 0.9.10 cannot serve: with DONT_FAKE_MONOTONIC=1 every
+`time.sleep()` in Python 3.11 fails with EINVAL. Nothing here is imported by the node's
+code.
 """
 
 from __future__ import annotations

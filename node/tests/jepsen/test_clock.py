@@ -1,0 +1,66 @@
+"""The clock nemesis's tool: libfaketime as the harness builds it (faketime.py) moves a
+replica's wall clock, jumps included, and leaves the node working."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from google.cloud import datastore
+
+from tests.harness import NodeProcess
+from tests.jepsen import faketime, nemesis
+
+HOUR_US = 3600 * 10**6
+
+
+@pytest.fixture(scope="module")
+def library() -> Path:
+    return faketime.build()  # make faketime has normally built it already
+
+
+@pytest.fixture
+def skewed(tmp_path: Path, library: Path) -> Iterator[tuple[NodeProcess, Path]]:
+    clock_file = tmp_path / "clock-offset"
+    env = nemesis.clock_env(clock_file)
+    assert env["LD_PRELOAD"] == str(library)
+    node = NodeProcess(tmp_path / "n", env=env)
+    node.start()
+    try:
+        yield node, clock_file
+    finally:
+        node.stop()
+
+
+def _commit_ts(node: NodeProcess, name: str) -> int:
+    os.environ["DATASTORE_EMULATOR_HOST"] = node.client_addr
+    client = datastore.Client(project="clock")
+    entity = datastore.Entity(client.key("K", name))
+    entity["v"] = name
+    client.put(entity)
+    code, body = node.http_get("/admin/status")
+    assert code == 200
+    return int(json.loads(body)["applied_ts"])
+
+
+def test_a_replica_under_libfaketime_commits_on_its_skewed_clock_and_never_goes_back(
+    skewed: tuple[NodeProcess, Path],
+) -> None:
+    node, clock_file = skewed
+    real_us = time.time_ns() // 1000
+    assert abs(_commit_ts(node, "real") - real_us) < 60 * 10**6
+
+    clock_file.write_text("+2h\n")
+    time.sleep(2 * faketime.CACHE_S + 0.5)  # the preload re-reads the file by then
+    ahead = _commit_ts(node, "ahead")
+    assert abs(ahead - (time.time_ns() // 1000 + 2 * HOUR_US)) < 60 * 10**6
+
+    clock_file.write_text("-2h\n")  # a jump back: commit timestamps still increase
+    time.sleep(2 * faketime.CACHE_S + 0.5)
+    behind = _commit_ts(node, "behind")
+    assert behind > ahead
+    assert behind - ahead < 60 * 10**6  # the hybrid clock's counter, not the wall clock
