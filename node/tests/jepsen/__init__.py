@@ -38,12 +38,13 @@ reached at its peer address directly, not through its proxy (no delay on it). Cl
 moves CLOCK_REALTIME through libfaketime 0.9.12, built by the harness (faketime.py;
 Debian's 0.9.10 broke Python's sleep), not the monotonic clock, and a jump shows within
 two seconds (the preload's file cache); without `make faketime` the clockshim/ fallback
-moves Python's time.time only. A full disk is checked on one node by test_disk_full.py
-(a 16 MiB tmpfs; the node exits with code 75 until space returns), not as a nemesis
-fault; powerfs drops unsynced file data but keeps every name change (create, rename,
-unlink) and fails no fsync (no EIO), and power goes on one replica at a time only. `disk`
-is not in the bounded suite (make chaos MIX=disk); test_power_loss.py is, and shows that
-a node acknowledging before fsync loses acknowledged writes. read_time reads are not in
+moves Python's time.time only. The disk faults (`disk` mix:
+power, full, eio) act on powerfs, one replica at a time: a full disk is ENOSPC from the
+file system, not a filled device (test_disk_full.py fills a real 16 MiB tmpfs on one
+node), and a failed fsync fails every later one too until the fault ends (no single
+transient EIO; the node stops at the first anyway). powerfs drops unsynced file data but
+keeps every name change (create, rename, unlink). test_power_loss.py shows that a node
+acknowledging before fsync loses acknowledged writes under it. read_time reads are not in
 the workloads. A seed fixes the fault schedule and the workers' choices, not the thread
 interleaving.
 """

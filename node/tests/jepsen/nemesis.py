@@ -44,13 +44,17 @@ Faults (one at a time, each healed before the next):
             (powerfs.py, a FUSE file system), which then drops every byte not fsynced
             (each file back to its last fsync/fdatasync); restart it after the duration.
             The checkers must still find every acknowledged write (acks follow fsync).
-
-A full disk is not a nemesis fault: the node then exits (code 75) until space returns,
-which test_disk_full.py checks on its own.
+  full      one replica's disk (powerfs) is full for the duration: writes fail with
+            ENOSPC, the replica stops with code 75 (it acknowledges nothing it could not
+            write); then space returns and it is restarted.
+  eio       one replica's disk fails every fsync with EIO for the duration: the replica
+            stops with code 75 rather than acknowledge; then the device "loses power"
+            (every byte no fsync made durable is dropped) and the replica restarts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -73,7 +77,7 @@ MIXES: dict[str, list[str]] = {
     "split": ["majority", "majority", "isolate"],  # the five-replica run's
     "admin": ["transfer", "member", "transfer", "kill"],
     "clock": ["clock", "clock", "clock", "transfer", "kill"],
-    "disk": ["power", "power", "kill", "pause", "isolate"],
+    "disk": ["power", "full", "eio", "power", "kill", "isolate"],
     "all": [
         "kill", "pause", "stop", "isolate", "oneway", "bridge", "majority", "loss", "delay",
         "transfer", "member", "clock",
@@ -252,6 +256,8 @@ class Nemesis:
             self._stop.wait(fault.duration_s)
             self.note(f"restart {nid}")
             node.start()
+        elif fault.kind in ("full", "eio"):
+            self._disk_fault(node, fault)
         elif fault.kind == "pause":
             assert node.proc is not None
             self.note(f"pause {nid}")
@@ -398,10 +404,39 @@ class Nemesis:
             time.sleep(0.1)
         self.note(f"learner {nid} not caught up in {timeout}s; promoting anyway")
 
+    def _disk_fault(self, node: NodeProcess, fault: Fault) -> None:
+        nid = node.node_id
+        disk = self.disks.get(nid)
+        if disk is None:
+            raise RuntimeError(f"{nid} does not run on a powerfs disk")
+        disk.set_faults(fault.kind)
+        self.note(
+            f"{fault.kind} {nid}: {'ENOSPC on writes' if fault.kind == 'full' else 'EIO on fsync'}"
+        )
+        self._stop.wait(fault.duration_s)
+        code = node.proc.poll() if node.proc is not None else None
+        self.note(
+            f"{fault.kind} {nid}: replica {'exited with ' + str(code) if code is not None else 'still running'}"
+        )
+        if fault.kind == "full":
+            disk.set_faults()
+            self.note(f"space again on {nid}")
+        else:
+            if node.alive():
+                node.kill()
+            loss = disk.power_cycle()  # clears the fault too
+            self.note(f"power cycle {nid}: unsynced data dropped {loss}")
+        if not node.alive():
+            self.note(f"restart {nid}")
+            node.start()
+
     def heal(self) -> None:
         """Undo whatever is in effect: network, clocks, paused and dead replicas,
         membership."""
         self.net.heal()
+        for disk in self.disks.values():
+            with contextlib.suppress(OSError):  # not mounted: a power cycle clears them
+                disk.set_faults()
         for nid in self.clock_files:
             self._set_clock(nid, "+0")
         for node in self.cluster.nodes:

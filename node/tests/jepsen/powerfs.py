@@ -17,6 +17,14 @@ Hard links share their inode, not their tracking; RocksDB links only synced, imm
 table files (checkpoints). The kernel may cache pages and attributes of a mounted
 file, so the power cut is always an unmount: the restarted replica sees only disk.
 
+Live faults, for as long as they are set (`PowerDisk.set_faults`, which writes their
+names into the control file CONTROL at the root of the mount; the write returns once the
+daemon has them, and a power cycle clears them):
+    full   every write, create, mkdir and growing truncate fails with ENOSPC, and statfs
+           reports no space left: a full disk, without filling a real one;
+    eio    every fsync/fdatasync (files and directories) fails with EIO and makes nothing
+           durable: a failing device. A replica must stop rather than acknowledge.
+
 Run as its own process (`PowerDisk` does):
     python -m tests.jepsen.powerfs BACKING MOUNTPOINT
 
@@ -60,6 +68,10 @@ class _Tracked:
     undo: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, old bytes)
 
 
+CONTROL = "/.powerfs-faults"
+FAULTS = ("full", "eio")
+
+
 def _operations(root: str) -> Any:
     from fuse import FuseOSError, Operations
 
@@ -67,6 +79,11 @@ def _operations(root: str) -> Any:
         def __init__(self) -> None:
             self.root = root
             self.files: dict[str, _Tracked] = {}
+            self.faults: set[str] = set()  # live faults (see CONTROL)
+
+        def _fault(self, name: str, error: int) -> None:
+            if name in self.faults:
+                raise FuseOSError(error)
 
         def _full(self, path: str) -> str:
             return os.path.join(self.root, path.lstrip("/"))
@@ -146,6 +163,7 @@ def _operations(root: str) -> Any:
             return os.readlink(self._full(path))
 
         def mkdir(self, path: str, mode: int) -> None:
+            self._fault("full", errno.ENOSPC)
             os.mkdir(self._full(path), mode)
 
         def rmdir(self, path: str) -> None:
@@ -181,11 +199,17 @@ def _operations(root: str) -> Any:
             sv = os.statvfs(self._full(path))
             keys = ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree",
                     "f_files", "f_flag", "f_frsize", "f_namemax")  # fmt: skip
-            return {k: getattr(sv, k) for k in keys}
+            stats = {k: getattr(sv, k) for k in keys}
+            if "full" in self.faults:
+                stats["f_bavail"] = stats["f_bfree"] = 0
+            return stats
 
         # Data ----------------------------------------------------------------------
 
         def create(self, path: str, mode: int, fi: Any = None) -> int:
+            if path == CONTROL:
+                return os.open(self._full(path), os.O_RDWR | os.O_CREAT, mode)
+            self._fault("full", errno.ENOSPC)
             fd = os.open(self._full(path), os.O_RDWR | os.O_CREAT, mode)
             self.files[path] = _Tracked(0)  # a new file: nothing of it is synced yet
             return fd
@@ -197,10 +221,18 @@ def _operations(root: str) -> Any:
             return os.pread(fh, size, offset)
 
         def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+            if path == CONTROL:
+                self.faults = set(data.decode().split()) & set(FAULTS)
+                return len(data)
+            self._fault("full", errno.ENOSPC)
             self._save_old(path, offset, len(data))
             return os.pwrite(fh, data, offset)
 
         def truncate(self, path: str, length: int, fh: Any = None) -> None:
+            if path == CONTROL:
+                return
+            if length > os.lstat(self._full(path)).st_size:
+                self._fault("full", errno.ENOSPC)
             state = self._track(path)
             if length < state.synced_size:
                 self._save_old(path, length, state.synced_size - length)
@@ -210,11 +242,12 @@ def _operations(root: str) -> Any:
                 os.truncate(self._full(path), length)
 
         def fsync(self, path: str, datasync: int, fh: int) -> None:
+            self._fault("eio", errno.EIO)
             # The model, not the backing disk, decides what survives: no real fsync.
             self.files[path] = _Tracked(os.fstat(fh).st_size)
 
         def fsyncdir(self, path: str, datasync: int, fh: Any) -> None:
-            return None
+            self._fault("eio", errno.EIO)
 
         def flush(self, path: str, fh: int) -> None:
             return None  # close(2) is not a sync
@@ -292,6 +325,14 @@ class PowerDisk:
                 loss = json.loads(line)["power_loss"]
         self.losses.append(loss)
         return loss
+
+    def set_faults(self, *names: str) -> None:
+        """Set the live faults (none: clear them); in force when this returns."""
+        unknown = set(names) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown disk faults {sorted(unknown)}")
+        with open(self.mountpoint / CONTROL.lstrip("/"), "w") as f:
+            f.write(" ".join(names) or " ")
 
     def power_cycle(self) -> dict[str, int]:
         """Power off (losing what was not synced) and on again."""

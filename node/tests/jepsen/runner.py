@@ -240,7 +240,7 @@ def _run(
         raise
     # Every replica's data directory on a power-loss disk when the schedule cuts power.
     disks: dict[str, PowerDisk] = {}
-    if any(f.kind == "power" for f in report.faults):
+    if any(f.kind in ("power", "full", "eio") for f in report.faults):
         for node in cluster.nodes:
             nid = node.node_id
             disks[nid] = PowerDisk(root / nid / "backing", node.data_dir / "data",

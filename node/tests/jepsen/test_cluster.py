@@ -1,7 +1,8 @@
 """Jepsen-style runs against a real three-replica cluster: the register, bank and set
 workloads through the official client while a seeded nemesis kills, pauses, stops,
-partitions, drops and delays packets, transfers leadership and changes membership; then
-the histories are checked. One short five-replica run splits majority from minority (in
+partitions, drops and delays packets, transfers leadership, changes membership, skews
+clocks, cuts a disk's power, fills it and fails its fsyncs; then the histories are
+checked. One short five-replica run splits majority from minority (in
 network namespaces; skipped where they are unavailable: `make chaos REPLICAS=5`).
 
 Bounded by default: one fresh random seed per run for every mix (printed in the summary
@@ -22,14 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.jepsen import netns, runner
+from tests.jepsen import netns, powerfs, runner
 
 SECONDS = float(os.environ.get("JEPSEN_SECONDS", "15"))
 SEEDS = [int(s) for s in os.environ.get("JEPSEN_SEEDS", "").split(",") if s.strip()] or [
     random.SystemRandom().randrange(1, 1 << 31)
 ]
 RUNS: list[str] = []  # one line per run, for the terminal summary (conftest.py)
-MIXES = [m for m in os.environ.get("JEPSEN_MIXES", "crash,partition,clock,all").split(",") if m]
+# `disk` (power cuts, a full disk, failing fsyncs on FUSE disks) where FUSE mounts work.
+DEFAULT_MIXES = "crash,partition,clock,all" + (",disk" if powerfs.available() is None else "")
+MIXES = [m for m in os.environ.get("JEPSEN_MIXES", DEFAULT_MIXES).split(",") if m]
 
 FIVE_SECONDS = float(os.environ.get("JEPSEN_FIVE_SECONDS", "10"))
 
