@@ -83,6 +83,13 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="how long old versions stay readable with read_time (at least 3600 in production)",
     )
     p.add_argument(
+        "--max-clock-offset-seconds",
+        type=float,
+        default=float(_env("ZONESTORE_MAX_CLOCK_OFFSET", "0.5")),
+        help="a replica whose wall clock is further than this from the median of its "
+        "group's clocks stamps commits with the median instead",
+    )
+    p.add_argument(
         "--gc-interval-seconds", type=float, default=float(_env("ZONESTORE_GC_INTERVAL", "60"))
     )
     p.add_argument(
@@ -378,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         from zonestore_node import server
 
         logs.setup(args.log_format)
+        if not args.max_clock_offset_seconds > 0:
+            raise SystemExit("zonestore: --max-clock-offset-seconds must be above 0")
         try:
             config = server.NodeConfig(
                 node_id=args.node_id,
@@ -386,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                 client_addr=args.client_addr,
                 admin_addr=args.admin_addr,
                 retention_seconds=args.retention_seconds,
+                max_clock_offset_seconds=args.max_clock_offset_seconds,
                 gc_interval_seconds=args.gc_interval_seconds,
                 peer_addr=args.peer_addr,
                 advertise_peer_addr=args.advertise_peer_addr,

@@ -38,7 +38,7 @@ from zonestore_node.replica.transport import TlsFiles, split_addr
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply, command
-from zonestore_node.txn.clock import HybridClock
+from zonestore_node.txn.clock import ClockGuard, HybridClock
 from zonestore_node.txn.ids import IdAllocator
 from zonestore_node.txn.service import DatastoreService
 
@@ -64,6 +64,9 @@ class NodeConfig:
     ready_lag_entries: int = 1000
     retention_seconds: float = 3600.0
     gc_interval_seconds: float = 60.0
+    # A replica whose wall clock is this far from the median of its group's clocks uses
+    # the median for commit timestamps and the retention horizon (txn/clock.ClockGuard).
+    max_clock_offset_seconds: float = 0.5
     shutdown_grace_seconds: float = 5.0
     auto_index: str = "true"  # planner.IndexPolicy value
     index_yaml: Path | None = None  # composite indexes the leader ensures at start
@@ -175,6 +178,7 @@ class Node:
         self.client_credentials = client_credentials(config)
         self.engine = Engine(config.data_dir / "db")
         self.store = mvcc.Store(self.engine)
+        self.clock_guard = ClockGuard(int(config.max_clock_offset_seconds * 1_000_000))
         self.group = RaftGroup(
             GroupConfig(
                 node_id=config.node_id,
@@ -195,8 +199,9 @@ class Node:
             self.store,
             apply.Applier(),
             command.decode,
-            HybridClock(),
+            HybridClock(self.clock_guard.now_us),
             touches=apply.touches,
+            clock_guard=self.clock_guard,
         )
         self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
         self.service.retention_us = int(config.retention_seconds * 1_000_000)
@@ -272,6 +277,8 @@ class Node:
         m.raft_applied_index.set(self.group.applied_index)
         m.snapshots_sent.set(self.group.snapshots_sent)
         m.snapshots_received.set(self.group.snapshots_received)
+        m.clock_offset.set(self.clock_guard.offset_us() / 1e6)
+        m.clock_corrections.set(self.clock_guard.corrections)
         for member, progress in status.progress.items():
             m.raft_follower_lag.labels(member).set(
                 max(0, status.commit_index - progress.match_index)

@@ -174,3 +174,27 @@ def check_commit_timestamps(ops: Iterable[Op], final: dict[str, list[object]]) -
             last = op
     stats = {"stamped_commits": len(stamped)}
     return Verdict(not problems, problems, stats)
+
+
+def check_commit_times_follow_real_time(
+    ops: Iterable[Op], started_us: int, ended_us: int, tolerance_us: int
+) -> Verdict:
+    """Commit timestamps stay within `tolerance_us` of the real time of the run, however
+    far one replica's wall clock is skewed: a leader whose clock jumps ahead must not
+    stamp commits in the future (the hybrid clock never goes back, so one such stamp
+    would hold every later commit there), nor one whose clock is behind in the past.
+    `started_us`/`ended_us`: the test's own wall clock around the run."""
+    stamped = [op for op in ops if op.status is Status.OK and op.commit_ts is not None]
+    early = [op for op in stamped if (op.commit_ts or 0) < started_us - tolerance_us]
+    late = [op for op in stamped if (op.commit_ts or 0) > ended_us + tolerance_us]
+    problems = [
+        f"commit_ts {op.commit_ts} is {(started_us - (op.commit_ts or 0)) / 1e6:.1f}s before "
+        f"the run began: {op}"
+        for op in early[:3]
+    ] + [
+        f"commit_ts {op.commit_ts} is {((op.commit_ts or 0) - ended_us) / 1e6:.1f}s after "
+        f"the run ended: {op}"
+        for op in late[:3]
+    ]
+    stats = {"stamped_commits": len(stamped), "early": len(early), "late": len(late)}
+    return Verdict(not problems, problems, stats)

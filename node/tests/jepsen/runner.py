@@ -38,6 +38,9 @@ from tests.jepsen.workloads import Bank, ListAppend, Registers, Sets, Worker, ma
 from tests.netproxy import ProxyHub
 
 PROJECT = "jepsen"
+# How far a commit timestamp may stray from the test's clock: the guard's maximum offset
+# (0.5 s) plus the skew that a clock report up to 0.1 s old and scheduling can add.
+CLOCK_TOLERANCE_US = 2_000_000
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Report:
     fault_counts: dict[str, int] = field(default_factory=dict)
     smallest: str = ""  # the smallest anomaly found, readable
     acked_lost: int = 0  # acknowledged writes missing afterwards (sets + list appends)
+    started_us: int = 0  # the test's wall clock when the workers started
     out: Path | None = None
 
     @property
@@ -194,12 +198,14 @@ def run(
     recovery_s: float = 3.0,
     out: Path | None = None,
     replicas: int = 3,
+    node_args: list[str] | None = None,
 ) -> Report:
     """One run; its artifacts go to `out` (default: `root`), written even when the run
-    itself breaks."""
+    itself breaks. `node_args`: added to every replica's command line (a test that
+    switches a safeguard off)."""
     report = Report(seed, mix, seconds, root, replicas, network_mode())
     try:
-        _run(report, root, seed, mix, seconds, recovery_s)
+        _run(report, root, seed, mix, seconds, recovery_s, node_args or [])
     except Exception as exc:
         report.problems.append(f"the run itself failed: {exc!r}")
         raise
@@ -209,7 +215,13 @@ def run(
 
 
 def _run(
-    report: Report, root: Path, seed: int, mix: str, seconds: float, recovery_s: float
+    report: Report,
+    root: Path,
+    seed: int,
+    mix: str,
+    seconds: float,
+    recovery_s: float,
+    node_args: list[str],
 ) -> None:
     report.faults = nemesis.schedule(seed, mix, max(1.0, seconds - 2.0))
     ids = [f"n{i}" for i in range(report.replicas)]
@@ -231,7 +243,7 @@ def _run(
             report.replicas,
             proxies=hub,
             network=net,
-            extra=["--snapshot-every", "400", "--snapshot-keep", "100"],
+            extra=["--snapshot-every", "400", "--snapshot-keep", "100", *node_args],
             env=(lambda nid: nemesis.clock_env(clock_files[nid])) if clock_files else None,
         )
     except BaseException:
@@ -273,6 +285,7 @@ def _run(
         links = net if net is not None else hub
         assert links is not None
         nem = nemesis.Nemesis(cluster, links, report.faults, clock_files, disks)
+        report.started_us = time.time_ns() // 1000
         for w in workers:
             w.start()
         nem.start()
@@ -404,6 +417,12 @@ def _final_checks(
     report.summary.append(f"commit timestamps: {verdict.explain()}")
     if not verdict.valid:
         report._anomaly(f"commit timestamps: {verdict.explain()}")
+    verdict = checkers.check_commit_times_follow_real_time(
+        report.lists, report.started_us, time.time_ns() // 1000, CLOCK_TOLERANCE_US
+    )
+    report.summary.append(f"commit timestamps vs real time: {verdict.explain()}")
+    if not verdict.valid:
+        report._anomaly(f"commit timestamps vs real time: {verdict.explain()}")
     if not cycles.valid:
         smallest = cycles.smallest()
         report.problems.append(f"list-append: {cycles.explain()}")

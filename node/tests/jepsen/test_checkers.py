@@ -92,3 +92,17 @@ def test_the_clock_shim_parses_the_offsets_the_nemesis_writes() -> None:
     assert shim.parse_offset_ns("-30m") == -1800 * 10**9
     assert shim.parse_offset_ns("-90s") == -90 * 10**9
     assert shim.parse_offset_ns("garbage") == 0
+
+
+def test_commit_times_must_follow_real_time() -> None:
+    start, end = 1_800_000_000_000_000, 1_800_000_030_000_000
+    ok = Op(0, "txn", None, [], Status.OK, 1, 2, commit_ts=start + 5_000_000)
+    ahead = Op(1, "txn", None, [], Status.OK, 3, 4, commit_ts=end + 7200 * 10**6)
+    behind = Op(2, "txn", None, [], Status.OK, 5, 6, commit_ts=start - 7200 * 10**6)
+    failed = Op(3, "txn", None, [], Status.FAIL, 7, 8, commit_ts=end + 7200 * 10**6)
+    good = checkers.check_commit_times_follow_real_time([ok, failed], start, end, 2_000_000)
+    assert good.valid, good.explain()
+    bad = checkers.check_commit_times_follow_real_time([ok, ahead, behind], start, end, 2_000_000)
+    assert not bad.valid
+    assert "after the run ended" in bad.explain()
+    assert "before the run began" in bad.explain()

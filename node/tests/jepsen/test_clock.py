@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from google.cloud import datastore
 
-from tests.harness import NodeProcess
+from tests.harness import Cluster, NodeProcess
 from tests.jepsen import faketime, nemesis
 
 HOUR_US = 3600 * 10**6
@@ -64,3 +64,32 @@ def test_a_replica_under_libfaketime_commits_on_its_skewed_clock_and_never_goes_
     behind = _commit_ts(node, "behind")
     assert behind > ahead
     assert behind - ahead < 60 * 10**6  # the hybrid clock's counter, not the wall clock
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_leader_whose_clock_jumps_two_hours_ahead_stamps_commits_in_real_time(
+    tmp_path: Path, library: Path, guarded: bool
+) -> None:
+    """The clock guard (txn/clock.ClockGuard): the leader's peers report their clocks,
+    and a majority overrules its own. Switched off (a maximum offset of a million
+    seconds), the same jump stamps commits two hours in the future: the check sees it."""
+    files = {nid: tmp_path / nid / "clock-offset" for nid in ("n0", "n1", "n2")}
+    extra = [] if guarded else ["--max-clock-offset-seconds", "1000000"]
+    cluster = Cluster(tmp_path, 3, extra=extra, env=lambda nid: nemesis.clock_env(files[nid]))
+    cluster.start()
+    try:
+        leader = cluster.leader(timeout=30)
+        _commit_ts(leader, "before")
+        files[leader.node_id].write_text("+2h\n")
+        time.sleep(2 * faketime.CACHE_S + 0.5)
+        stamped = _commit_ts(leader, "skewed")
+        off_by = stamped - time.time_ns() // 1000
+        if guarded:
+            assert abs(off_by) < 2 * 10**6, f"commit stamped {off_by / 1e6:.1f}s off real time"
+            status = json.loads(leader.http_get("/admin/status")[1])
+            assert status["clock_offset_ms"] < -3_500_000  # it knows its clock is ~2 h ahead
+        else:
+            assert off_by > HOUR_US, "without the guard the jump should show"
+    finally:
+        cluster.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,3 +62,31 @@ def test_link_reconnects_after_the_peer_restarts(loop: str) -> None:
     factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(_link_reconnects_after_the_peer_restarts())
+
+
+async def _acks_carry_the_receivers_wall_clock() -> None:
+    pa, pb = _free_port(), _free_port()
+    clocks: list[tuple[str, int]] = []
+    sender = Transport(
+        "a", f"127.0.0.1:{pa}", lambda p, k, b: None, lambda p: None,
+        on_clock=lambda peer, wall: clocks.append((peer, wall)),
+    )  # fmt: skip
+    receiver = Transport("b", f"127.0.0.1:{pb}", lambda p, k, b: None, lambda p: None)
+    await sender.start()
+    await receiver.start()
+    sender.set_address("b", f"127.0.0.1:{pb}")
+    try:
+        async with asyncio.timeout(5):
+            while not clocks:
+                sender.send("b", 1, "ping")
+                await asyncio.sleep(0.05)
+        peer, wall = clocks[0]
+        assert peer == "b"
+        assert abs(wall - time.time_ns() // 1000) < 5_000_000
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+def test_acks_carry_the_receivers_wall_clock() -> None:
+    asyncio.run(_acks_carry_the_receivers_wall_clock())

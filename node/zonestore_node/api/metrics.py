@@ -138,6 +138,17 @@ class Metrics:
             "Snapshots installed since start.",
             registry=self.registry,
         )
+        self.clock_offset = Gauge(
+            "zonestore_clock_offset_seconds",
+            "The median of the group's wall clocks minus this replica's (positive: behind).",
+            registry=self.registry,
+        )
+        self.clock_corrections = Gauge(
+            "zonestore_clock_corrections",
+            "Timestamps taken from the group's median clock because this replica's wall "
+            "clock was off by more than the maximum offset, since start.",
+            registry=self.registry,
+        )
         self.forwarded = Counter(
             "zonestore_forwarded_requests",
             "Requests this replica relayed to the leader.",

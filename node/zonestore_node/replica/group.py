@@ -65,6 +65,7 @@ from zonestore_node.replica.raftlog import RocksLogStorage
 from zonestore_node.replica.transport import PeerTls, TlsFiles, Transport
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family, WriteBatch
+from zonestore_node.txn.clock import ClockGuard
 
 log = logging.getLogger("zonestore.replica")
 
@@ -227,8 +228,10 @@ class RaftGroup:
         clock: Any,
         rng: random.Random | None = None,
         touches: TouchesFn | None = None,
+        clock_guard: ClockGuard | None = None,
     ) -> None:
         self.config = config
+        self.clock_guard = clock_guard
         self.engine = engine
         self.store = store
         self._apply = apply
@@ -270,6 +273,7 @@ class RaftGroup:
             tls=PeerTls(config.peer_tls) if config.peer_tls is not None else None,
             hello={"client": config.client_addr, "admin": config.admin_addr, "zone": config.zone},
             on_hello=self._on_hello,
+            on_clock=clock_guard.observe if clock_guard is not None else None,
         )
         for peer, addr in config.initial_cluster.items():
             self.transport.set_address(peer, addr)
@@ -988,6 +992,9 @@ class RaftGroup:
             "applied_index": self.applied_index,
             "last_index": st.last_index,
             "applied_ts": self.applied_ts,
+            "clock_offset_ms": (
+                self.clock_guard.offset_us() / 1000 if self.clock_guard is not None else 0.0
+            ),
             "members": members,
         }
 

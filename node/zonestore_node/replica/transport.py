@@ -11,7 +11,8 @@ A silent partition leaves TCP connections that accept writes into the void for m
 minutes. So the receiving side acknowledges traffic on the same connection (an ACK
 frame, at most every `ACK_EVERY_S`), and a sender whose frames stay unacknowledged for
 `SILENCE_LIMIT_S` drops the connection and dials again: a new connection only works
-once the path is back.
+once the path is back. An ACK carries the acknowledging replica's wall clock (µs), which
+the sender hands to `on_clock` (the replica's ClockGuard compares clocks with it).
 
 TLS: with `tls` (a `PeerTls`), every connection is mutual TLS against a per-cluster CA:
 the listener accepts plain TCP and upgrades it with the *current* server context (so a
@@ -209,9 +210,12 @@ class _Link:
         """Read the peer's ACKs; abort the connection when frames go unacknowledged."""
         while True:
             try:
-                kind, _ = await asyncio.wait_for(read_frame(reader), timeout=ACK_EVERY_S * 2)
+                kind, body = await asyncio.wait_for(read_frame(reader), timeout=ACK_EVERY_S * 2)
                 if kind == ACK:
                     self.unacked_since = None
+                    on_clock = self.transport.on_clock
+                    if on_clock is not None and type(body) is int:
+                        on_clock(self.peer, body)
             except TimeoutError:
                 pass
             except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as exc:
@@ -248,8 +252,10 @@ class Transport:
         tls: PeerTls | None = None,
         hello: dict[str, str] | None = None,
         on_hello: Callable[[str, Any], None] | None = None,
+        on_clock: Callable[[str, int], None] | None = None,
     ) -> None:
         self.node_id = node_id
+        self.on_clock = on_clock  # (peer, its wall clock in µs) from each ACK
         self.hello = hello or {}
         self.on_hello = on_hello
         self.listen_addr = listen_addr
@@ -345,7 +351,7 @@ class Transport:
                 now = time.monotonic()
                 if now - last_ack >= ACK_EVERY_S and not writer.is_closing():
                     last_ack = now
-                    writer.write(encode_frame(ACK, None))
+                    writer.write(encode_frame(ACK, time.time_ns() // 1000))
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ssl.SSLError):
             pass
         except (ValueError, TypeError, msgpack.UnpackException) as exc:

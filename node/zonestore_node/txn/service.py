@@ -158,7 +158,7 @@ class DatastoreService:
         window back from now. From the wall clock too, not only from the newest commit:
         otherwise, once writes stop, the window never moves and versions that have
         long left it are neither collected nor refused."""
-        now = max(self.clock.last, time.time_ns() // 1000)
+        now = max(self.clock.last, self.clock.wall())
         return now - self.retention_us
 
     def _check_read_time(self, read_ts: int) -> int:
