@@ -328,6 +328,11 @@ class Node:
                 await self._stopping.wait()
                 self.ready = False
                 log.info("node.stopping grace=%ss", self.config.shutdown_grace_seconds)
+                # A leader hands over first: its successor leads before this replica's
+                # connections close, and the followers' relays go on to it.
+                successor = await self.group.hand_off_leadership(HAND_OFF_TIMEOUT_S)
+                if successor is not None:
+                    log.info("node.handed_off leader=%s", successor)
                 await server.stop(self.config.shutdown_grace_seconds)
                 upkeep.cancel()
                 declared.cancel()
@@ -387,6 +392,9 @@ class Node:
         if deleted:
             log.info("gc.collected versions=%d horizon=%d", deleted, horizon)
         return deleted
+
+
+HAND_OFF_TIMEOUT_S = 2.0  # a leader's wait for its successor on a graceful stop
 
 
 def event_loop_factory(config: NodeConfig) -> Callable[[], asyncio.AbstractEventLoop]:

@@ -195,6 +195,27 @@ def test_leadership_transfer_under_load_fails_no_request(cluster: Cluster) -> No
     assert len(writers.acked) > 0
 
 
+def test_a_leader_stopped_gracefully_hands_over_and_no_relayed_write_fails(
+    cluster: Cluster,
+) -> None:
+    """SIGTERM (a pod deleted, a node drained): the leader passes leadership to a caught-up
+    follower before it closes its connections, so the group elects nobody by timeout and
+    the followers' relays go on to the successor."""
+    leader = cluster.leader()
+    followers = [n for n in cluster.nodes if n is not leader]
+    with Writers(followers, threads=4) as writers:
+        time.sleep(1.0)
+        assert leader.stop() == 0
+        successor = cluster.leader(among=followers, timeout=10)
+        time.sleep(1.0)
+    log = leader.log_path.read_text(errors="replace")
+    assert f"node.handed_off leader={successor.node_id}" in log, leader.log_tail()
+    assert writers.failed == 0, writers.errors[:5]
+    assert len(writers.acked) > 0
+    leader.start()
+    wait_caught_up(cluster, cluster.nodes)
+
+
 def test_a_paused_leader_is_replaced_and_steps_down_when_resumed(cluster: Cluster) -> None:
     leader = cluster.leader()
     followers = [n for n in cluster.nodes if n is not leader]

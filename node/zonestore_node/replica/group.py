@@ -473,6 +473,35 @@ class RaftGroup:
         self.node.transfer_leadership(target)
         self._wake.set()
 
+    async def hand_off_leadership(self, within_s: float) -> str | None:
+        """On a graceful stop: pass leadership to the most caught-up active voter and
+        wait (up to `within_s`) until it leads, so that the group does not sit out an
+        election timeout when this replica goes (etcd does the same on a clean stop).
+        Returns the new leader, or None when this replica did not lead, had no one to
+        hand over to, or the transfer did not finish in time."""
+        if self.role is not Role.LEADER:
+            return None
+        st = self.node.status()
+        candidates = [
+            (progress.match_index, member)
+            for member, progress in st.progress.items()
+            if member != self.config.node_id
+            and member in st.conf_state.voters
+            and progress.recent_active
+        ]
+        if not candidates:
+            return None
+        _, target = max(candidates)
+        log.info("raft.hand_off node=%s target=%s", self.config.node_id, target)
+        self.transfer_leadership(target)
+        try:
+            async with asyncio.timeout(within_s):
+                while self.role is Role.LEADER or not self.leader:  # noqa: ASYNC110 - bounded
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            return None
+        return self.leader
+
     # Network -----------------------------------------------------------------------------
 
     def _on_hello(self, peer: str, meta: Any) -> None:
