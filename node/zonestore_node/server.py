@@ -205,6 +205,7 @@ class Node:
         )
         self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
         self.service.retention_us = int(config.retention_seconds * 1_000_000)
+        self.service.horizon_wall_us = self.clock_guard.earliest_us
         self.metrics = Metrics(config.node_id, config.zone)
         self.forwarder = Forwarder(
             SERVICE, self._leader_client_addr, self._serves_here, forward_credentials(config)

@@ -85,3 +85,19 @@ def test_without_a_majority_of_fresh_clocks_the_local_clock_decides() -> None:
     assert abs(guard.now_us() - clocks.real) < 10_000
     clocks.advance(11 * 10**6)  # both reports are stale now
     assert guard.now_us() == clocks.wall()
+
+
+def test_retention_is_measured_by_the_earliest_fresh_clock() -> None:
+    """A follower hears only its leader's clock: no majority, but the earliest clock
+    keeps garbage collection from eating into another replica's retention window."""
+    clocks = FakeClocks()
+    guard = _guard(clocks)
+    assert guard.earliest_us() == clocks.wall()  # alone: its own clock
+    guard.observe("leader", clocks.real)
+    clocks.skew = 2 * HOUR  # this follower's clock runs two hours ahead
+    assert abs(guard.earliest_us() - clocks.real) < 10_000
+    clocks.skew = -60 * 10**6  # behind: its own clock is the earliest
+    assert guard.earliest_us() == clocks.wall()
+    clocks.skew = 2 * HOUR
+    clocks.advance(11 * 10**6)  # the leader's report went stale
+    assert guard.earliest_us() == clocks.wall()

@@ -89,6 +89,17 @@ class ClockGuard:
             return 0
         return _median([own, *fresh]) - own
 
+    def earliest_us(self) -> int:
+        """The earliest of this replica's clock and every fresh peer clock: what garbage
+        collection measures retention by, so that no replica collects a version that
+        another (one that may lead next) still counts inside the window. A follower
+        hears only its leader's clock, too few for a majority; the minimum is safe with
+        any number (a clock behind only delays collection)."""
+        mono = self._mono()
+        fresh = [b for b, at in self._bases.values() if mono - at <= self.stale_after_us]
+        own = self._wall()
+        return min([own, *(mono + b for b in fresh)])
+
     def now_us(self) -> int:
         wall = self._wall()
         offset = self.offset_us()

@@ -120,6 +120,8 @@ class DatastoreService:
         self.group = group
         self.ids = ids
         self.clock = group.clock
+        # The wall clock retention is measured by (server.py: the clock guard's earliest).
+        self.horizon_wall_us: Callable[[], int] = self.clock.wall
         # Told how long each replicated command took (metrics).
         self.on_replicated: Callable[[float], None] | None = None
         self.transactions = Registry(leadership=group.leadership)
@@ -158,7 +160,7 @@ class DatastoreService:
         window back from now. From the wall clock too, not only from the newest commit:
         otherwise, once writes stop, the window never moves and versions that have
         long left it are neither collected nor refused."""
-        now = max(self.clock.last, self.clock.wall())
+        now = max(self.clock.last, self.horizon_wall_us())
         return now - self.retention_us
 
     def _check_read_time(self, read_ts: int) -> int:
