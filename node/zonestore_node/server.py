@@ -64,8 +64,9 @@ class NodeConfig:
     ready_lag_entries: int = 1000
     retention_seconds: float = 3600.0
     gc_interval_seconds: float = 60.0
-    # A replica whose wall clock is this far from the median of its group's clocks uses
-    # the median for commit timestamps and the retention horizon (txn/clock.ClockGuard).
+    # A replica whose wall clock is this far from the median of its group's clocks
+    # stamps commits by the median (txn/clock.ClockGuard; retention always follows the
+    # earliest clock it hears).
     max_clock_offset_seconds: float = 0.5
     shutdown_grace_seconds: float = 5.0
     auto_index: str = "true"  # planner.IndexPolicy value
