@@ -198,14 +198,12 @@ def run(
     recovery_s: float = 3.0,
     out: Path | None = None,
     replicas: int = 3,
-    node_args: list[str] | None = None,
 ) -> Report:
     """One run; its artifacts go to `out` (default: `root`), written even when the run
-    itself breaks. `node_args`: added to every replica's command line (a test that
-    switches a safeguard off)."""
+    itself breaks."""
     report = Report(seed, mix, seconds, root, replicas, network_mode())
     try:
-        _run(report, root, seed, mix, seconds, recovery_s, node_args or [])
+        _run(report, root, seed, mix, seconds, recovery_s)
     except Exception as exc:
         report.problems.append(f"the run itself failed: {exc!r}")
         raise
@@ -215,13 +213,7 @@ def run(
 
 
 def _run(
-    report: Report,
-    root: Path,
-    seed: int,
-    mix: str,
-    seconds: float,
-    recovery_s: float,
-    node_args: list[str],
+    report: Report, root: Path, seed: int, mix: str, seconds: float, recovery_s: float
 ) -> None:
     report.faults = nemesis.schedule(seed, mix, max(1.0, seconds - 2.0))
     ids = [f"n{i}" for i in range(report.replicas)]
@@ -243,7 +235,7 @@ def _run(
             report.replicas,
             proxies=hub,
             network=net,
-            extra=["--snapshot-every", "400", "--snapshot-keep", "100", *node_args],
+            extra=["--snapshot-every", "400", "--snapshot-keep", "100"],
             env=(lambda nid: nemesis.clock_env(clock_files[nid])) if clock_files else None,
         )
     except BaseException:
