@@ -7,15 +7,14 @@ operator's token. Every pod was admitted by the `restricted` Pod Security Standa
 from __future__ import annotations
 
 import base64
-import os
 import uuid
 from typing import Any
 
-import grpc
 import pytest
 import requests
 from kubernetes import client
 
+from zonestore_e2e.clients import official_tls_client
 from zonestore_e2e.cluster import Cluster, wait_for
 from zonestore_e2e.datastores import ADMIN_PORT, DatastoreHandle, manifest
 
@@ -28,40 +27,8 @@ def _secret(api: Any, namespace: str, name: str, key: str) -> bytes:
 
 
 def _tls_client(addr: str, host: str, ca_pem: bytes, project: str, token: str | None) -> Any:
-    """The official client with credentials over TLS: the channel an https endpoint gets
-    (the bearer token from the credentials on every call), trusting the Datastore's CA,
-    checking the certificate against the client Service's name (the pod is dialled by IP)."""
-    import google.auth.transport.grpc
-    import google.auth.transport.requests
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import datastore
-    from google.cloud.datastore_v1.services.datastore import client as gapic
-    from google.cloud.datastore_v1.services.datastore.transports import grpc as gapic_grpc
-    from google.oauth2.credentials import Credentials
-
-    credentials: Any = Credentials(token=token) if token else AnonymousCredentials()
-    saved = os.environ.pop("DATASTORE_EMULATOR_HOST", None)
-    try:
-        ds = datastore.Client(project=project, credentials=credentials, _use_grpc=True)
-    finally:
-        if saved is not None:
-            os.environ["DATASTORE_EMULATOR_HOST"] = saved
-    ssl_creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
-    options = [("grpc.ssl_target_name_override", host)]
-    if token:
-        channel = google.auth.transport.grpc.secure_authorized_channel(
-            credentials,
-            google.auth.transport.requests.Request(),
-            addr,
-            ssl_credentials=ssl_creds,
-            options=options,
-        )
-    else:
-        channel = grpc.secure_channel(addr, ssl_creds, options=options)
-    ds._datastore_api_internal = gapic.DatastoreClient(
-        transport=gapic_grpc.DatastoreGrpcTransport(channel=channel)
-    )
-    return ds
+    """Checking the certificate against the client Service's name (the pod is dialled by IP)."""
+    return official_tls_client(addr, ca_pem, project, token, server_name=host)
 
 
 @pytest.mark.process_cluster

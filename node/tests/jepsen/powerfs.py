@@ -332,7 +332,7 @@ class PowerDisk:
         if unknown:
             raise ValueError(f"unknown disk faults {sorted(unknown)}")
         with open(self.mountpoint / CONTROL.lstrip("/"), "w") as f:
-            f.write(" ".join(names) or " ")
+            f.write(" ".join(names) or " ")  # an empty write would never reach the daemon
 
     def power_cycle(self) -> dict[str, int]:
         """Power off (losing what was not synced) and on again."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import time
 import urllib.error
@@ -17,6 +16,7 @@ from google.cloud.datastore_v1.types import datastore as ds
 
 from tests.harness import Cluster, NodeProcess
 from tests.security.pki import Authority
+from zonestore_e2e.clients import official_tls_client
 
 SERVICE = "google.datastore.v1.Datastore"
 ADMIN_TOKEN = "admin-secret-token"
@@ -121,44 +121,9 @@ def tls_channel(secrets: Secrets, node: NodeProcess) -> grpc.Channel:
 
 
 def official_client(secrets: Secrets, node: NodeProcess, project: str, token: str | None) -> Any:
-    """The official google-cloud-datastore client with credentials over TLS.
-
-    With DATASTORE_EMULATOR_HOST set the client opens an insecure channel and sends no
-    credentials (google/cloud/datastore/_gapic.py), so here it gets the channel an
-    https endpoint would get (google.auth's secure_authorized_channel: the bearer token
-    from the credentials on every call) with our test CA as the trusted root.
-    """
-    import google.auth.transport.grpc
-    import google.auth.transport.requests
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import datastore
-    from google.cloud.datastore_v1.services.datastore import client as gapic
-    from google.cloud.datastore_v1.services.datastore.transports import grpc as gapic_grpc
-    from google.oauth2.credentials import Credentials
-
-    credentials: Any = Credentials(token=token) if token else AnonymousCredentials()
-    # Other tests in the same run point DATASTORE_EMULATOR_HOST at their nodes, and with it
-    # set the client refuses explicit credentials: construct this one without it.
-    emulator_host = os.environ.pop("DATASTORE_EMULATOR_HOST", None)
-    try:
-        client = datastore.Client(project=project, credentials=credentials, _use_grpc=True)
-    finally:
-        if emulator_host is not None:
-            os.environ["DATASTORE_EMULATOR_HOST"] = emulator_host
-    ssl_creds = grpc.ssl_channel_credentials(root_certificates=secrets.ca.cert_pem)
-    if token:
-        channel = google.auth.transport.grpc.secure_authorized_channel(
-            credentials,
-            google.auth.transport.requests.Request(),
-            node.client_addr,
-            ssl_credentials=ssl_creds,
-        )
-    else:
-        channel = grpc.secure_channel(node.client_addr, ssl_creds)
-    client._datastore_api_internal = gapic.DatastoreClient(
-        transport=gapic_grpc.DatastoreGrpcTransport(channel=channel)
-    )
-    return client
+    """The official google-cloud-datastore client with credentials over TLS, trusting the
+    test CA (zonestore_e2e.clients: the channel an https endpoint would get)."""
+    return official_tls_client(node.client_addr, secrets.ca.cert_pem, project, token)
 
 
 def raw_lookup(channel: grpc.Channel, project: str, metadata: list[tuple[str, str]]) -> Any:

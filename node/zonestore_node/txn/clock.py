@@ -46,7 +46,8 @@ def _median(values: list[int]) -> int:
 
 class ClockGuard:
     """A replica's wall clock, checked against its peers' so that one bad clock cannot
-    push commit timestamps (and the retention horizon) away from real time.
+    push commit timestamps away from real time, nor make garbage collection eat into
+    the retention window (`earliest_us`).
 
     The hybrid clock never goes back, so a single timestamp from a leader whose clock
     jumped two hours ahead would leave every later commit two hours ahead (update_time,
@@ -79,15 +80,20 @@ class ClockGuard:
         mono = self._mono()
         self._bases[peer] = (peer_wall_us - mono, mono)
 
+    def _fresh(self, mono: int) -> list[int]:
+        return [b for b, at in self._bases.values() if mono - at <= self.stale_after_us]
+
+    def _offset(self, wall: int, mono: int) -> int:
+        fresh = self._fresh(mono)
+        if len(fresh) < 2:
+            return 0
+        own = wall - mono
+        return _median([own, *fresh]) - own
+
     def offset_us(self) -> int:
         """The median clock minus the local clock (positive: this replica is behind);
         0 without a majority of fresh clocks."""
-        mono = self._mono()
-        own = self._wall() - mono
-        fresh = [b for b, at in self._bases.values() if mono - at <= self.stale_after_us]
-        if len(fresh) < 2:
-            return 0
-        return _median([own, *fresh]) - own
+        return self._offset(self._wall(), self._mono())
 
     def earliest_us(self) -> int:
         """The earliest of this replica's clock and every fresh peer clock: what garbage
@@ -96,17 +102,14 @@ class ClockGuard:
         hears only its leader's clock, too few for a majority; the minimum is safe with
         any number (a clock behind only delays collection)."""
         mono = self._mono()
-        fresh = [b for b, at in self._bases.values() if mono - at <= self.stale_after_us]
-        own = self._wall()
-        return min([own, *(mono + b for b in fresh)])
+        return min([self._wall(), *(mono + b for b in self._fresh(mono))])
 
     def now_us(self) -> int:
-        wall = self._wall()
-        offset = self.offset_us()
+        wall, mono = self._wall(), self._mono()
+        offset = self._offset(wall, mono)
         if abs(offset) <= self.max_offset_us:
             return wall
         self.corrections += 1
-        mono = self._mono()
         if self._logged_at is None or mono - self._logged_at >= LOG_EVERY_US:
             self._logged_at = mono
             log.warning(
