@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
@@ -166,6 +168,7 @@ class Metrics:
         # Series that alerts take rate() of must exist from the start: rate() cannot see
         # the step from "absent" to 1, so the first abort would go unnoticed.
         self.requests.labels("Commit", "ABORTED")
+        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def observe_sync(self, seconds: float, entries: int) -> None:
         self.fsync_latency.observe(seconds)
@@ -173,10 +176,19 @@ class Metrics:
             self.group_size.observe(entries)
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
-        if code == "FORWARDED":
-            self.forwarded.labels(method).inc()
+        children = self._request_children.get((method, code))
+        if children is None:
+            # labels() hashes and locks on every call; a node sees a few dozen
+            # (method, code) pairs, so their series are looked up once.
+            if code == "FORWARDED":
+                children = (self.forwarded.labels(method), None)
+            else:
+                children = (self.requests.labels(method, code), self.latency.labels(method))
+            self._request_children[(method, code)] = children
+        count, latency = children
+        count.inc()
+        if latency is None:
             return
-        self.requests.labels(method, code).inc()
         if code == "ABORTED" and method == "Commit":
             self.aborts.inc()
-        self.latency.labels(method).observe(seconds)
+        latency.observe(seconds)

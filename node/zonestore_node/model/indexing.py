@@ -59,7 +59,10 @@ def micros(timestamp: Any) -> int:
 
 def encode_value(value: Any, project: str, database: str) -> bytes | None:
     """The index encoding of a scalar value (None for arrays and entities)."""
-    which = value.WhichOneof("value_type")
+    return _encode(value.WhichOneof("value_type"), value, project, database)
+
+
+def _encode(which: str | None, value: Any, project: str, database: str) -> bytes | None:
     if which == "string_value":
         return keycodec.value_string(value.string_value)
     if which == "integer_value":
@@ -87,8 +90,17 @@ def encode_value(value: Any, project: str, database: str) -> bytes | None:
 
 
 def _check_value(
-    name: str, value: Any, project: str, database: str, in_array: bool, depth: int = 0
+    name: str,
+    value: Any,
+    project: str,
+    database: str,
+    in_array: bool,
+    depth: int = 0,
+    out: list[tuple[str, bytes]] | None = None,
+    full: str = "",
 ) -> None:
+    """Validate one value; with `out`, also collect its indexed values under the
+    dotted name `full` (what `index_values` would give, in one walk with the checks)."""
     which = value.WhichOneof("value_type")
     if which is None:
         # Clients cannot read such a value back (the Python client raises ValueError).
@@ -102,14 +114,24 @@ def _check_value(
                 "set it on the array's elements."
             )
         for element in value.array_value.values:
-            _check_value(name, element, project, database, True, depth)
+            _check_value(name, element, project, database, True, depth, out, full)
+        return
     elif which == "entity_value":
         if depth >= limits.MAX_ENTITY_DEPTH:
             raise invalid(
                 f'Property "{name}" nests entity values more than '
                 f"{limits.MAX_ENTITY_DEPTH} levels deep."
             )
-        check_properties(value.entity_value, project, database, nested=True, depth=depth + 1)
+        check_properties(
+            value.entity_value,
+            project,
+            database,
+            nested=True,
+            depth=depth + 1,
+            out=None if value.exclude_from_indexes else out,
+            prefix=full + ".",
+        )
+        return
     elif which == "key_value":
         keys.normalize_reference(value.key_value, project, database)
     elif which == "geo_point_value":
@@ -133,21 +155,36 @@ def _check_value(
             f'The value of property "{name}" is longer than {limits.MAX_INDEXED_BYTES} bytes; '
             "set exclude_from_indexes to store it unindexed."
         )
+    if out is not None and not value.exclude_from_indexes:
+        encoded = _encode(which, value, project, database)
+        if encoded is not None:
+            out.append((full, encoded))
 
 
 def check_properties(
-    entity: Any, project: str, database: str, *, nested: bool = False, depth: int = 0
+    entity: Any,
+    project: str,
+    database: str,
+    *,
+    nested: bool = False,
+    depth: int = 0,
+    out: list[tuple[str, bytes]] | None = None,
+    prefix: str = "",
 ) -> None:
-    for name, value in entity.properties.items():
-        keys.check_name(name, "property name")
-        _check_value(name, value, project, database, False, depth)
+    props = entity.properties
+    for name in props:  # cheaper than .items() on upb's map
+        keys.check_label(name, "property name")
+        _check_value(name, props[name], project, database, False, depth, out, prefix + name)
     if nested and entity.HasField("key"):
         keys.normalize_reference(entity.key, project, database, allow_incomplete=True)
 
 
-def check_entity(entity: Any, project: str, database: str) -> None:
-    """Validate a whole entity for writing (its key is validated by the caller)."""
-    check_properties(entity, project, database)
+def check_entity(
+    entity: Any, project: str, database: str, out: list[tuple[str, bytes]] | None = None
+) -> None:
+    """Validate a whole entity for writing (its key is validated by the caller); with
+    `out`, also collect its `index_values` there."""
+    check_properties(entity, project, database, out=out)
     size = entity.ByteSize()
     if size > limits.MAX_ENTITY_BYTES:
         raise invalid(
@@ -159,7 +196,9 @@ def check_entity(entity: Any, project: str, database: str) -> None:
 def _collect(
     prefix: str, entity: Any, project: str, database: str, out: list[tuple[str, bytes]]
 ) -> None:
-    for name, value in entity.properties.items():
+    props = entity.properties
+    for name in props:
+        value = props[name]
         full = prefix + name
         which = value.WhichOneof("value_type")
         if which == "array_value":
@@ -200,6 +239,62 @@ def property_prefix(partition: bytes, kind: str, name: str) -> bytes:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class EntityIndexing:
+    """What an entity contributes to the indexes, before the composite registry is
+    consulted: a pure function of the entity (`entity_indexing`). The leader computes
+    it once while validating a write and hands it to its own apply with the command
+    (`txn.command.Write.indexing`); a follower recomputes it from the entity bytes."""
+
+    partition: bytes
+    path: tuple[keycodec.PathElement, ...]
+    encoded_path: bytes
+    builtin: frozenset[bytes]  # kind and single-property entries
+    indexed: tuple[tuple[str, bytes], ...]  # (property name, encoded value)
+
+    @property
+    def encoded_key(self) -> bytes:
+        return self.partition + self.encoded_path
+
+
+def entity_indexing(
+    entity: Any, indexed: Sequence[tuple[str, bytes]] | None = None
+) -> EntityIndexing:
+    """`indexed`: the entity's `index_values` when the caller has them already."""
+    key = entity.key
+    p = key.partition_id
+    partition = keycodec.encode_partition(p.project_id, p.database_id, p.namespace_id)
+    path = keys.path_of(key)
+    encoded_path = keycodec.encode_path(path)
+    escaped_kind = keycodec.escape_str(path[-1][0])
+    base = PROPERTY_INDEX + partition + escaped_kind
+    out = [KIND_INDEX + partition + escaped_kind + encoded_path]
+    prefixes: dict[str, bytes] = {}  # array elements share their property's prefix
+    if indexed is None:
+        indexed = index_values(entity)
+    for name, value in indexed:
+        prefix = prefixes.get(name)
+        if prefix is None:
+            prefix = prefixes[name] = base + keycodec.escape_str(name)
+        out.append(prefix + value + encoded_path)
+    return EntityIndexing(partition, path, encoded_path, frozenset(out), tuple(indexed))
+
+
+def indexing_keys(
+    ei: EntityIndexing, registry: Registry | None = None, *, strict: bool = True
+) -> set[bytes]:
+    """`index_keys` from an entity's `EntityIndexing`."""
+    composites = registry.for_kind(ei.path[-1][0]) if registry is not None else ()
+    if not composites:
+        return set(ei.builtin)
+    grouped: dict[str, list[bytes]] = {}
+    for name, value in ei.indexed:
+        grouped.setdefault(name, []).append(value)
+    out = composite_keys(ei.partition, ei.path, grouped, composites, strict=strict)
+    out |= ei.builtin
+    return out
+
+
 def index_keys(entity: Any, registry: Registry | None = None, *, strict: bool = True) -> set[bytes]:
     """Every index user key (before the version suffix) a validated entity contributes,
     composite entries of `registry`'s indexes on its kind included.
@@ -207,29 +302,7 @@ def index_keys(entity: Any, registry: Registry | None = None, *, strict: bool = 
     `strict`: refuse (INVALID_ARGUMENT) an entity over MAX_COMPOSITE_ENTRIES; otherwise
     (versions already stored, backfill) such an entity has no composite entries at all.
     """
-    key = entity.key
-    p = key.partition_id
-    partition = keycodec.encode_partition(p.project_id, p.database_id, p.namespace_id)
-    path = keys.path_of(key)
-    kind = path[-1][0]
-    encoded_path = keycodec.encode_path(path)
-    escaped_kind = keycodec.escape(kind.encode())
-    out = {KIND_INDEX + partition + escaped_kind + encoded_path}
-    base = PROPERTY_INDEX + partition + escaped_kind
-    prefixes: dict[str, bytes] = {}  # array elements share their property's prefix
-    indexed = index_values(entity)
-    for name, value in indexed:
-        prefix = prefixes.get(name)
-        if prefix is None:
-            prefix = prefixes[name] = base + keycodec.escape(name.encode())
-        out.add(prefix + value + encoded_path)
-    composites = registry.for_kind(kind) if registry is not None else ()
-    if composites:
-        grouped: dict[str, list[bytes]] = {}
-        for name, value in indexed:
-            grouped.setdefault(name, []).append(value)
-        out |= composite_keys(partition, path, grouped, composites, strict=strict)
-    return out
+    return indexing_keys(entity_indexing(entity), registry, strict=strict)
 
 
 # Composite indexes ---------------------------------------------------------------

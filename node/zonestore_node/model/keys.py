@@ -44,6 +44,20 @@ def check_name(name: str, what: str, *, allow_reserved: bool = False) -> None:
         raise invalid(f'The {what} "{name}" is reserved.')
 
 
+_CHECKED_LABELS: set[str] = set()
+
+
+def check_label(name: str, what: str) -> None:
+    """`check_name` for kinds and property names (reserved names refused), memoized:
+    a workload repeats a handful of them on every entity; key names are unique and go
+    through `check_name` itself."""
+    if name in _CHECKED_LABELS:
+        return
+    check_name(name, what)
+    if len(_CHECKED_LABELS) < 4096:
+        _CHECKED_LABELS.add(name)
+
+
 def normalize(key: Any, project: str, database: str, *, allow_incomplete: bool = False) -> Any:
     """Validate `key` in place and fill its partition from the request.
 
@@ -97,7 +111,7 @@ def _check_path(key: Any, allow_incomplete: bool) -> None:
         raise invalid(f"A key path has more than {limits.MAX_PATH_ELEMENTS} elements.")
     last = len(path) - 1
     for i, element in enumerate(path):
-        check_name(element.kind, "key path element kind")
+        check_label(element.kind, "key path element kind")
         kind_of_id = element.WhichOneof("id_type")
         if kind_of_id == "id":
             if element.id <= 0:

@@ -32,6 +32,7 @@ Byte layout::
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 
@@ -65,6 +66,13 @@ class DecodeError(ValueError):
 
 def escape(raw: bytes) -> bytes:
     return raw.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+
+
+@functools.lru_cache(maxsize=4096)
+def escape_str(text: str) -> bytes:
+    """`escape` of a UTF-8 string, memoized: kinds, property names and partitions
+    repeat on every entity of a workload (names and ids do not: use `escape`)."""
+    return escape(text.encode())
 
 
 def unescape(buf: bytes, pos: int) -> tuple[bytes, int]:
@@ -111,15 +119,16 @@ def decode_double(buf: bytes, pos: int) -> float:
     return float(_DOUBLE.unpack(_INT.pack(bits))[0])
 
 
+@functools.lru_cache(maxsize=1024)
 def encode_partition(project: str, database: str, namespace: str) -> bytes:
-    return escape(project.encode()) + escape(database.encode()) + escape(namespace.encode())
+    return escape_str(project) + escape_str(database) + escape_str(namespace)
 
 
 def encode_path(path: Sequence[PathElement]) -> bytes:
     parts = []
     for kind, ident in path:
         parts.append(b"\x01")
-        parts.append(escape(kind.encode()))
+        parts.append(escape_str(kind))
         if isinstance(ident, int):
             parts.append(b"\x01" + _INT.pack(ident))
         else:

@@ -210,7 +210,10 @@ def apply(
             create_ts = split_payload(current_payload)[0] if current_payload else commit_ts
             new_payload = entity_payload(create_ts, write.entity)
             try:
-                new_index = _index_keys(write.entity, registry, strict=True)
+                ei = write.index_memo or indexing.entity_indexing(
+                    indexing.EntityPb.FromString(write.entity)
+                )
+                new_index = indexing.indexing_keys(ei, registry, strict=True)
             except DatastoreError as exc:  # too many composite entries
                 return ApplyResult(commit_ts, exc.code, exc.message)
         if exists or write.op is not Op.DELETE:

@@ -18,7 +18,7 @@ before creating composite indexes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -43,6 +43,9 @@ class Write:
     encoded: bytes  # the entity key (keycodec.encode_key)
     entity: bytes  # serialized Entity with its complete key; empty for DELETE
     base_version: int | None = None  # optimistic precondition: conflict if it differs
+    # What the leader computed while validating the entity (never encoded: a replica
+    # applying the logged command recomputes it from `entity`, with the same result).
+    index_memo: indexing.EntityIndexing | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,8 +314,10 @@ class DatastoreService:
             new_key = entity.key
         if mutation.HasField("property_mask"):
             raise DatastoreError(Code.UNIMPLEMENTED, "Property masks on writes are not supported.")
-        indexing.check_entity(entity, project, database)
-        return Write(op, keys.encode(entity.key), entity.SerializeToString(), base), new_key
+        indexed: list[tuple[str, bytes]] = []
+        indexing.check_entity(entity, project, database, indexed)
+        ei = indexing.entity_indexing(entity, indexed)
+        return Write(op, ei.encoded_key, entity.SerializeToString(), base, ei), new_key
 
     async def _replicate(self, command: Command) -> apply_mod.ApplyResult:
         """Submit a command and wait for its result.
