@@ -8,18 +8,28 @@ the figures `make bench` prints. Three servers, each in a process of its own, an
 grpcio's threaded server. Two client processes (the official client's sync stubs, one
 thread per call in flight) load each in turn; the server's CPU comes from its own
 rusage over the measured window.
+
+Where Go is installed, a fourth row is grpc-go answering the same echo (bench/goecho,
+built into .cache/goecho on first use): what a compiled gRPC front end would pay per
+call, the alternative the README's "Performance" section weighs. Its CPU is read from
+/proc; without Go (or if the build fails) the row says why instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import multiprocessing as mp
+import os
 import resource
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +37,9 @@ import grpc
 SERVICE, METHOD = "bench.Echo", "Echo"
 PAYLOAD = b"x" * 500
 KINDS = ("uvloop", "asyncio", "threaded")
+GO = "grpc-go"
+GOECHO_SRC = Path(__file__).resolve().parent / "goecho"
+GOECHO_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "goecho"
 
 
 def _same(raw: bytes) -> bytes:
@@ -108,22 +121,50 @@ def _aio(port: int, marks: Any, cpu: Any, use_uvloop: bool) -> None:
         asyncio.run(serve())
 
 
-def measure(kind: str, clients: int, seconds: float, port: int) -> tuple[float, float]:
-    """(calls per second, server CPU µs per call)."""
-    marks: Any = mp.Queue()
-    cpu: Any = mp.Queue()
+def build_goecho() -> Path:
+    """The grpc-go echo binary, built once per source version (raises RuntimeError
+    saying why when it cannot be: no Go, or the module proxy unreachable)."""
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError("Go is not installed")
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((GOECHO_SRC / name).read_bytes())
+    binary = GOECHO_CACHE / digest.hexdigest()[:16] / "goecho"
+    if binary.exists():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    built = subprocess.run(
+        [go, "build", "-o", str(binary) + ".tmp", "."],
+        cwd=GOECHO_SRC,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CGO_ENABLED": "0"},
+    )
+    if built.returncode != 0:
+        raise RuntimeError(f"go build failed: {built.stderr.strip()[-300:]}")
+    os.replace(str(binary) + ".tmp", binary)
+    return binary
+
+
+def _proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _warm_up(port: int, clients: int) -> None:
     out: Any = mp.Queue()
-    if kind == "threaded":
-        server = mp.Process(target=_threaded, args=(port, marks, cpu))
-    else:
-        server = mp.Process(target=_aio, args=(port, marks, cpu, kind == "uvloop"))
-    server.start()
-    time.sleep(1.5)
     warm = mp.Process(target=_load, args=(port, clients, 1.0, out))
     warm.start()
     warm.join()
     out.get()
-    marks.put("start")
+
+
+def _loaded(port: int, clients: int, seconds: float) -> int:
+    """Load the server from two processes; the calls they completed."""
+    out: Any = mp.Queue()
     loaders = [
         mp.Process(target=_load, args=(port, max(1, clients // 2), seconds, out)) for _ in range(2)
     ]
@@ -131,7 +172,37 @@ def measure(kind: str, clients: int, seconds: float, port: int) -> tuple[float, 
         p.start()
     for p in loaders:
         p.join()
-    calls = out.get() + out.get()
+    return int(out.get() + out.get())
+
+
+def measure_go(binary: Path, clients: int, seconds: float, port: int) -> tuple[float, float]:
+    server = subprocess.Popen([str(binary), str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # "listening"
+        _warm_up(port, clients)
+        start = _proc_cpu(server.pid)
+        calls = _loaded(port, clients, seconds)
+        used = _proc_cpu(server.pid) - start
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return calls / seconds, used / max(1, calls) * 1e6
+
+
+def measure(kind: str, clients: int, seconds: float, port: int) -> tuple[float, float]:
+    """(calls per second, server CPU µs per call)."""
+    marks: Any = mp.Queue()
+    cpu: Any = mp.Queue()
+    if kind == "threaded":
+        server = mp.Process(target=_threaded, args=(port, marks, cpu))
+    else:
+        server = mp.Process(target=_aio, args=(port, marks, cpu, kind == "uvloop"))
+    server.start()
+    time.sleep(1.5)
+    _warm_up(port, clients)
+    marks.put("start")
+    calls = _loaded(port, clients, seconds)
     marks.put("stop")
     used = cpu.get(timeout=30)
     server.join(timeout=30)
@@ -147,6 +218,13 @@ def main() -> None:
     for kind in KINDS:
         rate, per_call = measure(kind, args.clients, args.seconds, _free_port())
         print(f"| {kind} | {args.clients} | {rate:,.0f} | {per_call:,.0f} |", flush=True)
+    try:
+        binary = build_goecho()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        print(f"| {GO} | {args.clients} | not measured: {exc} | |")
+        return
+    rate, per_call = measure_go(binary, args.clients, args.seconds, _free_port())
+    print(f"| {GO} | {args.clients} | {rate:,.0f} | {per_call:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

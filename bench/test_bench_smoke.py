@@ -44,3 +44,22 @@ def test_quick_bench_prints_the_table_and_measures_every_working_workload(tmp_pa
         assert cell["ops_per_s"] and cell["server_cpu_us_per_op"], cell
         assert len(cell["member_cpu_us_per_op"]) == 3, cell
     assert "# Replicated writes: zonestore (3 replicas) vs etcd (3 members)" in proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_grpc_floor_prints_a_cpu_figure_for_every_server() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.grpc_floor", "--clients", "2", "--seconds", "0.5"],
+        cwd=REPO, capture_output=True, text=True, timeout=290,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {
+        cells[0]: cells
+        for line in proc.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| server") and "---" not in line
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    for server in ("uvloop", "asyncio", "threaded"):
+        assert float(rows[server][3].replace(",", "")) > 0, rows[server]
+    go = rows["grpc-go"]  # measured where Go builds it, else the reason it was not
+    assert go[2].startswith("not measured:") or float(go[3].replace(",", "")) > 0, go
