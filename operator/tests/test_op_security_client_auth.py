@@ -17,13 +17,14 @@ import crdschema
 import pytest
 import yaml
 from conftest import REPO
-from simcluster import REF, T0
+from simcluster import REF, T0, SimCluster
 
 from zonestore_node.api import auth as nodeauth
 from zonestore_operator.model import spec as specmodel
 from zonestore_operator.model.spec import ClientAuthMode, parse_spec
-from zonestore_operator.model.status import CertificatesStatus
+from zonestore_operator.model.status import CertificatesStatus, ConditionType, DatastoreStatus
 from zonestore_operator.reconcile import credentials
+from zonestore_operator.reconcile import plan as planner
 from zonestore_operator.reconcile.credentials import WriteMode
 from zonestore_operator.resources import certs, security, statefulset
 
@@ -288,3 +289,46 @@ def test_plan_generates_nothing_when_the_user_opts_out_or_brings_a_secret(
 ) -> None:
     plan = _plan(_spec(client_auth, **NO_TLS), ADMIN)
     assert plan.writes == () and plan.notices == ()
+
+
+# Whether the official clients can use it (status condition and event) -----------------
+
+
+def _usability(spec: specmodel.DatastoreSpec, previous: Any = None) -> Any:
+    sim = SimCluster.healthy(spec)
+    return planner.plan(REF, spec, previous or DatastoreStatus(), sim.observation(), T0)
+
+
+@pytest.mark.parametrize(
+    ("security_", "usable", "reason"),
+    [
+        ({}, False, "TokensWithoutTLS"),  # the default: tokens, no client TLS
+        ({"clientTLS": {"enabled": True}}, True, "TokensOverTLS"),
+        ({"clientAuth": {"mode": "None"}}, True, "NoClientAuth"),
+    ],
+    ids=["tokens-plaintext", "tokens-tls", "none"],
+)
+def test_the_status_says_whether_official_clients_can_authenticate(
+    security_: dict[str, Any], usable: bool, reason: str
+) -> None:
+    p = _usability(parse_spec({"zones": ZONES, "security": security_}))
+    condition = p.status.condition(ConditionType.CLIENT_AUTH_USABLE)
+    assert condition is not None
+    assert (condition.status, condition.reason) == (usable, reason)
+    warned = [e for e in p.events if e.reason == "TokensWithoutTLS"]
+    assert [e.type for e in warned] == (["Warning"] if not usable else [])
+    if not usable:
+        assert "spec.security.clientTLS" in condition.message
+        assert "clientAuth.mode: None" in condition.message
+
+
+def test_the_tokens_without_tls_warning_is_an_event_once_not_on_every_pass() -> None:
+    plaintext = parse_spec({"zones": ZONES})
+    first = _usability(plaintext)
+    again = _usability(plaintext, first.status)
+    assert [e.reason for e in again.events if e.reason == "TokensWithoutTLS"] == []
+    fixed = _usability(
+        parse_spec({"zones": ZONES, "security": {"clientTLS": {"enabled": True}}}), again.status
+    )
+    back = _usability(plaintext, fixed.status)
+    assert [e.reason for e in back.events if e.reason == "TokensWithoutTLS"] == ["TokensWithoutTLS"]

@@ -29,6 +29,9 @@ class ConditionType(enum.Enum):
     # A spec change the running group cannot take (kstatus' "Stalled"): True until the
     # spec matches what runs again (reconcile.transitions).
     STALLED = "Stalled"
+    # Whether the official Datastore clients can authenticate as the spec asks: False
+    # for bearer tokens without client TLS (the clients send credentials only over TLS).
+    CLIENT_AUTH_USABLE = "ClientAuthUsable"
 
 
 class Phase(enum.Enum):

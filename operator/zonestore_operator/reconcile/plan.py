@@ -840,6 +840,11 @@ class _Planner:
             reason, message = "Reconciled", "spec and cluster agree"
         progressing = reason != "Reconciled"
         cond(ConditionType.PROGRESSING, progressing, reason, message)
+        auth_usable, auth_reason, auth_message = client_auth_usability(spec)
+        was_usable = self.prev.condition(ConditionType.CLIENT_AUTH_USABLE)
+        cond(ConditionType.CLIENT_AUTH_USABLE, auth_usable, auth_reason, auth_message)
+        if not auth_usable and (was_usable is None or was_usable.status is not False):
+            events.append(Event("Warning", auth_reason, auth_message))
         ready = quorum_ok and not degraded and not progressing
         cond(
             ConditionType.READY,
@@ -891,6 +896,26 @@ class _Planner:
             automatic_replacements=sum(z.extra_replicas for z in zone_statuses),
         )
         return status, events
+
+
+def client_auth_usability(spec: DatastoreSpec) -> tuple[bool, str, str]:
+    """(usable, reason, message) of the spec's client authentication for the official
+    clients. Tokens without client TLS is a valid spec (a custom client may send the
+    header over plaintext) but no official client can use it: through
+    DATASTORE_EMULATOR_HOST they send no credentials, and otherwise only over TLS."""
+    security = spec.security
+    if not security.client_auth.enabled:
+        return True, "NoClientAuth", "clients need no credentials (clientAuth.mode None)"
+    if security.client_tls.enabled:
+        return True, "TokensOverTLS", "clients send a bearer token over TLS"
+    return (
+        False,
+        "TokensWithoutTLS",
+        "clientAuth.mode is Tokens but clientTLS is off: the official Datastore clients send "
+        "credentials only over TLS, so none of them can authenticate. Enable "
+        "spec.security.clientTLS, or set spec.security.clientAuth.mode: None for clients "
+        "that use DATASTORE_EMULATOR_HOST.",
+    )
 
 
 def plan(
