@@ -449,7 +449,8 @@ def run(config: NodeConfig) -> None:
         await node.serve()
 
     runner = asyncio.Runner(loop_factory=event_loop_factory(config))
-    profile_path = os.environ.get("ZONESTORE_PROFILE")
+    # "{pid}" in the path keeps the profiles of several local replicas apart.
+    profile_path = os.environ.get("ZONESTORE_PROFILE", "").replace("{pid}", str(os.getpid()))
     if not profile_path:
         with runner:
             runner.run(main())

@@ -20,6 +20,7 @@ from zonestore_node.replica.group import (
     OutcomeUnknown,
     RaftGroup,
     _SyncThread,
+    hand_off_target,
 )
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
@@ -297,3 +298,21 @@ async def test_a_snapshot_stream_with_a_gap_is_dropped_not_staged(tmp_path: Path
     finally:
         group.close()
         member.engine.close()
+
+
+def test_a_graceful_stop_hands_off_to_a_follower_heard_from_just_before_check_quorum_reset() -> (
+    None
+):
+    """Check-quorum clears every follower's recent_active once per election timeout; a
+    SIGTERM in that gap found no candidate and stopped without handing off (seen in CI)."""
+    progress = {"n0": (50, True), "n1": (49, False), "n2": (50, False)}
+    voters = {"n1", "n2"}
+    now = 1000.0
+    # Both answered 50 ms ago: the most caught-up one wins though neither is recent_active.
+    assert hand_off_target(progress, voters, {"n1": now - 0.05, "n2": now - 0.05}, now, 1.0) == "n2"
+    # n2 has been silent for longer than an election timeout: n1 it is.
+    assert hand_off_target(progress, voters, {"n1": now - 0.05, "n2": now - 5.0}, now, 1.0) == "n1"
+    # Nobody alive: no hand-off (the stop goes on without one).
+    assert hand_off_target(progress, voters, {}, now, 1.0) is None
+    # recent_active alone still counts, and learners and the leader itself never do.
+    assert hand_off_target({"n1": (10, True), "n3": (99, True)}, voters, {}, now, 1.0) == "n1"

@@ -168,6 +168,26 @@ def _settle(future: asyncio.Future[float], result: float, exc: BaseException | N
         future.set_result(result)
 
 
+def hand_off_target(
+    progress: dict[str, tuple[int, bool]],
+    voters: set[str] | frozenset[str],
+    last_contact: dict[str, float],
+    now: float,
+    window_s: float,
+) -> str | None:
+    """The voter to hand leadership to on a graceful stop: the most caught-up one that
+    is alive. Alive is the core's `recent_active`, or a message from it within the
+    last `window_s` (an election timeout): check-quorum clears `recent_active` every
+    election timeout until the next answer, and a stop landing in that gap must still
+    find the followers that answered a moment ago."""
+    candidates = [
+        (match, member)
+        for member, (match, active) in progress.items()
+        if member in voters and (active or now - last_contact.get(member, -1e18) <= window_s)
+    ]
+    return max(candidates)[1] if candidates else None
+
+
 class _SyncThread:
     """Runs the WAL fdatasync off the event loop: one long-lived thread fed by a queue.
 
@@ -482,16 +502,15 @@ class RaftGroup:
         if self.role is not Role.LEADER:
             return None
         st = self.node.status()
-        candidates = [
-            (progress.match_index, member)
-            for member, progress in st.progress.items()
-            if member != self.config.node_id
-            and member in st.conf_state.voters
-            and progress.recent_active
-        ]
-        if not candidates:
+        target = hand_off_target(
+            {m: (p.match_index, p.recent_active) for m, p in st.progress.items()},
+            st.conf_state.voters - {self.config.node_id},
+            {m: info.last_contact for m, info in self.peers.items()},
+            time.time(),
+            self.config.tick_seconds * self.config.election_tick,
+        )
+        if target is None:
             return None
-        _, target = max(candidates)
         log.info("raft.hand_off node=%s target=%s", self.config.node_id, target)
         self.transfer_leadership(target)
         try:
