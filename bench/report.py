@@ -41,6 +41,9 @@ class CellResult:
     # attempt reported as failed did commit (value > committed).
     committed: int | None = None
     counter_value: int | None = None
+    # With --rounds N > 1: every round's ops/s, in the order run; this cell is the
+    # round with the median throughput.
+    round_ops: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,11 @@ def cost_table(run: Run) -> str:
     ]  # fmt: skip
     for c in run.cells + run.scaling:
         notes = []
+        if len(c.round_ops) > 1:
+            notes.append(
+                f"median of {len(c.round_ops)} rounds, ops/s "
+                f"{min(c.round_ops):,.0f}-{max(c.round_ops):,.0f}"
+            )
         if c.retries:
             notes.append(f"{c.retries} aborted attempts retried")
         if c.committed is not None and c.counter_value is not None:

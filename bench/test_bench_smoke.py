@@ -63,3 +63,19 @@ def test_grpc_floor_prints_a_cpu_figure_for_every_server() -> None:
         assert float(rows[server][3].replace(",", "")) > 0, rows[server]
     go = rows["grpc-go"]  # measured where Go builds it, else the reason it was not
     assert go[2].startswith("not measured:") or float(go[3].replace(",", "")) > 0, go
+
+
+def test_rounds_report_the_median_round_and_the_range() -> None:
+    from bench import report
+    from bench.run import median_round
+
+    def cell(ops: float | None) -> report.CellResult:
+        return report.CellResult("put", 16, "zonestore", ops_per_s=ops, p50_ms=ops)
+
+    chosen = median_round([cell(300.0), cell(500.0), cell(None), cell(400.0)])
+    assert chosen.ops_per_s == 300.0  # lower middle of 0, 300, 400, 500
+    assert chosen.round_ops == (300.0, 500.0, 0.0, 400.0)
+    assert median_round([cell(7.0)]).round_ops == ()  # one round: no range to show
+    run = report.Run(targets=["zonestore"], skipped={}, settings={})
+    run.cells.append(median_round([cell(300.0), cell(500.0), cell(400.0)]))
+    assert "median of 3 rounds, ops/s 300-500" in report.cost_table(run)
