@@ -79,3 +79,19 @@ def test_rounds_report_the_median_round_and_the_range() -> None:
     run = report.Run(targets=["zonestore"], skipped={}, settings={})
     run.cells.append(median_round([cell(300.0), cell(500.0), cell(400.0)]))
     assert "median of 3 rounds, ops/s 300-500" in report.cost_table(run)
+
+
+@pytest.mark.timeout(120)
+def test_handoff_floor_prints_a_cpu_figure_for_every_window() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.handoff_floor", "--seconds", "0.5"],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in proc.stdout.splitlines()
+        if line.startswith("| ") and line[2].isdigit()
+    ]
+    assert [r[0] for r in rows] == ["1", "16", "64"]
+    assert all(float(r[1].replace(",", "")) > 0 and float(r[2].replace(",", "")) > 0 for r in rows)
