@@ -244,7 +244,7 @@ class EntityIndexing:
     """What an entity contributes to the indexes, before the composite registry is
     consulted: a pure function of the entity (`entity_indexing`). The leader computes
     it once while validating a write and hands it to its own apply with the command
-    (`txn.command.Write.indexing`); a follower recomputes it from the entity bytes."""
+    (`txn.command.Write.index_memo`); a follower recomputes it from the entity bytes."""
 
     partition: bytes
     path: tuple[keycodec.PathElement, ...]
