@@ -24,7 +24,6 @@ import multiprocessing as mp
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
+from bench import targets
 
 SERVICE, METHOD = "bench.Echo", "Echo"
 PAYLOAD = b"x" * 500
@@ -44,12 +45,6 @@ GOECHO_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "goecho"
 
 def _same(raw: bytes) -> bytes:
     return raw
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu() -> float:
@@ -148,12 +143,6 @@ def build_goecho() -> Path:
     return binary
 
 
-def _proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _warm_up(port: int, clients: int) -> None:
     out: Any = mp.Queue()
     warm = mp.Process(target=_load, args=(port, clients, 1.0, out))
@@ -181,9 +170,9 @@ def measure_go(binary: Path, clients: int, seconds: float, port: int) -> tuple[f
         assert server.stdout is not None
         server.stdout.readline()  # "listening"
         _warm_up(port, clients)
-        start = _proc_cpu(server.pid)
+        start = targets.process_cpu_seconds(server.pid)
         calls = _loaded(port, clients, seconds)
-        used = _proc_cpu(server.pid) - start
+        used = targets.process_cpu_seconds(server.pid) - start
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -216,14 +205,14 @@ def main() -> None:
     args = parser.parse_args()
     print("| server | clients | calls/s | server CPU µs/call |\n| --- | ---: | ---: | ---: |")
     for kind in KINDS:
-        rate, per_call = measure(kind, args.clients, args.seconds, _free_port())
+        rate, per_call = measure(kind, args.clients, args.seconds, targets.free_port())
         print(f"| {kind} | {args.clients} | {rate:,.0f} | {per_call:,.0f} |", flush=True)
     try:
         binary = build_goecho()
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         print(f"| {GO} | {args.clients} | not measured: {exc} | |")
         return
-    rate, per_call = measure_go(binary, args.clients, args.seconds, _free_port())
+    rate, per_call = measure_go(binary, args.clients, args.seconds, targets.free_port())
     print(f"| {GO} | {args.clients} | {rate:,.0f} | {per_call:,.0f} |", flush=True)
 
 

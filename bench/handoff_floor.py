@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import os
 import socket
 import struct
 import tempfile
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen
+from bench import loadgen, targets
 
 HEADER = struct.Struct("<II")  # payload length, request id
 WINDOWS = (1, 16, 64)
@@ -116,12 +115,6 @@ def _load(path: str, window: int, seconds: float, out: Any) -> None:
     out.put(done)
 
 
-def _proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(path: str, server_pid: int, window: int, seconds: float) -> tuple[float, float]:
     """(requests per second, server CPU µs per request) at `window` in flight."""
     out: Any = mp.Queue()
@@ -129,12 +122,12 @@ def measure(path: str, server_pid: int, window: int, seconds: float) -> tuple[fl
     warm.start()
     warm.join()
     out.get()
-    start = _proc_cpu(server_pid)
+    start = targets.process_cpu_seconds(server_pid)
     load = mp.Process(target=_load, args=(path, window, seconds, out))
     load.start()
     load.join()
     done = int(out.get())
-    return done / seconds, (_proc_cpu(server_pid) - start) / max(1, done) * 1e6
+    return done / seconds, (targets.process_cpu_seconds(server_pid) - start) / max(1, done) * 1e6
 
 
 def main() -> None:

@@ -210,10 +210,11 @@ def apply(
             create_ts = split_payload(current_payload)[0] if current_payload else commit_ts
             new_payload = entity_payload(create_ts, write.entity)
             try:
-                ei = write.index_memo or indexing.entity_indexing(
-                    indexing.EntityPb.FromString(write.entity)
+                new_index = (
+                    indexing.indexing_keys(write.index_memo, registry, strict=True)
+                    if write.index_memo is not None
+                    else _index_keys(write.entity, registry, strict=True)
                 )
-                new_index = indexing.indexing_keys(ei, registry, strict=True)
             except DatastoreError as exc:  # too many composite entries
                 return ApplyResult(commit_ts, exc.code, exc.message)
         if exists or write.op is not Op.DELETE:
