@@ -68,9 +68,10 @@ def test_inequalities_on_two_properties_order_by_both(shop: World) -> None:
     assert shop.names(query("S", where, order=("-size",))) == [2, 4]
 
 
-def test_range_filters_match_only_values_of_the_same_type(world: World) -> None:
+def test_range_filters_run_over_the_cross_type_value_order(world: World) -> None:
     world.put(entity(key("T", 1), v=5), entity(key("T", 2), v="text"), entity(key("T", 3), v=7.5))
-    assert world.names(query("T", pf("v", ">", 1))) == [1]
+    assert world.names(query("T", pf("v", ">", 1))) == [1, 2, 3]
+    assert world.names(query("T", pf("v", "<", "text"))) == [1]
     assert world.names(query("T", order=("v",))) == [1, 2, 3]
 
 

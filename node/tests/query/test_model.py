@@ -2,7 +2,7 @@
 
 The model evaluates Datastore's semantics directly on Python values: an array property
 matches if any element matches (the range filters of one conjunction must hold for one
-element together), range filters match values of the operand's type only, an entity
+element together), range filters compare across types in Datastore's value order (null < int < string), an entity
 lacking an ordered property is left out, an array sorts by its smallest (ascending) or
 largest (descending) qualifying element, ties go by key, OR branches keep an entity
 once at its earliest position.
@@ -45,8 +45,6 @@ def elements(props: dict[str, Any], name: str) -> list[Any] | None:
 def in_range(atoms: list[tuple[str, Any]], v: Any) -> bool:
     for op, operand in atoms:
         if op in RANGE_OPS:
-            if rank(v)[0] != rank(operand)[0]:
-                return False
             a, b = rank(v), rank(operand)
             ok = {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
             if not ok:

@@ -10,9 +10,13 @@ Per property, a branch keeps:
     eq       values that must each be present (EQUAL; several ANDed equalities on an
              array property may all match different elements, like a zig-zag join)
     ranges   half-open byte intervals one element must fall in (<, <=, >, >=, !=,
-             NOT_IN, intersected). Range comparisons only match values of the same
-             type family as the operand (Firestore's rule); != and NOT_IN match any
-             other value, null included.
+             NOT_IN, intersected). Ranges run over Datastore's total cross-type value
+             order, as the legacy service (and the emulator) compare: null <
+             int/timestamp < bool < string/bytes < double < geopoint < key, the order
+             of the encodings' tag bytes. So `v > null` admits every non-null value
+             (ndb's "is set" idiom) and `v < 3` admits null; != and NOT_IN admit every
+             other value, null included. (Firestore native mode restricts a range to
+             the operand's type; Datastore mode does not.)
 and for the key, `key_ranges` over the encoded path (`__key__` filters and
 HAS_ANCESTOR: an ancestor's subtree is the interval of paths starting with its prefix).
 
@@ -93,23 +97,17 @@ def excluding(points: list[bytes]) -> list[Interval]:
     return out
 
 
-def _family(encoded: bytes) -> Interval:
-    tag = encoded[0]
-    if tag in (keycodec.TAG_BOOL, keycodec.TAG_BOOL + 1):
-        return bytes([keycodec.TAG_BOOL]), bytes([keycodec.TAG_BOOL + 2])
-    return bytes([tag]), bytes([tag + 1])
-
-
 def value_range(op: int, encoded: bytes) -> list[Interval]:
-    """The interval of encodings that `<op> encoded` admits, within its type family."""
-    family_lo, family_hi = _family(encoded)
+    """The interval of encodings that `<op> encoded` admits, over the whole cross-type
+    order (b"" is below every encoding, None above): index bounds, residual checks and
+    composite columns all use these same intervals, so every plan agrees."""
     if op == LESS_THAN:
-        return [(family_lo, encoded)]
+        return [(b"", encoded)]
     if op == LESS_THAN_OR_EQUAL:
-        return [(family_lo, keycodec.prefix_end(encoded))]
+        return [(b"", keycodec.prefix_end(encoded))]
     if op == GREATER_THAN:
-        return [(keycodec.prefix_end(encoded), family_hi)]
-    return [(encoded, family_hi)]
+        return [(keycodec.prefix_end(encoded), None)]
+    return [(encoded, None)]
 
 
 def key_range(op: int, path: bytes) -> list[Interval]:
