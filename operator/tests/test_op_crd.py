@@ -12,9 +12,15 @@ from conftest import REPO
 
 from zonestore_operator.model import spec as specmodel
 
+CHART_EXAMPLES = REPO / "charts" / "zonestore-operator" / "examples"
+
 
 def _examples() -> list[Path]:
     return sorted((REPO / "crds" / "examples").glob("*.yaml"))
+
+
+def _all_examples() -> list[Path]:
+    return [*_examples(), *sorted(CHART_EXAMPLES.glob("*.yaml"))]
 
 
 def test_crd_names_the_zonestore_group_kind_and_short_name(crd: dict) -> None:
@@ -102,3 +108,45 @@ def test_validator_rejects_a_wrong_type_and_an_unknown_field(crd_schema: dict) -
     errors = crdschema.validate(crd_schema, crdschema.apply_defaults(crd_schema, manifest))
     assert ".spec.voters: must be integer, got str" in errors
     assert ".spec.colour: unknown field (would be pruned)" in errors
+
+
+def test_the_minimal_example_is_a_name_zones_and_a_volume_size_and_nothing_else() -> None:
+    """The README's first `kubectl apply`, and the file the e2e suite applies as is."""
+    text = (REPO / "crds" / "examples" / "minimal.yaml").read_bytes()
+    assert (CHART_EXAMPLES / "minimal.yaml").read_bytes() == text, "keep the two copies equal"
+    manifest = yaml.safe_load(text)
+    assert set(manifest) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(manifest["metadata"]) == {"name"}  # applied into the current namespace
+    assert set(manifest["spec"]) == {"zones", "storage"}
+    assert set(manifest["spec"]["storage"]) == {"size"}
+
+
+def test_the_minimal_example_serves_credential_less_clients_behind_the_namespace_policy(
+    crd_schema: dict,
+) -> None:
+    from zonestore_operator.model.ref import DatastoreRef
+    from zonestore_operator.resources import security
+
+    manifest = yaml.safe_load((REPO / "crds" / "examples" / "minimal.yaml").read_text())
+    defaulted = crdschema.apply_defaults(crd_schema, manifest)
+    auth = defaulted["spec"]["security"]["clientAuth"]
+    assert auth["mode"] == "None"
+    spec = specmodel.parse_spec(defaulted["spec"], manifest["metadata"]["name"])
+    assert not spec.security.client_auth.enabled and spec.security.network_policy.enabled
+    ref = DatastoreRef(manifest["metadata"]["name"], "apps", uid="u")
+    policy = security.network_policy(ref, spec, "zonestore-system")
+    client_from = [
+        r["from"] for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == spec.ports.client
+    ]
+    assert client_from == [[{"podSelector": {}}]]  # pods of the Datastore's namespace only
+
+
+@pytest.mark.parametrize("path", _all_examples(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_no_example_asks_for_tokens_without_client_tls(path: Path, crd_schema: dict) -> None:
+    """The CRD refuses that pair on a new object (a CEL rule the real API server checks in
+    e2e/tests/test_e2e_schema.py); an example that asked for it could not be applied."""
+    manifest = yaml.safe_load(path.read_text())
+    defaulted = crdschema.apply_defaults(crd_schema, manifest)
+    assert crdschema.validate(crd_schema, defaulted) == []
+    security = specmodel.parse_spec(defaulted["spec"], manifest["metadata"]["name"]).security
+    assert security.client_tls.enabled or not security.client_auth.enabled

@@ -290,14 +290,9 @@ def test_bootstrap_reports_progress_and_flips_cluster_state_once_a_leader_appear
     p = planner.plan(REF, THREE_BY_ONE, DatastoreStatus(), Observation(pods=pods), T0)
     assert p.status.phase is Phase.BOOTSTRAPPING
     assert _cond(p.status, ConditionType.PROGRESSING)[0] is True
-    # No zone alarms before the group exists; only the credentials are announced (and
-    # that the default tokens cannot reach the official clients without client TLS).
-    assert [e.reason for e in p.events] == [
-        "ClientTokensCreated",
-        "CAIssued",
-        "CertificateIssued",
-        "TokensWithoutTLS",
-    ]
+    # No zone alarms before the group exists; only the credentials are announced (no
+    # client tokens: clientAuth defaults to None).
+    assert [e.reason for e in p.events] == ["CAIssued", "CertificateIssued"]
     cm = next(o for o in p.objects if o["kind"] == "ConfigMap")
     assert cm["data"]["cluster-state"] == "new"
     sim = SimCluster.healthy(THREE_BY_ONE)

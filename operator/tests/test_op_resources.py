@@ -104,9 +104,7 @@ def test_statefulset_runs_zonestore_serve_with_the_contract_arguments() -> None:
         "/etc/zonestore/peer-tls/tls.key",
         "--peer-tls-ca",
         "/etc/zonestore/peer-tls/ca.crt",
-        "--auth-tokens",
-        "/etc/zonestore/auth/tokens",
-    ]
+    ]  # no --auth-tokens: clientAuth defaults to None
     env = {e["name"]: e for e in container["env"]}
     assert env["ZONESTORE_DATA_DIR"]["value"] == "/var/lib/zonestore"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
@@ -118,7 +116,6 @@ def test_statefulset_runs_zonestore_serve_with_the_contract_arguments() -> None:
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "admin-token", "mountPath": "/etc/zonestore/admin", "readOnly": True},
         {"name": "peer-tls", "mountPath": "/etc/zonestore/peer-tls", "readOnly": True},
-        {"name": "auth-tokens", "mountPath": "/etc/zonestore/auth", "readOnly": True},
     ]
 
 

@@ -1,9 +1,11 @@
-"""Client authentication (spec.security.clientAuth): on by default. mode Tokens without a
-Secret of the user's makes the operator generate `<name>-client-tokens` once (a read-write
-token for every project and database, in the node's token-file format) and mount only its
-hash file; mode None is the explicit opt-out for credential-less emulator-style clients.
-Covers the CRD and the parser, the builders field by field, the credentials plan, and the
-generated file against the node's own token checker."""
+"""Client authentication (spec.security.clientAuth): off by default (mode None), so the
+official clients work unmodified through DATASTORE_EMULATOR_HOST, with the NetworkPolicy
+admitting the client port from the Datastore's namespace only. mode Tokens (which the CRD
+accepts only with client TLS, or on an object already created with it under the old
+default) without a Secret of the user's makes the operator generate `<name>-client-tokens`
+once (a read-write token for every project and database, in the node's token-file format)
+and mount only its hash file. Covers the CRD and the parser, the builders field by field,
+the credentials plan, and the generated file against the node's own token checker."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from zonestore_operator.resources import certs, security, statefulset
 
 ZONES = ["a", "b", "c"]
 NO_TLS: dict[str, Any] = {"peerTLS": {"enabled": False}}
+TOKENS: dict[str, Any] = {"mode": "Tokens"}
 
 
 def _spec(client_auth: dict[str, Any] | None = None, **security_: Any) -> specmodel.DatastoreSpec:
@@ -48,7 +51,7 @@ def _no_entropy(n: int) -> bytes:
 
 
 def _generated(spec: specmodel.DatastoreSpec | None = None) -> dict[str, Any]:
-    return security.client_tokens_secret(REF, spec or _spec(), _entropy())
+    return security.client_tokens_secret(REF, spec or _spec(TOKENS), _entropy())
 
 
 def _decoded(secret: dict[str, Any]) -> dict[str, bytes]:
@@ -67,8 +70,23 @@ def _flag(args: list[str], flag: str) -> str | None:
 # The spec ------------------------------------------------------------------------------
 
 
-def test_client_auth_defaults_to_tokens_generated_by_the_operator() -> None:
-    auth = parse_spec({"zones": ZONES}).security.client_auth
+def test_client_auth_defaults_to_none_for_the_official_clients_unmodified() -> None:
+    spec = parse_spec({"zones": ZONES})
+    auth = spec.security.client_auth
+    assert auth.mode is ClientAuthMode.NONE
+    assert not auth.enabled and not auth.operator_tokens
+    assert auth.tokens_secret_name is None and auth.tokens_secret_key == "tokens"
+    # ... and the gate is the NetworkPolicy, on by default: the client port admits pods
+    # of the Datastore's own namespace, nothing else.
+    policy = security.network_policy(REF, spec, "zonestore-system")
+    [client_rule] = [
+        r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == spec.ports.client
+    ]
+    assert client_rule["from"] == [{"podSelector": {}}]
+
+
+def test_mode_tokens_has_the_operator_generate_the_tokens() -> None:
+    auth = _spec(TOKENS).security.client_auth
     assert auth.mode is ClientAuthMode.TOKENS
     assert auth.enabled and auth.operator_tokens
     assert auth.tokens_secret_name is None and auth.tokens_secret_key == "tokens"
@@ -81,7 +99,9 @@ def test_mode_none_turns_client_auth_off() -> None:
 
 
 def test_a_users_tokens_secret_replaces_the_generated_one() -> None:
-    auth = _spec({"tokensSecretName": "mine", "tokensSecretKey": "t.yaml"}).security.client_auth
+    auth = _spec(
+        {"mode": "Tokens", "tokensSecretName": "mine", "tokensSecretKey": "t.yaml"}
+    ).security.client_auth
     assert auth.enabled and not auth.operator_tokens
     assert (auth.tokens_secret_name, auth.tokens_secret_key) == ("mine", "t.yaml")
 
@@ -90,6 +110,8 @@ def test_a_users_tokens_secret_replaces_the_generated_one() -> None:
     ("client_auth", "message"),
     [
         ({"mode": "None", "tokensSecretName": "mine"}, r"clientAuth.tokensSecretName must not"),
+        # mode defaults to None: a tokens Secret alone says two things
+        ({"tokensSecretName": "mine"}, r"must not be set when mode is None \(set mode: Tokens"),
         ({"mode": "Off"}, r"clientAuth.mode must be one of Tokens, None; got 'Off'"),
         ({"mode": None}, r"clientAuth.mode must be one of"),  # YAML null, not the string
     ],
@@ -101,14 +123,30 @@ def test_parser_refuses_contradictory_or_unknown_client_auth(
         _spec(client_auth)
 
 
-def test_crd_defaults_client_auth_to_tokens_with_the_mode_spelled_out(crd_schema: dict) -> None:
+def test_crd_defaults_client_auth_to_none_with_the_mode_spelled_out(crd_schema: dict) -> None:
     auth = crd_schema["properties"]["spec"]["properties"]["security"]["properties"]["clientAuth"]
     # The API server checks the default against the CEL rule before nested defaults apply.
-    assert auth["default"] == {"mode": "Tokens", "tokensSecretKey": "tokens"}
+    assert auth["default"] == {"mode": "None", "tokensSecretKey": "tokens"}
     assert auth["properties"]["mode"]["enum"] == ["Tokens", "None"]
-    assert auth["properties"]["mode"]["default"] == "Tokens"
+    assert auth["properties"]["mode"]["default"] == "None"
     [rule] = auth["x-kubernetes-validations"]
     assert rule["rule"] == "self.mode != 'None' || !has(self.tokensSecretName)"
+
+
+def test_crd_refuses_tokens_without_tls_only_to_objects_entering_that_state(
+    crd_schema: dict,
+) -> None:
+    """The rule itself is judged by the real API server (e2e/tests/test_e2e_schema.py);
+    here: it is a transition rule that also runs on create, and says why and what to set."""
+    sec = crd_schema["properties"]["spec"]["properties"]["security"]
+    [rule] = sec["x-kubernetes-validations"]
+    assert rule["optionalOldSelf"] is True  # evaluated on create as well (no old value)
+    assert "oldSelf.hasValue()" in rule["rule"]  # an object already in the state may stay
+    assert "self.clientAuth.mode == 'Tokens'" in rule["rule"]
+    assert "self.clientTLS.enabled" in rule["rule"]
+    assert rule["fieldPath"] == ".clientAuth.mode"
+    for words in ("clientTLS.enabled: true", "only over TLS", "DATASTORE_EMULATOR_HOST", "None"):
+        assert words in rule["message"]
 
 
 def test_crd_accepts_mode_none_and_rejects_an_unknown_mode(crd_schema: dict) -> None:
@@ -123,7 +161,7 @@ def test_crd_accepts_mode_none_and_rejects_an_unknown_mode(crd_schema: dict) -> 
         return crdschema.validate(crd_schema, defaulted)
 
     assert errors({"mode": "None"}) == []
-    assert errors({"tokensSecretName": "mine"}) == []
+    assert errors({"mode": "Tokens", "tokensSecretName": "mine"}) == []
     assert any("'Off' not in" in e for e in errors({"mode": "Off"}))
 
 
@@ -186,8 +224,8 @@ def test_the_node_accepts_the_generated_token_for_any_project_and_write(tmp_path
     assert wrong.value.unauthenticated
 
 
-def test_default_pod_mounts_only_the_hash_file_of_the_generated_secret() -> None:
-    pod = _pod(_spec())
+def test_tokens_pod_mounts_only_the_hash_file_of_the_generated_secret() -> None:
+    pod = _pod(_spec(TOKENS))
     [container] = pod["containers"]
     assert _flag(container["args"], "--auth-tokens") == "/etc/zonestore/auth/tokens"
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -206,7 +244,7 @@ def test_default_pod_mounts_only_the_hash_file_of_the_generated_secret() -> None
 
 
 def test_a_users_tokens_secret_is_mounted_whole_at_its_key() -> None:
-    pod = _pod(_spec({"tokensSecretName": "mine", "tokensSecretKey": "t.yaml"}))
+    pod = _pod(_spec({"mode": "Tokens", "tokensSecretName": "mine", "tokensSecretKey": "t.yaml"}))
     [container] = pod["containers"]
     assert _flag(container["args"], "--auth-tokens") == "/etc/zonestore/auth/t.yaml"
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -215,15 +253,18 @@ def test_a_users_tokens_secret_is_mounted_whole_at_its_key() -> None:
 
 def test_the_generated_secret_ignores_tokens_secret_key() -> None:
     # tokensSecretKey names the file in the user's Secret; ours is always `tokens`.
-    spec = _spec({"tokensSecretKey": "t.yaml"})
+    spec = _spec({"mode": "Tokens", "tokensSecretKey": "t.yaml"})
     assert _flag(_pod(spec)["containers"][0]["args"], "--auth-tokens") == (
         "/etc/zonestore/auth/tokens"
     )
     assert set(_decoded(_generated(spec))) == {"token", "tokens"}
 
 
-def test_mode_none_passes_no_tokens_flag_and_mounts_nothing() -> None:
-    pod = _pod(_spec({"mode": "None"}))
+@pytest.mark.parametrize("client_auth", [None, {"mode": "None"}], ids=["default", "explicit"])
+def test_mode_none_passes_no_tokens_flag_and_mounts_nothing(
+    client_auth: dict[str, Any] | None,
+) -> None:
+    pod = _pod(_spec(client_auth))
     [container] = pod["containers"]
     assert "--auth-tokens" not in container["args"]
     assert "auth-tokens" not in {v["name"] for v in pod["volumes"]}
@@ -245,14 +286,15 @@ ADMIN = {"ds-admin-token": {"token": b"a" * 64}}
 
 
 def test_observe_reads_the_generated_secret_only_when_the_operator_owns_it() -> None:
-    assert "ds-client-tokens" in credentials.secret_names(REF, _spec())
+    assert "ds-client-tokens" in credentials.secret_names(REF, _spec(TOKENS))
+    assert "ds-client-tokens" not in credentials.secret_names(REF, _spec())
     assert "ds-client-tokens" not in credentials.secret_names(REF, _spec({"mode": "None"}))
-    names = credentials.secret_names(REF, _spec({"tokensSecretName": "mine"}))
+    names = credentials.secret_names(REF, _spec({"mode": "Tokens", "tokensSecretName": "mine"}))
     assert "ds-client-tokens" not in names and "mine" not in names  # the user's: only mounted
 
 
 def test_plan_creates_the_tokens_secret_once_with_a_create_that_never_overwrites() -> None:
-    spec = _spec(None, **NO_TLS)
+    spec = _spec(TOKENS, **NO_TLS)
     plan = _plan(spec, ADMIN, _entropy())
     [write] = plan.writes
     assert write.mode is WriteMode.CREATE  # a POST: a Secret created meanwhile is kept
@@ -268,13 +310,13 @@ def test_plan_creates_the_tokens_secret_once_with_a_create_that_never_overwrites
 def test_plan_leaves_an_existing_secret_alone_even_when_the_user_changed_it() -> None:
     edited = b"tokens:\n  - {name: ro, token_sha256: " + b"1" * 64 + b", projects: ['*']}\n"
     secrets = {**ADMIN, "ds-client-tokens": {"token": b"rotated-by-hand", "tokens": edited}}
-    plan = _plan(_spec(None, **NO_TLS), secrets)
+    plan = _plan(_spec(TOKENS, **NO_TLS), secrets)
     assert plan.writes == () and plan.notices == ()
 
 
 def test_plan_reports_a_secret_without_the_tokens_file_and_does_not_replace_it() -> None:
     secrets = {**ADMIN, "ds-client-tokens": {"token": b"x" * 64}}
-    plan = _plan(_spec(None, **NO_TLS), secrets)
+    plan = _plan(_spec(TOKENS, **NO_TLS), secrets)
     assert plan.writes == ()
     [notice] = plan.notices
     assert (notice.type, notice.reason) == ("Warning", "ClientTokensInvalid")
@@ -282,10 +324,12 @@ def test_plan_reports_a_secret_without_the_tokens_file_and_does_not_replace_it()
 
 
 @pytest.mark.parametrize(
-    "client_auth", [{"mode": "None"}, {"tokensSecretName": "mine"}], ids=["none", "users"]
+    "client_auth",
+    [None, {"mode": "None"}, {"mode": "Tokens", "tokensSecretName": "mine"}],
+    ids=["default", "none", "users"],
 )
-def test_plan_generates_nothing_when_the_user_opts_out_or_brings_a_secret(
-    client_auth: dict[str, Any],
+def test_plan_generates_nothing_without_tokens_or_with_the_users_secret(
+    client_auth: dict[str, Any] | None,
 ) -> None:
     plan = _plan(_spec(client_auth, **NO_TLS), ADMIN)
     assert plan.writes == () and plan.notices == ()
@@ -302,11 +346,13 @@ def _usability(spec: specmodel.DatastoreSpec, previous: Any = None) -> Any:
 @pytest.mark.parametrize(
     ("security_", "usable", "reason"),
     [
-        ({}, False, "TokensWithoutTLS"),  # the default: tokens, no client TLS
-        ({"clientTLS": {"enabled": True}}, True, "TokensOverTLS"),
+        ({}, True, "NoClientAuth"),  # the default: None, clients need no credentials
+        # An object created when Tokens was the default (the CRD refuses new ones).
+        ({"clientAuth": TOKENS}, False, "TokensWithoutTLS"),
+        ({"clientAuth": TOKENS, "clientTLS": {"enabled": True}}, True, "TokensOverTLS"),
         ({"clientAuth": {"mode": "None"}}, True, "NoClientAuth"),
     ],
-    ids=["tokens-plaintext", "tokens-tls", "none"],
+    ids=["default", "tokens-plaintext", "tokens-tls", "none"],
 )
 def test_the_status_says_whether_official_clients_can_authenticate(
     security_: dict[str, Any], usable: bool, reason: str
@@ -323,12 +369,15 @@ def test_the_status_says_whether_official_clients_can_authenticate(
 
 
 def test_the_tokens_without_tls_warning_is_an_event_once_not_on_every_pass() -> None:
-    plaintext = parse_spec({"zones": ZONES})
+    plaintext = parse_spec({"zones": ZONES, "security": {"clientAuth": TOKENS}})
     first = _usability(plaintext)
     again = _usability(plaintext, first.status)
     assert [e.reason for e in again.events if e.reason == "TokensWithoutTLS"] == []
     fixed = _usability(
-        parse_spec({"zones": ZONES, "security": {"clientTLS": {"enabled": True}}}), again.status
+        parse_spec(
+            {"zones": ZONES, "security": {"clientAuth": TOKENS, "clientTLS": {"enabled": True}}}
+        ),
+        again.status,
     )
     back = _usability(plaintext, fixed.status)
     assert [e.reason for e in back.events if e.reason == "TokensWithoutTLS"] == ["TokensWithoutTLS"]

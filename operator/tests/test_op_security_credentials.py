@@ -25,6 +25,10 @@ from zonestore_operator.resources import certs, security
 
 SPEC_RAW: dict[str, Any] = {"zones": ["a", "b", "c"], "replicasPerZone": 1, "voters": 3}
 SPEC = parse_spec(SPEC_RAW)
+# Everything the operator can generate: client tokens (mode Tokens) and client TLS too.
+SPEC_ALL = parse_spec(
+    {**SPEC_RAW, "security": {"clientAuth": {"mode": "Tokens"}, "clientTLS": {"enabled": True}}}
+)
 ROTATE = SPEC.security.certificates.rotate_before_expiry
 VALIDITY = SPEC.security.certificates.validity
 
@@ -37,8 +41,8 @@ def _writes(p: planner.Plan) -> list[tuple[WriteMode, str]]:
     return [(w.mode, w.secret["metadata"]["name"]) for w in p.secret_writes]
 
 
-def _settled_sim() -> tuple[SimCluster, DatastoreStatus]:
-    sim = SimCluster.healthy(SPEC)
+def _settled_sim(spec: Any = SPEC) -> tuple[SimCluster, DatastoreStatus]:
+    sim = SimCluster.healthy(spec)
     status = sim.converge(DatastoreStatus(), T0)
     return sim, status
 
@@ -59,22 +63,20 @@ def _secret_data(kube: FakeKube, name: str) -> dict[str, bytes]:
 def test_first_plan_creates_admin_token_then_ca_then_peer_certificate() -> None:
     sim = SimCluster.healthy(SPEC)
     p = planner.plan(REF, SPEC, DatastoreStatus(), sim.observation(), T0, _entropy())
+    # No client tokens: clientAuth defaults to None.
     assert _writes(p) == [
         (WriteMode.CREATE, "ds-admin-token"),
-        (WriteMode.CREATE, "ds-client-tokens"),
         (WriteMode.CREATE, "ds-ca"),
         (WriteMode.CREATE, "ds-peer-tls"),
     ]
-    token, client_tokens, ca, peer = (w.secret for w in p.secret_writes)
+    token, ca, peer = (w.secret for w in p.secret_writes)
     assert token["type"] == "Opaque" and set(token["data"]) == {"token"}
     assert len(base64.b64decode(token["data"]["token"])) == 64  # 32 bytes, hex
-    assert client_tokens["type"] == "Opaque"
-    assert set(client_tokens["data"]) == {"token", "tokens"}
     assert ca["type"] == "Opaque" and set(ca["data"]) == {"ca.crt", "ca.key"}
     assert peer["type"] == "kubernetes.io/tls"
     assert set(peer["data"]) == {"tls.crt", "tls.key", "ca.crt"}  # no CA key in it
     assert peer["data"]["ca.crt"] == ca["data"]["ca.crt"]
-    for secret in (token, client_tokens, ca, peer):
+    for secret in (token, ca, peer):
         assert secret["metadata"]["ownerReferences"][0]["name"] == REF.name
     reasons = [e.reason for e in p.events]
     assert "CAIssued" in reasons and "CertificateIssued" in reasons
@@ -86,16 +88,17 @@ def test_first_plan_creates_admin_token_then_ca_then_peer_certificate() -> None:
 
 
 def test_planning_again_after_the_writes_changes_nothing_and_draws_no_entropy() -> None:
-    sim, status = _settled_sim()
+    sim, status = _settled_sim(SPEC_ALL)
     token = sim.secrets["ds-admin-token"]["token"]
     client_tokens = sim.secrets["ds-client-tokens"]
+    client_tls = sim.secrets["ds-client-tls"]
 
     def no_entropy(n: int) -> bytes:
         raise AssertionError("a settled plan must not draw randomness")
 
     for minutes in (1, 60, 60 * 24):
         p = planner.plan(
-            REF, SPEC, status, sim.observation(), T0 + timedelta(minutes=minutes), no_entropy
+            REF, SPEC_ALL, status, sim.observation(), T0 + timedelta(minutes=minutes), no_entropy
         )
         assert p.secret_writes == ()
         assert not [e for e in p.events if e.reason.startswith(("Cert", "CA", "Admin"))]
@@ -103,6 +106,7 @@ def test_planning_again_after_the_writes_changes_nothing_and_draws_no_entropy() 
         status = p.status
     assert sim.secrets["ds-admin-token"]["token"] == token
     assert sim.secrets["ds-client-tokens"] == client_tokens
+    assert sim.secrets["ds-client-tls"] == client_tls
 
 
 def test_peer_certificate_rotates_at_the_boundary_from_the_same_ca() -> None:
@@ -164,7 +168,17 @@ def test_client_tls_is_issued_for_the_client_services_when_enabled() -> None:
         REF, spec, {}, DatastoreStatus().certificates, T0, _entropy()
     )
     names = [w.secret["metadata"]["name"] for w in plan_.writes]
-    assert names == ["ds-admin-token", "ds-client-tokens", "ds-ca", "ds-peer-tls", "ds-client-tls"]
+    assert names == ["ds-admin-token", "ds-ca", "ds-peer-tls", "ds-client-tls"]
+    with_tokens = credentials.plan_credentials(
+        REF, SPEC_ALL, {}, DatastoreStatus().certificates, T0, _entropy()
+    )
+    assert [w.secret["metadata"]["name"] for w in with_tokens.writes] == [
+        "ds-admin-token",
+        "ds-client-tokens",
+        "ds-ca",
+        "ds-peer-tls",
+        "ds-client-tls",
+    ]
     client = security.decode_data(plan_.writes[-1].secret["data"])
     info = certs.parse(client["tls.crt"])
     assert info is not None
@@ -205,10 +219,7 @@ def test_cert_manager_issuer_plans_certificates_and_reads_their_secrets() -> Non
     empty = credentials.plan_credentials(
         REF, spec, {}, DatastoreStatus().certificates, T0, _entropy()
     )
-    assert [w.secret["metadata"]["name"] for w in empty.writes] == [
-        "ds-admin-token",
-        "ds-client-tokens",
-    ]
+    assert [w.secret["metadata"]["name"] for w in empty.writes] == ["ds-admin-token"]
     peer, client = empty.objects
     assert (peer["apiVersion"], peer["kind"]) == ("cert-manager.io/v1", "Certificate")
     assert peer["metadata"]["name"] == "ds-peer"
@@ -258,7 +269,6 @@ def test_a_pass_creates_the_secrets_through_the_gateway_and_later_passes_keep_th
     assert outcome.error is None
     assert kube.writes == [
         ("create", "ds-admin-token"),
-        ("create", "ds-client-tokens"),
         ("create", "ds-ca"),
         ("create", "ds-peer-tls"),
     ]
@@ -312,7 +322,7 @@ def test_a_secret_someone_else_created_first_is_kept_and_writes_stop_for_the_pas
         reconcile(kube.body, kube, admin, clock=lambda: T0, entropy=_entropy(), max_rounds=1)
     )
     # the CA create lost: stop
-    assert kube.writes == [("create", "ds-admin-token"), ("create", "ds-client-tokens")]
+    assert kube.writes == [("create", "ds-admin-token")]
     assert _secret_data(kube, "ds-ca")["ca.crt"] == theirs.cert_pem
     assert "ds-peer-tls" not in kube.secrets
     assert kube.applied == {}  # nothing that mounts an unwritten Secret

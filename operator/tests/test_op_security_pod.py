@@ -22,7 +22,11 @@ SPECS = {
             "zones": ZONES,
             "security": {
                 "clientTLS": {"enabled": True},
-                "clientAuth": {"tokensSecretName": "orders-tokens", "tokensSecretKey": "t.yaml"},
+                "clientAuth": {
+                    "mode": "Tokens",
+                    "tokensSecretName": "orders-tokens",
+                    "tokensSecretKey": "t.yaml",
+                },
             },
         }
     ),

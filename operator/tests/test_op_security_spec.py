@@ -30,7 +30,11 @@ FULL: dict[str, Any] = {
         "validity": "1440h",
         "rotateBeforeExpiry": "360h30m",
     },
-    "clientAuth": {"tokensSecretName": "orders-tokens", "tokensSecretKey": "tokens.yaml"},
+    "clientAuth": {
+        "mode": "Tokens",
+        "tokensSecretName": "orders-tokens",
+        "tokensSecretKey": "tokens.yaml",
+    },
     "networkPolicy": {
         "enabled": True,
         "clientNamespaceSelector": {"matchLabels": {"team": "orders"}},
@@ -61,7 +65,7 @@ def test_crd_defaults_security_like_the_parser(crd_schema: dict) -> None:
         "peerTLS": {"enabled": True},
         "clientTLS": {"enabled": False},
         "certificates": {"issuer": "selfSigned", "validity": "2160h", "rotateBeforeExpiry": "720h"},
-        "clientAuth": {"mode": "Tokens", "tokensSecretKey": "tokens"},
+        "clientAuth": {"mode": "None", "tokensSecretKey": "tokens"},
         "networkPolicy": {"enabled": True},
     }
     parsed = specmodel.parse_spec(defaulted["spec"])
@@ -72,8 +76,8 @@ def test_crd_defaults_security_like_the_parser(crd_schema: dict) -> None:
     assert sec.certificates.validity == timedelta(days=90)
     assert sec.certificates.rotate_before_expiry == timedelta(days=30)
     assert sec.client_auth.tokens_secret_name is None
-    assert sec.client_auth.mode is specmodel.ClientAuthMode.TOKENS
-    assert sec.client_auth.operator_tokens
+    assert sec.client_auth.mode is specmodel.ClientAuthMode.NONE
+    assert not sec.client_auth.enabled and not sec.client_auth.operator_tokens
 
 
 def test_crd_accepts_every_security_field_and_the_parser_reads_them(crd_schema: dict) -> None:

@@ -5,6 +5,11 @@ same validations as its CEL rules, so that a spec that reached the API server an
 from a file (tests, dry runs) give the same `DatastoreSpec`. Errors name the field and say
 what is wrong: `SpecError("spec.voters must be odd, got 4")`.
 
+One CEL rule is deliberately not mirrored: clientAuth mode Tokens without clientTLS. The
+CRD refuses it only for objects entering that state (a transition rule); a Datastore
+created when Tokens was the default keeps it, and the operator must go on running it
+(reporting ClientAuthUsable=False, reconcile.plan) rather than refuse its spec.
+
 Imports nothing from the rest of the operator.
 """
 
@@ -125,19 +130,21 @@ class ClientTLS:
 
 
 class ClientAuthMode(enum.Enum):
-    TOKENS = "Tokens"  # clients must send a bearer token (the default)
-    NONE = "None"  # no client authentication: the emulator-style, credential-less clients
+    TOKENS = "Tokens"  # clients must send a bearer token (over client TLS)
+    NONE = "None"  # the default: no client auth, for the official clients through
+    # DATASTORE_EMULATOR_HOST (credential-less); the NetworkPolicy gates the client port
 
 
 @dataclass(frozen=True, slots=True)
 class ClientAuth:
     """Bearer tokens for the client API.
 
-    mode Tokens with no tokensSecretName: the operator generates `<name>-client-tokens`
-    (one read-write token for every project and database). mode None: no client auth;
-    a tokensSecretName is then an error (the spec would say two things)."""
+    mode None (the default): no client auth; a tokensSecretName is then an error (the
+    spec would say two things). mode Tokens with no tokensSecretName: the operator
+    generates `<name>-client-tokens` (one read-write token for every project and
+    database)."""
 
-    mode: ClientAuthMode = ClientAuthMode.TOKENS
+    mode: ClientAuthMode = ClientAuthMode.NONE
     tokens_secret_name: str | None = None
     tokens_secret_key: str = "tokens"
 
@@ -305,12 +312,15 @@ def _selector(raw: Mapping[str, Any], key: str, path: str) -> LabelSelector | No
 
 def _client_auth(raw: Mapping[str, Any], path: str) -> ClientAuth:
     auth = ClientAuth(
-        mode=_enum(raw, "mode", path, ClientAuthMode, ClientAuthMode.TOKENS),
+        mode=_enum(raw, "mode", path, ClientAuthMode, ClientAuthMode.NONE),
         tokens_secret_name=_str(raw, "tokensSecretName", path, None),
         tokens_secret_key=_str(raw, "tokensSecretKey", path, "tokens") or "tokens",
     )
     if not auth.enabled and auth.tokens_secret_name is not None:
-        raise SpecError(f"{path}.tokensSecretName must not be set when mode is None")
+        raise SpecError(
+            f"{path}.tokensSecretName must not be set when mode is None "
+            "(set mode: Tokens to use your tokens Secret)"
+        )
     return auth
 
 
