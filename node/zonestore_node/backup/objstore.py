@@ -76,6 +76,14 @@ def _check_key(key: str) -> str:
     return key
 
 
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _chunks_of(reader: IO[bytes]) -> Iterator[bytes]:
     while chunk := reader.read(CHUNK_SIZE):
         yield chunk
@@ -173,24 +181,24 @@ class FileStore(ObjectStore):
         size = 0
         try:
             with os.fdopen(fd, "wb") as writer:
-                for chunk in chunks:
-                    writer.write(chunk)
+                for chunk in chunks:  # the source's own errors pass through as they are
+                    self._io(key, writer.write, chunk)
                     size += len(chunk)
-                writer.flush()
-                os.fsync(writer.fileno())
-            os.replace(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except BaseException as exc:
+                self._io(key, writer.flush)
+                self._io(key, os.fsync, writer.fileno())
+            self._io(key, os.replace, tmp, path)
+            self._io(key, _fsync_dir, path.parent)
+        except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise ObjectStoreError(f"cannot write {key!r} in {self.url}: {exc}") from exc
             raise
         return size
+
+    def _io(self, key: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except OSError as exc:
+            raise ObjectStoreError(f"cannot write {key!r} in {self.url}: {exc}") from exc
 
     def put_file(self, key: str, path: str | os.PathLike[str]) -> int:
         with open(path, "rb") as reader:
