@@ -107,6 +107,7 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=_env("ZONESTORE_INDEX_YAML", ""),
         help="Datastore index.yaml whose composite indexes the leader creates at start",
     )
+    edge_flags(p)
     sec = p.add_argument_group("security (README: Security)")
     for side, what in (("peer", "between replicas (mutual TLS)"), ("client", "on the client API")):
         for part in ("cert", "key", "ca"):
@@ -132,6 +133,28 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
 
 
+def edge_flags(p: argparse.ArgumentParser) -> None:
+    """The client port's server (api/edgeproc.py) and the emulator's reset."""
+    p.add_argument(
+        "--edge",
+        choices=["auto", "on", "off"],
+        default=_env("ZONESTORE_EDGE", "auto"),
+        help="serve the client port through zonestore-edge (gRPC + REST, Go) when its binary "
+        "is found (auto), always (on), or with Python's grpc.aio server (off)",
+    )
+    p.add_argument(
+        "--edge-binary",
+        default=_env("ZONESTORE_EDGE_BINARY", ""),
+        help="the zonestore-edge binary (default: beside python, on $PATH, .cache/bin)",
+    )
+    p.add_argument(
+        "--allow-reset",
+        action="store_true",
+        default=_env("ZONESTORE_ALLOW_RESET", "") == "1",
+        help="TEST ONLY: POST /reset on the client port deletes all data (the emulator's)",
+    )
+
+
 def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a local cluster on loopback")
     p.add_argument("--replicas", type=int, default=int(_env("ZONESTORE_REPLICAS", "3")))
@@ -140,6 +163,7 @@ def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--admin-port", type=int, default=int(_env("ZONESTORE_ADMIN_PORT", "9081")))
     p.add_argument("--peer-port", type=int, default=int(_env("ZONESTORE_PEER_PORT", "7081")))
     p.add_argument("--data-dir", default=_env("ZONESTORE_DATA_DIR", ".zonestore-data"))
+    edge_flags(p)
 
 
 def _wait_ready(admin: str, deadline: float) -> bool:
@@ -184,6 +208,8 @@ def run_cluster(args: argparse.Namespace) -> int:
             "--node-id", ids[i], "--zone", f"zone-{chr(ord('a') + i % 3)}",
             "--data-dir", str(data / ids[i]),
             "--client-addr", client, "--admin-addr", admin,
+            "--edge", args.edge, *(["--edge-binary", args.edge_binary] if args.edge_binary else []),
+            *(["--allow-reset"] if args.allow_reset else []),
         ]  # fmt: skip
         if args.replicas > 1:
             cmd += ["--peer-addr", f"{args.host}:{args.peer_port + i}", "--initial-cluster", peers]
@@ -416,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
                 auth_tokens=Path(args.auth_tokens) if args.auth_tokens else None,
                 admin_token_file=Path(args.admin_token_file) if args.admin_token_file else None,
                 admin_insecure=args.admin_insecure,
+                edge=args.edge,
+                edge_binary=args.edge_binary,
+                allow_reset=args.allow_reset,
             )
             server.check_security(config)
         except server.ConfigError as exc:

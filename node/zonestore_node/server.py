@@ -14,8 +14,10 @@ import faulthandler
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,11 +26,14 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from google.cloud.datastore_v1.types import datastore as ds_types
+from google.cloud.datastore_v1.types import entity as entity_types
 
-from zonestore_node.api import auth, http
+from zonestore_node.api import auth, edgeproc, http
 from zonestore_node.api.admin import AdminApi
 from zonestore_node.api.datastore import GRPC_OPTIONS, SERVICE, DatastoreApi
 from zonestore_node.api.forward import Forwarder
+from zonestore_node.api.handoff import EdgeMetricsCollector, EdgeRelay, HandoffServer, RelayToEdge
 from zonestore_node.api.metrics import Metrics
 from zonestore_node.model import indexing
 from zonestore_node.model.errors import DatastoreError
@@ -81,6 +86,11 @@ class NodeConfig:
     auth_tokens: Path | None = None
     admin_token_file: Path | None = None
     admin_insecure: bool = False  # serve an open admin API on a non-loopback address
+    # The client port (api/edgeproc.py): "auto" serves it through zonestore-edge when the
+    # binary is found, "on" requires it, "off" serves it with grpc.aio in this process.
+    edge: str = "off"
+    edge_binary: str = ""
+    allow_reset: bool = False  # POST /reset (the emulator's) may delete all data
 
 
 class ConfigError(ValueError):
@@ -208,8 +218,13 @@ class Node:
         self.service.retention_us = int(config.retention_seconds * 1_000_000)
         self.service.horizon_wall_us = self.clock_guard.earliest_us
         self.metrics = Metrics(config.node_id, config.zone)
-        self.forwarder = Forwarder(
-            SERVICE, self._leader_client_addr, self._serves_here, forward_credentials(config)
+        self.edge_binary = find_edge(config)
+        self.forwarder: Forwarder = (
+            EdgeRelay()
+            if self.edge_binary is not None
+            else Forwarder(
+                SERVICE, self._leader_client_addr, self._serves_here, forward_credentials(config)
+            )
         )
         self.group.on_sync = self.metrics.observe_sync
         self.service.on_replicated = self.metrics.proposal_latency.observe
@@ -220,6 +235,15 @@ class Node:
             planner.IndexPolicy(config.auto_index),
             token_auth=self.token_auth,
         )
+        self.edge: edgeproc.EdgeProcess | None = None
+        self.handoff: HandoffServer | None = None
+        if self.edge_binary is not None:
+            self.handoff = HandoffServer(
+                self.api,
+                reset=self.reset_data if config.allow_reset else None,
+                reset_refusal="reset is disabled: the node runs without --allow-reset",
+            )
+            self.metrics.registry.register(EdgeMetricsCollector(self.handoff))
         # Read (and refused when malformed) before anything starts.
         self.declared_indexes: list[indexing.CompositeDefinition] = []
         if config.index_yaml is not None:
@@ -249,6 +273,10 @@ class Node:
         """Serving: started, a leader is known, and this replica has applied nearly all
         that is committed (a replica far behind would serve stale eventual reads)."""
         if not self.ready or not self.group.leader:
+            return False
+        if self.handoff is not None and (
+            not self.handoff.edge_ready or (self.edge is not None and self.edge.failing)
+        ):
             return False
         commit = self.group.node.raft.log.commit_index
         return commit - self.group.applied_index <= self.config.ready_lag_entries
@@ -290,14 +318,18 @@ class Node:
         self._stopping.set()
 
     async def serve(self) -> None:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
-        server.add_generic_rpc_handlers((self.api.handler(),))
-        if self.client_credentials is not None:
-            bound = server.add_secure_port(self.config.client_addr, self.client_credentials)
+        server: Any
+        if self.handoff is not None:
+            server = EdgeFront(self, self.handoff)
         else:
-            bound = server.add_insecure_port(self.config.client_addr)
-        if not bound:
-            raise OSError(f"cannot listen on {self.config.client_addr}")
+            server = grpc.aio.server(options=GRPC_OPTIONS)
+            server.add_generic_rpc_handlers((self.api.handler(),))
+            if self.client_credentials is not None:
+                bound = server.add_secure_port(self.config.client_addr, self.client_credentials)
+            else:
+                bound = server.add_insecure_port(self.config.client_addr)
+            if not bound:
+                raise OSError(f"cannot listen on {self.config.client_addr}")
         runner = web.AppRunner(
             http.build_app(
                 self.metrics,
@@ -345,6 +377,31 @@ class Node:
             await runner.cleanup()
             self.engine.close()
             log.info("node.stopped node=%s", self.config.node_id)
+
+    async def reset_data(self) -> None:
+        """POST /reset (--allow-reset only): delete every live entity, through the log
+        like any delete (indexes, ids and history are kept). The leader's work: a
+        follower answers NOT_LEADER and its edge asks the leader's."""
+        try:
+            self.group.check_leader()
+        except NotLeader:
+            raise RelayToEdge from None
+        keys: dict[tuple[str, str], list[Any]] = {}
+        read_ts = self.group.read_ts()
+        for version in self.store.scan(Family.ENTITIES, b"", b"\xff" * 8, read_ts):
+            key = _Entity.FromString(version.payload).key
+            keys.setdefault((key.partition_id.project_id, key.partition_id.database_id), []).append(
+                key
+            )
+        for (project, database), found in keys.items():
+            for start in range(0, len(found), 500):
+                mutations = []
+                for key in found[start : start + 500]:
+                    mutation = _Mutation()
+                    mutation.delete.CopyFrom(key)
+                    mutations.append(mutation)
+                await self.service.commit(project, database, None, mutations, transactional=False)
+        log.info("node.reset entities=%d", sum(len(v) for v in keys.values()))
 
     async def _ensure_declared_indexes(self) -> None:
         """index.yaml: once this replica is the ready leader, create every declared index
@@ -397,6 +454,85 @@ class Node:
 
 
 HAND_OFF_TIMEOUT_S = 2.0  # a leader's wait for its successor on a graceful stop
+_Entity: Any = entity_types.Entity.pb()
+_Mutation: Any = ds_types.Mutation.pb()
+
+
+def find_edge(config: NodeConfig) -> Path | None:
+    """The zonestore-edge binary to serve the client port with, or None (grpc.aio)."""
+    if config.edge == "off":
+        return None
+    try:
+        binary = edgeproc.find_binary(config.edge_binary)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    if binary is None:
+        if config.edge == "on":
+            raise ConfigError(
+                f"--edge on: no {edgeproc.BINARY} binary found; build it with "
+                f"`{edgeproc.BUILD_HINT}` or give --edge-binary"
+            )
+        log.warning(
+            "edge.missing binary=%s: serving gRPC from Python (slower, no REST); build it "
+            "with `%s`",
+            edgeproc.BINARY,
+            edgeproc.BUILD_HINT,
+        )
+    return binary
+
+
+def edge_args(config: NodeConfig, socket_path: str) -> list[str]:
+    """zonestore-edge's command line from the node's flags."""
+    args = ["--listen", config.client_addr, "--node-socket", socket_path]
+    args += ["--grace", f"{config.shutdown_grace_seconds}s"]
+    if config.client_tls_cert:
+        args += ["--tls-cert", config.client_tls_cert, "--tls-key", config.client_tls_key]
+        if config.client_tls_ca:
+            # Replicas relaying to the leader present their peer certificates.
+            cas = [config.client_tls_ca] + ([config.peer_tls_ca] if config.peer_tls_ca else [])
+            args += ["--tls-client-ca", ",".join(cas)]
+        if config.peer_tls_ca:
+            args += ["--relay-ca", config.peer_tls_ca]
+            args += ["--relay-cert", config.peer_tls_cert, "--relay-key", config.peer_tls_key]
+    return args
+
+
+class EdgeFront:
+    """The client port served by zonestore-edge: the hand-off socket, the edge process
+    and the leader address published to it (the grpc.aio server's start/stop shape)."""
+
+    def __init__(self, node: Node, handoff: HandoffServer) -> None:
+        self.node = node
+        self.handoff = handoff
+        self.folder = Path(tempfile.mkdtemp(prefix="zonestore-edge-"))
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        node = self.node
+        path = str(self.folder / "node.sock")
+        await self.handoff.start(path)
+        assert node.edge_binary is not None
+        node.edge = edgeproc.EdgeProcess(node.edge_binary, edge_args(node.config, path))
+        self.tasks = [
+            asyncio.create_task(node.edge.run(), name="edge"),
+            asyncio.create_task(self._publish_leader(), name="edge-leader"),
+        ]
+
+    async def _publish_leader(self) -> None:
+        """Tell the edge who leads, on every change (checked every 10 ms)."""
+        node = self.node
+        while True:
+            self.handoff.publish_leader(node._serves_here(), node._leader_client_addr() or "")
+            await asyncio.sleep(0.01)
+
+    async def stop(self, grace: float) -> None:
+        if self.node.edge is not None:
+            await self.node.edge.stop(grace)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.handoff.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def event_loop_factory(config: NodeConfig) -> Callable[[], asyncio.AbstractEventLoop]:
