@@ -1,0 +1,1 @@
+"""Tests of the managed export format and its import/export commands."""
