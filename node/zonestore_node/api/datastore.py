@@ -9,6 +9,7 @@ become gRPC statuses through the one table in api/errors.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from zonestore_node.api import auth, errors, forward
 from zonestore_node.api.metrics import Metrics
 from zonestore_node.model import limits
 from zonestore_node.model.errors import Code, DatastoreError, invalid
-from zonestore_node.query import executor, planner
+from zonestore_node.query import executor, explain, planner
 from zonestore_node.query.outcome import QueryOutcome
 from zonestore_node.replica.group import NotLeader
 from zonestore_node.txn.service import DatastoreService, ReadSpec, Snapshot
@@ -143,7 +144,7 @@ class DatastoreApi:
             query = executor.parse_gql(request.gql_query)
         else:
             query = request.query
-        outcome, snap = await self._run(request, query, executor.run_query)
+        outcome, snap, explained = await self._explained(request, query, executor.run_query)
         response = RunQueryResponse()
         response.batch.CopyFrom(outcome.batch)
         response.query.CopyFrom(query)
@@ -151,6 +152,10 @@ class DatastoreApi:
         response.batch.snapshot_version = snap.read_ts
         if snap.new_transaction:
             response.transaction = snap.new_transaction
+        if explained is not None:
+            response.explain_metrics.CopyFrom(explained)
+            if not request.explain_options.analyze:
+                response.ClearField("batch")  # planned, not run: no results
         return response
 
     async def run_aggregation_query(self, request: Pb, context: Any) -> Pb:
@@ -158,14 +163,37 @@ class DatastoreApi:
             aggregation = executor.parse_gql_aggregation(request.gql_query)
         else:
             aggregation = request.aggregation_query
-        outcome, snap = await self._run(request, aggregation, executor.run_aggregation)
+        outcome, snap, explained = await self._explained(
+            request, aggregation, executor.run_aggregation
+        )
         response = RunAggregationQueryResponse()
         response.batch.CopyFrom(outcome.batch)
         response.query.CopyFrom(aggregation)
         micros_to_timestamp(response.batch.read_time, snap.read_ts)
         if snap.new_transaction:
             response.transaction = snap.new_transaction
+        if explained is not None:
+            response.explain_metrics.CopyFrom(explained)
+            if not request.explain_options.analyze:
+                response.ClearField("batch")  # planned, not run: no results
         return response
+
+    async def _explained(
+        self, request: Pb, query: Pb, run: Callable[..., Any]
+    ) -> tuple[QueryOutcome, Snapshot, Any]:
+        """`explain_options` (query.explain): without analyze the query is planned, not
+        run; with analyze it runs and is timed. Returns (outcome, snapshot, the raw
+        ExplainMetrics or None when the request did not ask)."""
+        if not request.HasField("explain_options"):
+            outcome, snap = await self._run(request, query, run)
+            return outcome, snap, None
+        analyze = request.explain_options.analyze
+        started = time.perf_counter()
+        outcome, snap = await self._run(
+            request, query, functools.partial(run, plan_only=not analyze)
+        )
+        elapsed = time.perf_counter() - started
+        return outcome, snap, explain.metrics(outcome, analyze=analyze, duration_seconds=elapsed)
 
     async def _with_indexes(
         self,

@@ -20,7 +20,7 @@ from google.cloud.datastore_v1.types import aggregation_result as result_types
 
 from zonestore_node.model import keys
 from zonestore_node.model.errors import invalid
-from zonestore_node.query import metadata, planner, rows
+from zonestore_node.query import explain, metadata, planner, rows
 from zonestore_node.query.outcome import QueryOutcome
 from zonestore_node.query.planner import ResultKind
 from zonestore_node.storage import mvcc
@@ -131,7 +131,10 @@ def run(
     aggregation: Any,
     read_ts: int,
     policy: planner.IndexPolicy = planner.IndexPolicy.FALLBACK,
+    *,
+    plan_only: bool = False,
 ) -> QueryOutcome:
+    """`plan_only` (query explain without analyze): validate and plan, read nothing."""
     if not aggregation.HasField("nested_query"):
         raise invalid("An aggregation query needs a nested query.")
     accumulators = _accumulators(aggregation)
@@ -143,7 +146,15 @@ def run(
         raise invalid("Aggregations over metadata queries are not supported.")
     if spec.result_kind is not ResultKind.PROJECTION:
         spec.result_kind = ResultKind.FULL if needs_entity else ResultKind.KEY_ONLY
-    ctx = rows.Context(store, spec, read_ts, policy)
+    ctx = rows.Context(store, spec, read_ts, policy, plan_only=plan_only)
+    if plan_only:
+        for branch in spec.branches:
+            ctx.plan(branch)
+        return QueryOutcome(
+            AggregationResultBatch(),
+            plans=[p.value for p in ctx.plans],
+            indexes_used=explain.indexes_used(spec, ctx.chosen),
+        )
     skipped = taken = 0
     if spec.limit != 0:
         for row in rows.stream(ctx):
@@ -171,4 +182,13 @@ def run(
     for alias, acc in accumulators:
         acc.fill(result.aggregate_properties[alias])
     batch.more_results = NO_MORE_RESULTS
-    return QueryOutcome(batch, ctx.tracker.ranges(), ctx.read_keys, [p.value for p in ctx.plans])
+    return QueryOutcome(
+        batch,
+        ctx.tracker.ranges(),
+        ctx.read_keys,
+        [p.value for p in ctx.plans],
+        indexes_used=explain.indexes_used(spec, ctx.chosen),
+        index_entries=ctx.tracker.index_entries,
+        documents=ctx.tracker.documents + ctx.fetches,
+        results=1,
+    )

@@ -24,7 +24,7 @@ from typing import Any
 from google.cloud.datastore_v1.types import query as query_types
 
 from zonestore_node.model import keys, limits
-from zonestore_node.query import aggregate, gql, metadata, planner, rows, values
+from zonestore_node.query import aggregate, explain, gql, metadata, planner, rows, values
 from zonestore_node.query.outcome import QueryOutcome
 from zonestore_node.query.planner import IndexPolicy, ResultKind, Spec
 from zonestore_node.storage import keycodec, mvcc
@@ -50,10 +50,16 @@ def run_query(
     query: Any,
     read_ts: int,
     policy: IndexPolicy = IndexPolicy.FALLBACK,
+    *,
+    plan_only: bool = False,
 ) -> QueryOutcome:
     """`policy`: what a query needing a missing composite index does (planner): with
-    CREATE it raises `NeedsIndex`, which the caller resolves and then runs it again."""
+    CREATE it raises `NeedsIndex`, which the caller resolves and then runs it again.
+    `plan_only` (query explain without analyze): plan every branch, read nothing, and
+    return an empty batch with the indexes the query would use."""
     spec = planner.parse(project, database, namespace, query)
+    if plan_only:
+        return plan(store, spec, read_ts, policy)
     ctx = rows.Context(store, spec, read_ts, policy)
     produced = metadata.rows(ctx) if spec.kind in metadata.KINDS else rows.stream(ctx)
     batch = QueryResultBatch()
@@ -93,7 +99,31 @@ def run_query(
     else:
         batch.end_cursor = spec.start.encode()
     batch.more_results = more
-    return QueryOutcome(batch, ctx.tracker.ranges(), ctx.read_keys, [p.value for p in ctx.plans])
+    return QueryOutcome(
+        batch,
+        ctx.tracker.ranges(),
+        ctx.read_keys,
+        [p.value for p in ctx.plans],
+        indexes_used=explain.indexes_used(spec, ctx.chosen),
+        index_entries=ctx.tracker.index_entries,
+        documents=ctx.tracker.documents + ctx.fetches,
+        results=count,
+        full_results=explain.full_results(spec),
+    )
+
+
+def plan(store: mvcc.Store, spec: Spec, read_ts: int, policy: IndexPolicy) -> QueryOutcome:
+    """Choose every branch's plan without running it (metadata queries have none)."""
+    ctx = rows.Context(store, spec, read_ts, policy, plan_only=True)
+    if spec.kind not in metadata.KINDS:
+        for branch in spec.branches:
+            ctx.plan(branch)
+    return QueryOutcome(
+        QueryResultBatch(),
+        plans=[p.value for p in ctx.plans],
+        indexes_used=explain.indexes_used(spec, ctx.chosen),
+        full_results=explain.full_results(spec),
+    )
 
 
 def render(spec: Spec, er: Any, row: rows.Row) -> int:
@@ -139,8 +169,12 @@ def run_aggregation(
     aggregation: Any,
     read_ts: int,
     policy: IndexPolicy = IndexPolicy.FALLBACK,
+    *,
+    plan_only: bool = False,
 ) -> QueryOutcome:
-    return aggregate.run(store, project, database, namespace, aggregation, read_ts, policy)
+    return aggregate.run(
+        store, project, database, namespace, aggregation, read_ts, policy, plan_only=plan_only
+    )
 
 
 def parse_gql(gql_query: Any) -> Any:

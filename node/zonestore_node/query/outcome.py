@@ -17,3 +17,10 @@ class QueryOutcome:
     # examined entity touches no scanned index range).
     read_keys: list[bytes] = field(default_factory=list)
     plans: list[str] = field(default_factory=list)  # PlanKind values, one per branch run
+    # Query explain (query.explain): the indexes the plans scan, in production's shape,
+    # and what the run read and returned.
+    indexes_used: list[dict[str, str]] = field(default_factory=list)
+    index_entries: int = 0
+    documents: int = 0
+    results: int = 0
+    full_results: bool = False  # entities returned (billed per entity), not keys/projections

@@ -55,8 +55,14 @@ class Context:
         spec: Spec,
         read_ts: int,
         policy: IndexPolicy = IndexPolicy.FALLBACK,
+        *,
+        plan_only: bool = False,
     ) -> None:
+        """`plan_only` (query explain without analyze): a composite index that CREATE
+        would create is reported in `chosen` instead of raising NeedsIndex, so a plan
+        has no side effects."""
         self.store = store
+        self.plan_only = plan_only
         self.spec = spec
         self.read_ts = read_ts
         self.policy = policy
@@ -65,6 +71,8 @@ class Context:
         self._cache: dict[bytes, Parsed | None] = {}
         self.fetches = 0
         self.plans: list[PlanKind] = []  # per branch, as chosen (metrics, tests)
+        # Per branch: the plan and, for COMPOSITE, the index's definition (query explain).
+        self.chosen: list[tuple[planner.Plan, indexing.CompositeDefinition | None]] = []
         self._registry: indexing.Registry | None = None
 
     def registry(self) -> indexing.Registry:
@@ -82,6 +90,12 @@ class Context:
             index = planner.find_index(self.registry(), need)
             if index is not None and index.ready_ts <= self.read_ts:
                 plan = planner.composite_plan(need, index, branch)
+            elif index is None and self.policy is IndexPolicy.CREATE and self.plan_only:
+                # The query would create this index, then scan it.
+                plan = planner.Plan(PlanKind.COMPOSITE, columns=need.columns)
+                self.plans.append(plan.kind)
+                self.chosen.append((plan, need.definition))
+                return plan
             elif index is None and self.policy is IndexPolicy.CREATE:
                 raise planner.NeedsIndex(need.definition)
             elif index is None and self.policy is IndexPolicy.REQUIRE:
@@ -90,6 +104,7 @@ class Context:
         if plan is None:
             plan = planner.choose(spec, branch, self.probe)
         self.plans.append(plan.kind)
+        self.chosen.append((plan, plan.index.definition if plan.index is not None else None))
         return plan
 
     def fetch(self, path: bytes) -> mvcc.Version | None:
@@ -126,12 +141,14 @@ class Context:
         """How many keys the equality join holds, counted up to SORT_PROBE + 1."""
         prefixes = [self.property_prefix(n) + v for n, v in equalities]
         count = 0
+        probe = scan.Tracker()  # not a read range: the plan's own scan records those
         for _ in scan.join_source(
-            self.store, self.read_ts, scan.Tracker(), prefixes, filters.ALL, False, None
+            self.store, self.read_ts, probe, prefixes, filters.ALL, False, None
         ):
             count += 1
             if count > planner.SORT_PROBE:
                 break
+        self.tracker.index_entries += probe.index_entries
         return count
 
 

@@ -43,6 +43,9 @@ class Tracker:
     def __init__(self) -> None:
         self.scans: list[RangeScan] = []
         self.extra: list[ReadRange] = []
+        # Query explain's execution stats: index entries and entities read by scans.
+        self.index_entries = 0
+        self.documents = 0
 
     def ranges(self) -> list[ReadRange]:
         out = list(self.extra)
@@ -74,6 +77,7 @@ class RangeScan:
         self.reached: list[bytes | None] = [None] * len(self.ranges)
         self.finished = [False] * len(self.ranges)
         self._it: Iterator[mvcc.Version] | None = None
+        self.tracker = tracker
         tracker.scans.append(self)
 
     def next(self) -> mvcc.Version | None:
@@ -83,6 +87,10 @@ class RangeScan:
             version = next(self._it, None)
             if version is not None:
                 self._note(version.encoded)
+                if self.family is Family.INDEXES:
+                    self.tracker.index_entries += 1
+                else:
+                    self.tracker.documents += 1
                 return version
             self.finished[self.index] = True
             self.index += 1
@@ -183,6 +191,7 @@ def entity_source(
     scan = RangeScan(store, read_ts, ranges, Tracker(), reverse=reverse, family=Family.ENTITIES)
     cut = len(partition)
     while (version := scan.next()) is not None:
+        tracker.documents += 1
         yield Candidate(version.encoded[cut:], version=version)
 
 
