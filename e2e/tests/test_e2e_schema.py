@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
-from zonestore_e2e.cluster import Cluster
+from zonestore_e2e.cluster import ROOT, Cluster, wait_for
 from zonestore_e2e.datastores import GROUP, PLURAL, VERSION, manifest
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import parse_spec
@@ -35,7 +36,11 @@ SPECS: dict[str, dict[str, Any]] = {
         "security": {
             "peerTLS": {"enabled": False},
             "clientTLS": {"enabled": True, "secretName": "my-client-tls"},
-            "clientAuth": {"tokensSecretName": "my-tokens", "tokensSecretKey": "tokens.yaml"},
+            "clientAuth": {
+                "mode": "Tokens",
+                "tokensSecretName": "my-tokens",
+                "tokensSecretKey": "tokens.yaml",
+            },
             "networkPolicy": {
                 "clientNamespaceSelector": {"matchLabels": {"team": "orders"}},
                 "clientPodSelector": {"matchLabels": {"app": "orders"}},
@@ -95,7 +100,9 @@ def test_crd_defaults_and_validation(api: Any, namespace: str) -> None:
     assert spec["replicasPerZone"] == 1 and spec["voters"] == 3
     assert spec["image"] == "zonestore/zonestore:0.1.0"
     assert spec["security"]["peerTLS"]["enabled"] is True
-    assert spec["security"]["clientAuth"]["mode"] == "Tokens"
+    # The official clients through DATASTORE_EMULATOR_HOST send no credentials.
+    assert spec["security"]["clientAuth"]["mode"] == "None"
+    assert spec["security"]["clientTLS"]["enabled"] is False
 
     bad = {
         "even voters": {"voters": 2},
@@ -106,12 +113,22 @@ def test_crd_defaults_and_validation(api: Any, namespace: str) -> None:
         "no auth but a tokens Secret": {
             "security": {"clientAuth": {"mode": "None", "tokensSecretName": "x"}}
         },
+        "a tokens Secret without mode Tokens": {
+            "security": {"clientAuth": {"tokensSecretName": "x"}}
+        },
+        "tokens without client TLS": {"security": {"clientAuth": {"mode": "Tokens"}}},
     }
     for what, patch in bad.items():
         body = manifest(f"bad-{len(what)}", namespace, **patch)
         with pytest.raises(client.ApiException) as info:
             _create(api, namespace, body)
         assert info.value.status == 422, (what, info.value.body)
+        if what == "tokens without client TLS":
+            # Says why and what to set.
+            assert "clientTLS.enabled: true" in info.value.body, info.value.body
+            assert "only over TLS" in info.value.body, info.value.body
+    tokens_over_tls = {"clientAuth": {"mode": "Tokens"}, "clientTLS": {"enabled": True}}
+    _create(api, namespace, manifest("tokens-tls", namespace, security=tokens_over_tls))
 
 
 def test_crd_guards_immutable_fields(api: Any, namespace: str) -> None:
@@ -137,3 +154,131 @@ def test_crd_guards_immutable_fields(api: Any, namespace: str) -> None:
             {"spec": {"security": {"peerTLS": {"enabled": False}}}},
         )
     assert info.value.status == 422, info.value.body
+
+
+# An upgrade from the chart whose clientAuth default was Tokens -------------------------
+
+UPGRADE_GROUP = "upgrade-check.zonestore.io"
+
+
+def _crd_copy(*, previous_default: bool) -> dict[str, Any]:
+    """This repository's CRD under a group of its own (the real one stays untouched for
+    the other scenarios and the operator, which never watches this group). With
+    `previous_default`: as the chart shipped it before - clientAuth defaulting to Tokens,
+    without the rule that refuses Tokens without client TLS."""
+    crd: dict[str, Any] = yaml.safe_load((ROOT / "crds" / "datastore.yaml").read_text())
+    crd["metadata"] = {"name": f"{PLURAL}.{UPGRADE_GROUP}"}
+    crd["spec"]["group"] = UPGRADE_GROUP
+    crd["spec"]["names"].pop("shortNames", None)
+    crd["spec"]["names"].pop("categories", None)
+    if previous_default:
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        security = schema["properties"]["spec"]["properties"]["security"]
+        [rule] = security.pop("x-kubernetes-validations")
+        assert rule["optionalOldSelf"] is True
+        auth = security["properties"]["clientAuth"]
+        auth["default"] = {"mode": "Tokens", "tokensSecretKey": "tokens"}
+        auth["properties"]["mode"]["default"] = "Tokens"
+    return crd
+
+
+def _upgrade_path(namespace: str, name: str = "") -> str:
+    return f"/apis/{UPGRADE_GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}" + (
+        f"/{name}" if name else ""
+    )
+
+
+def _patch(cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]) -> tuple[int, Any]:
+    path = _upgrade_path(namespace, name)
+    return cluster.request(
+        "PATCH", path, {"spec": spec}, content_type="application/merge-patch+json"
+    )
+
+
+def test_an_old_default_tokens_datastore_survives_the_crd_upgrade(
+    cluster: Cluster, namespace: str
+) -> None:
+    """A Datastore created under the previous CRD stored clientAuth.mode Tokens without
+    client TLS. After the CRD upgrade it keeps Tokens, and updates that leave it in that
+    state go through (even ones that touch spec.security); an update that would enter the
+    state, and a new object in it, are refused."""
+    crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    crd_name = f"{PLURAL}.{UPGRADE_GROUP}"
+
+    def established() -> bool:
+        status, crd = cluster.request("GET", f"{crd_path}/{crd_name}")
+        if status != 200:
+            return False
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    status, answer = cluster.apply(_crd_copy(previous_default=True))
+    assert status in (200, 201), answer
+    try:
+        wait_for("the previous CRD established", established, 60)
+        old = {
+            "apiVersion": f"{UPGRADE_GROUP}/{VERSION}",
+            "kind": "Datastore",
+            "metadata": {"name": "legacy", "namespace": namespace},
+            "spec": {"zones": ["nowhere-1", "nowhere-2", "nowhere-3"]},
+        }
+
+        def create_old() -> Any:
+            # The new resource is served a moment after it is established.
+            code, body = cluster.request("POST", _upgrade_path(namespace), old)
+            return body if code == 201 else None
+
+        created = wait_for("the Datastore created under the previous CRD", create_old, 60)
+        stored = created["spec"]["security"]
+        assert stored["clientAuth"]["mode"] == "Tokens", stored  # the old default, stored
+        assert stored["clientTLS"]["enabled"] is False
+
+        status, answer = cluster.apply(_crd_copy(previous_default=False))
+        assert status == 200, answer
+        fresh = {**old, "metadata": {"name": "fresh", "namespace": namespace}}
+        fresh["spec"] = {**old["spec"], "security": {"clientAuth": {"mode": "Tokens"}}}
+
+        def refused() -> Any:
+            code, body = cluster.request("POST", _upgrade_path(namespace), fresh, {"dryRun": "All"})
+            return body if code == 422 else None
+
+        # The API server picks the new schema up asynchronously.
+        refusal = wait_for("the upgraded CRD refusing Tokens without TLS", refused, 60)
+        assert "clientTLS.enabled: true" in str(refusal), refusal
+        code, body = cluster.request(
+            "POST",
+            _upgrade_path(namespace),
+            {**old, "metadata": {"name": "new"}},
+            {"dryRun": "All"},
+        )
+        assert code == 201 and body["spec"]["security"]["clientAuth"]["mode"] == "None", body
+
+        # The old object: updates that leave it with Tokens and no TLS pass, inside
+        # spec.security and spec.security.clientAuth too (it is already in that state).
+        for spec in (
+            {"podLabels": {"team": "orders"}},
+            {"security": {"networkPolicy": {"clientPodSelector": {"matchLabels": {"a": "b"}}}}},
+            {"security": {"clientAuth": {"tokensSecretKey": "tokens.yaml"}}},
+        ):
+            code, body = _patch(cluster, namespace, "legacy", spec)
+            assert code == 200, (spec, body)
+            assert body["spec"]["security"]["clientAuth"]["mode"] == "Tokens", body
+        # Its owner decides: client TLS on (usable), then back off is entering the state.
+        code, body = _patch(
+            cluster, namespace, "legacy", {"security": {"clientTLS": {"enabled": True}}}
+        )
+        assert code == 200, body
+        code, body = _patch(
+            cluster, namespace, "legacy", {"security": {"clientTLS": {"enabled": False}}}
+        )
+        assert code == 422 and "clientTLS.enabled: true" in str(body), body
+        # Or mode None; turning Tokens on again without TLS is refused as for a new object.
+        none = {"clientAuth": {"mode": "None"}, "clientTLS": {"enabled": False}}
+        code, body = _patch(cluster, namespace, "legacy", {"security": none})
+        assert code == 200, body
+        code, body = _patch(
+            cluster, namespace, "legacy", {"security": {"clientAuth": {"mode": "Tokens"}}}
+        )
+        assert code == 422, body
+    finally:
+        cluster.request("DELETE", f"{crd_path}/{crd_name}")

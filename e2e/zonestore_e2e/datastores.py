@@ -19,7 +19,9 @@ ADMIN_PORT = 9081
 def manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     """A small three-zone Datastore: one replica per zone (three voters), a short zone
     timeout so a failover fits in a test, 1Gi volumes on the e2e StorageClass, client
-    auth off. `spec` merges over that (nested dicts key by key); `None` values drop a key."""
+    auth at its default (None: the scenarios' official clients go through
+    DATASTORE_EMULATOR_HOST, which sends no credentials). `spec` merges over that (nested
+    dicts key by key); `None` values drop a key."""
     base: dict[str, Any] = {
         "image": "zonestore/zonestore:0.1.0",
         "zones": list(DEFAULT_ZONES),
@@ -28,9 +30,6 @@ def manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
         "storage": {"size": "1Gi"},
         "failover": {"enabled": True, "zoneTimeoutSeconds": 15, "maxAutomaticReplacements": 1},
         "pvcRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Delete"},
-        # The scenarios' official clients go through DATASTORE_EMULATOR_HOST, which sends
-        # no credentials: the documented opt-out (test_e2e_security covers the default).
-        "security": {"clientAuth": {"mode": "None"}},
     }
     merged = _merge(base, spec)
     return {

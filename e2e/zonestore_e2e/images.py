@@ -61,6 +61,10 @@ TABLE: dict[str, ImageSpec] = {
     # The chart's `helm test` pod runs `sh -c '... wget ...'`: busybox's applets are the
     # host's own tools here (Debian's sh and wget), with no virtualenv on PATH.
     "busybox": ImageSpec(bin_dir="", entrypoint=("sh",), cmd=(), env=()),
+    # Docker's official Node.js image: the host's `node` (Node.js 20, as the image's tag
+    # 20 would be). An application pod names its script; the Node client it requires
+    # comes from the script's own node_modules (node/tests/js), as an app image bundles it.
+    "node": ImageSpec(bin_dir="", entrypoint=("node",), cmd=(), env=()),
 }
 
 # Registries that may prefix a listed repository (docker.io/zonestore/zonestore:0.1.0).
