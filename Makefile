@@ -125,11 +125,13 @@ test: setup lint tools control-plane
 	$(MAKE) --no-print-directory e2e
 
 # The scenarios on the real control plane (e2e/README.md). Needs root (network
-# namespaces). The run lives in a network and mount namespace of its own
-# (e2e/isolated.sh): nothing outlives it. `make e2e-clean` sweeps what a run outside
-# that wrapper (pytest by hand) may have left.
+# namespaces). The run lives in a network, mount and PID namespace of its own
+# (e2e/isolated.sh, its init): nothing outlives it, and a process that would have fails
+# the run. `make e2e-clean` sweeps what a run outside that wrapper (pytest by hand) may
+# have left.
 e2e: setup tools control-plane
-	unshare --net --mount --propagation private e2e/isolated.sh env ZONESTORE_HELM=$(HELM) \
+	unshare --net --mount --pid --fork --kill-child --mount-proc --propagation private \
+		e2e/isolated.sh env ZONESTORE_HELM=$(HELM) \
 		ZSE2E_BIN=$(K8S_BIN) ZSE2E_MONITORING_CRDS=$(MONITORING_CRDS) \
 		$(PY) -m pytest -q -s e2e/tests $(E2E_ARGS)
 

@@ -12,6 +12,7 @@ import itertools
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ import pytest
 from kubernetes import client
 
 from zonestore_e2e import diagnostics
-from zonestore_e2e.cluster import Cluster, Timeout, running_cluster, wait_for
+from zonestore_e2e.cluster import (
+    RUN_MARKER,
+    Cluster,
+    Timeout,
+    kill_survivors,
+    running_cluster,
+    wait_for,
+)
 from zonestore_e2e.install import HELM, OPERATOR_NS, InstallError, install_operator
 
 _counter = itertools.count()
@@ -80,13 +88,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = _preflight()
     if missing:
         pytest.fail("the e2e environment needs: " + ", ".join(missing), pytrace=False)
-    with running_cluster() as c:
-        print(f"\ncluster ready: {c.timings}")
-        try:
-            install_operator(c)
-        except InstallError as exc:
-            pytest.fail(f"{exc}\n{diagnostics.dump_namespace(c, OPERATOR_NS)}", pytrace=False)
-        yield c
+    # Every process the run starts inherits this marker (the kubelets hand it to the
+    # containers too), so the session's end can tell whether any of them survived.
+    run_id = uuid.uuid4().hex
+    os.environ[RUN_MARKER] = run_id
+    try:
+        with running_cluster() as c:
+            print(f"\ncluster ready: {c.timings}")
+            try:
+                install_operator(c)
+            except InstallError as exc:
+                pytest.fail(f"{exc}\n{diagnostics.dump_namespace(c, OPERATOR_NS)}", pytrace=False)
+            yield c
+    finally:
+        # The harness ends everything it started, on success, failure and Ctrl-C (pytest
+        # runs this teardown for a KeyboardInterrupt too). A survivor is a harness bug:
+        # killed here, and the session fails naming it.
+        survivors = kill_survivors(run_id)
+        del os.environ[RUN_MARKER]
+        assert not survivors, "processes of the run outlived the cluster's teardown: " + "; ".join(
+            f"{pid}: {cmd}" for pid, cmd in sorted(survivors.items())
+        )
 
 
 @pytest.fixture

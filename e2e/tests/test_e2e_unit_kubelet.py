@@ -313,6 +313,13 @@ def test_busybox_is_the_hosts_shell_tools() -> None:
     assert r.argv(["/bin/sh", "-c", "true"], None) == ["/bin/sh", "-c", "true"]
 
 
+def test_node_is_the_hosts_node_js() -> None:
+    r = images.resolve("docker.io/library/node:20", "/venv")
+    assert r.repository == "node"
+    assert r.env()["PATH"] == images.SYSTEM_PATH
+    assert r.argv(None, ["app.js"]) == ["node", "app.js"]
+
+
 @pytest.mark.parametrize(
     "image",
     [
@@ -507,3 +514,35 @@ def test_ip_allocator_reads_the_first_file_format(tmp_path: Path) -> None:
     a = pods.IpAllocator(str(path), ["10.0.0.1", "10.0.0.2"])
     assert a.get("u1") == "10.0.0.2"
     assert a.allocate("u2") == "10.0.0.1"
+
+
+def test_the_kubelet_hands_the_harness_run_marker_on() -> None:
+    from zonestore_e2e import cluster, kubelet
+
+    assert kubelet.RUN_MARKER == cluster.RUN_MARKER
+
+
+def test_run_processes_finds_a_process_carrying_the_marker_and_kill_survivors_ends_it() -> None:
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from zonestore_e2e import cluster
+
+    run_id = uuid.uuid4().hex
+    env = {**os.environ, cluster.RUN_MARKER: run_id}
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ours = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True
+    )
+    try:
+        assert list(cluster.run_processes(run_id)) == [ours.pid]
+        assert list(cluster.kill_survivors(run_id)) == [ours.pid]
+        assert ours.wait(5) == -9
+        assert cluster.run_processes(run_id) == {}
+        assert other.poll() is None  # another run's (or nobody's) process is left alone
+    finally:
+        for proc in (ours, other):
+            proc.kill()
+            proc.wait()

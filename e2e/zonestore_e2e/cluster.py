@@ -1,8 +1,8 @@
 """The whole e2e cluster, up and down: network, PKI, control plane, cluster DNS, volume
 provisioner and one process kubelet per Node, plus the fault levers the scenarios pull.
 
-Every long-running piece is an OS process inside the host namespace (`ip netns exec
-zse2e-host ...`) with its own log under `<workdir>/logs/`, so a scenario that fails can
+Every long-running piece is an OS process inside the host network namespace
+(`network.host_argv`) with its own log under `<workdir>/logs/`, so a scenario that fails can
 print what each one said, and a zone outage can be made of real signals: SIGKILL to the
 zone's kubelets (heartbeats stop; the node-lifecycle controller notices), SIGSTOP to its
 pods' processes, its bridge down.
@@ -77,7 +77,7 @@ class HostProcess:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
-        # `ip netns exec` execs the program: the Popen pid is the program's pid.
+        # nsenter (network.host_argv) execs the program: the Popen pid is the program's.
         self.proc = subprocess.Popen(
             network.host_argv(self.argv),
             stdout=out,
@@ -174,10 +174,12 @@ class ApiAccess:
         path: str,
         body: Any = None,
         params: dict[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> tuple[int, Any]:
-        """One raw API call as the admin: (HTTP status, decoded JSON body)."""
+        """One raw API call as the admin: (HTTP status, decoded JSON body). A PATCH names
+        its kind in `content_type` (application/merge-patch+json, ...)."""
         data = None if body is None else json.dumps(body)
-        return self._call(method, path, data=data, params=params)
+        return self._call(method, path, data=data, params=params, content_type=content_type)
 
     def resource_path(
         self, api_version: str, kind: str, namespace: str | None, name: str | None = None
@@ -409,6 +411,45 @@ class Cluster(ApiAccess):
             state = "running" if proc.alive() else f"exited {proc.proc and proc.proc.returncode}"
             parts.append(f"--- {proc.name} ({state}) {proc.log}\n{proc.tail(15)}")
         return "\n".join(parts)
+
+
+# Every process of a run carries RUN_MARKER=<run id> in its environment: the control
+# plane, DNS, provisioner and kubelets inherit it from the harness, and the kubelets put
+# it into every container's environment. After a run, no process may still carry it.
+RUN_MARKER = "ZSE2E_RUN"
+
+
+def run_processes(run_id: str) -> dict[int, str]:
+    """Processes whose environment carries `RUN_MARKER=run_id` (this process excluded):
+    pid -> command line. Reads /proc, so it needs root to see other users' processes."""
+    needle = f"{RUN_MARKER}={run_id}".encode()
+    found: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            if needle not in environ:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                found[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+    return found
+
+
+def kill_survivors(run_id: str, grace_s: float = 5.0) -> dict[int, str]:
+    """SIGKILL every process of the run that is still alive; returns what it found (an
+    empty dict: the run ended cleanly)."""
+    survivors = run_processes(run_id)
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace_s
+    while run_processes(run_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return survivors
 
 
 @contextlib.contextmanager

@@ -349,7 +349,7 @@ class ControlPlane:
     def _spawn(self, name: str, argv: list[str]) -> _Process:
         log_path = self.logs_dir / f"{name}.log"
         with open(log_path, "wb") as log_file:
-            # `ip netns exec` execs the program, so the pid (and process group) is the
+            # nsenter (network.host_argv) execs the program, so the pid (and process group) is the
             # component's own; a new session keeps Ctrl-C of the tests away from it.
             popen = subprocess.Popen(
                 network.host_argv(argv),

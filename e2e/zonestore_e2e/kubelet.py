@@ -53,6 +53,8 @@ log = logging.getLogger("kubelet")
 KUBELET_VERSION = "v1.36.3"
 TICK = 0.5  # seconds between a pod worker's checks of its processes and probes
 VOLUME_SYNC = 3.0  # seconds between refreshes of Secret/ConfigMap/token volumes
+# Set by the harness in every process it starts (cluster.RUN_MARKER; kept equal by a test).
+RUN_MARKER = "ZSE2E_RUN"
 UNKNOWN_EXIT = 255  # an adopted process's exit code died with the kubelet that spawned it
 STAGE_ROOT = "/run/zse2e-stage"  # empty mount points only; see PodWorker.stage_dirs
 
@@ -627,6 +629,10 @@ class PodWorker:
             "KUBERNETES_PORT_6443_TCP_PORT": "6443",
             "KUBERNETES_PORT_6443_TCP_PROTO": "tcp",
         }
+        # The run's marker (cluster.RUN_MARKER), inherited from the harness: it is how
+        # the session's end finds any container process that outlived the run.
+        if os.environ.get(RUN_MARKER):
+            base[RUN_MARKER] = os.environ[RUN_MARKER]
         cms, secs = await self._env_lookups(c)
         env = pods.resolve_env(c, facts, base, cms.get, secs.get, self.k.cfg.capacity)
         argv = pods.container_argv(image.argv(c.get("command"), c.get("args")), env)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 PREFIX = "zse2e-"
 HOST_NS = "zse2e-host"
+NETNS_DIR = "/run/netns"  # where `ip netns` names namespaces (bind mounts of nsfs)
 APISERVER_IP = "10.244.0.1"
 DNS_IP = "10.244.0.2"
 CLUSTER_CIDR = "10.244.0.0/16"
@@ -50,8 +51,14 @@ def run(argv: Sequence[str], *, check: bool = True) -> str:
 
 
 def host_argv(argv: Sequence[str]) -> list[str]:
-    """`argv` run inside the cluster's host namespace."""
-    return ["ip", "netns", "exec", HOST_NS, *argv]
+    """`argv` run inside the cluster's host network namespace, in the caller's mount
+    namespace. Not `ip netns exec`: that gives the program a mount namespace of its own
+    (a slave copy), so a pod namespace a kubelet named there (`ip netns add` bind-mounts
+    it under /run/netns) was, in the harness's mount namespace, only an empty file:
+    `ip netns pids` found no process in it, so `cleanup` killed none of the pods still
+    running at the end (the operator's pod outlived every run) and `signal_pods` froze
+    nothing. nsenter execs the program: the Popen pid is the program's pid."""
+    return ["nsenter", f"--net={NETNS_DIR}/{HOST_NS}", "--", *argv]
 
 
 def bridge_name(zone_index: int) -> str:
