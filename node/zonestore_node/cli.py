@@ -3,9 +3,9 @@
 
 `zonestore run` is what `make run` calls: replicas on loopback as separate processes
 (client API on 127.0.0.1:8081.., admin/metrics HTTP on 127.0.0.1:9081..), data under
-one folder that survives restarts; it prints the DATASTORE_EMULATOR_HOST to use and
-stops the replicas cleanly on Ctrl-C. Flags fall back to ZONESTORE_* environment
-variables.
+one folder that survives restarts; it prints the DATASTORE_EMULATOR_HOST to use,
+restarts a replica that exits (supervisor.py) and stops them all cleanly on Ctrl-C.
+Flags fall back to ZONESTORE_* environment variables.
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from zonestore_node import logs
+from zonestore_node import logs, supervisor
 from zonestore_node.export import command as export_cli
 
 
@@ -164,19 +161,14 @@ def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--admin-port", type=int, default=int(_env("ZONESTORE_ADMIN_PORT", "9081")))
     p.add_argument("--peer-port", type=int, default=int(_env("ZONESTORE_PEER_PORT", "7081")))
     p.add_argument("--data-dir", default=_env("ZONESTORE_DATA_DIR", ".zonestore-data"))
+    p.add_argument(
+        "--restart",
+        choices=[r.value for r in supervisor.Restart],
+        default=_env("ZONESTORE_RESTART", "always"),
+        help="a replica that exits: restart it after a backoff (always), or stop them all "
+        "and exit 1 (never)",
+    )
     edge_flags(p)
-
-
-def _wait_ready(admin: str, deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{admin}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 def parse_cluster(spec: str) -> tuple[tuple[str, str], ...]:
@@ -200,7 +192,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     data = Path(args.data_dir)
     ids = [f"local-{i}" for i in range(args.replicas)]
     peers = ",".join(f"{ids[i]}={args.host}:{args.peer_port + i}" for i in range(args.replicas))
-    children: list[subprocess.Popen[bytes]] = []
+    specs: list[supervisor.ReplicaSpec] = []
     for i in range(args.replicas):
         client = f"{args.host}:{args.client_port + i}"
         admin = f"{args.host}:{args.admin_port + i}"
@@ -214,49 +206,17 @@ def run_cluster(args: argparse.Namespace) -> int:
         ]  # fmt: skip
         if args.replicas > 1:
             cmd += ["--peer-addr", f"{args.host}:{args.peer_port + i}", "--initial-cluster", peers]
-        children.append(subprocess.Popen(cmd))
-    stop = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    host = f"{args.host}:{args.client_port}"
-    if all(
-        _wait_ready(f"{args.host}:{args.admin_port + i}", time.monotonic() + 30)
-        for i in range(args.replicas)
-    ):
-        print(
-            f"\nzonestore is serving the Datastore API ({args.replicas} replica(s), data in {data}).\n"
-            f"Any replica takes any request (client ports {args.client_port}.."
-            f"{args.client_port + args.replicas - 1}).\n"
-            f"  export DATASTORE_EMULATOR_HOST={host}\n"
-            f"  export DATASTORE_DATASET=demo GOOGLE_CLOUD_PROJECT=demo DATASTORE_PROJECT_ID=demo\n"
-            f"Metrics and status: http://{args.host}:{args.admin_port}/metrics , /admin/status\n"
-            "Press Ctrl-C to stop.\n",
-            flush=True,
+        specs.append(
+            supervisor.ReplicaSpec(
+                node_id=ids[i],
+                command=tuple(cmd),
+                data_dir=data / ids[i],
+                client_addr=client,
+                admin_addr=admin,
+                peer_addr=f"{args.host}:{args.peer_port + i}" if args.replicas > 1 else "",
+            )
         )
-    else:
-        print("zonestore run: a replica did not become ready in 30 s", file=sys.stderr)
-        stop = True
-    code = 0
-    while not stop:
-        if any(child.poll() is not None for child in children):
-            print("zonestore run: a replica exited", file=sys.stderr)
-            code = 1
-            break
-        time.sleep(0.2)
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-    return code
+    return supervisor.run(specs, supervisor.Restart(args.restart), pid_dir=data)
 
 
 def admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
