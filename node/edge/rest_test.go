@@ -161,7 +161,9 @@ func TestJSONBodiesUseTheProto3JSONMapping(t *testing.T) {
 	}
 	var decoded struct {
 		Missing []struct {
-			Entity  struct{ Key struct{ Path []map[string]string } }
+			Entity struct {
+				Key struct{ Path []map[string]string }
+			}
 			Version string // int64 is a string in proto3 JSON
 		}
 	}
