@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from zonestore_node import logs, supervisor
+from zonestore_node.backup import cli as backup_cli
 from zonestore_node.export import command as export_cli
 
 
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser(sub)
     run_parser(sub)
     admin_parsers(sub)
+    backup_cli.add_parsers(sub)
     export_cli.register(sub)
     sub.add_parser(
         "hash-token", help="read a token on stdin, print its token_sha256 for --auth-tokens"
@@ -369,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("status", "members", "transfer-leader", "snapshot"):
         return run_admin(args)
+    if args.command in backup_cli.COMMANDS:
+        return backup_cli.run(args)
     if args.command in export_cli.COMMANDS:
         return export_cli.main(args)
     if args.command == "serve":

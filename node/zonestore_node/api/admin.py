@@ -6,6 +6,7 @@
     DELETE /admin/members/{id}           remove a member
     POST   /admin/leader                 {"target": id}: transfer leadership
     POST   /admin/snapshot               take a snapshot now (and compact the log)
+    POST   /admin/backup/checkpoints     checkpoint for a base backup (backup/checkpoint.py)
 
 Every mutation is idempotent: asking for a state that already holds answers 200 with
 {"changed": false}. Mutations go to the leader; a follower answers 421 with the
@@ -22,6 +23,7 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
+from zonestore_node.backup.checkpoint import CheckpointService
 from zonestore_node.raft.confchange import ConfChange, ConfChangeError, ConfChangeOp
 from zonestore_node.replica.group import NotLeader, RaftGroup
 
@@ -135,3 +137,4 @@ class AdminApi:
         app.router.add_delete("/admin/members/{id}", self._guard(self.remove))
         app.router.add_post("/admin/leader", self._guard(self.transfer))
         app.router.add_post("/admin/snapshot", self._guard(self.snapshot))
+        CheckpointService(self.group).routes(app)  # backup/checkpoint.py: base backups
