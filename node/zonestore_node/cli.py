@@ -106,6 +106,13 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=_env("ZONESTORE_INDEX_YAML", ""),
         help="Datastore index.yaml whose composite indexes the leader creates at start",
     )
+    p.add_argument(
+        "--legacy-limits",
+        action="store_true",
+        default=_env("ZONESTORE_LEGACY_LIMITS", "") == "1",
+        help="refuse a Commit of over 500 mutations, as the old limits page said "
+        "(production now caps only its bytes: 10 MiB)",
+    )
     edge_flags(p)
     sec = p.add_argument_group("security (README: Security)")
     for side, what in (("peer", "between replicas (mutual TLS)"), ("client", "on the client API")):
@@ -169,6 +176,7 @@ def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="a replica that exits: restart it after a backoff (always), or stop them all "
         "and exit 1 (never)",
     )
+    p.add_argument("--legacy-limits", action="store_true", help="passed to every replica")
     edge_flags(p)
 
 
@@ -204,6 +212,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             "--client-addr", client, "--admin-addr", admin,
             "--edge", args.edge, *(["--edge-binary", args.edge_binary] if args.edge_binary else []),
             *(["--allow-reset"] if args.allow_reset else []),
+            *(["--legacy-limits"] if args.legacy_limits else []),
         ]  # fmt: skip
         if args.replicas > 1:
             cmd += ["--peer-addr", f"{args.host}:{args.peer_port + i}", "--initial-cluster", peers]
@@ -410,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 auth_tokens=Path(args.auth_tokens) if args.auth_tokens else None,
                 admin_token_file=Path(args.admin_token_file) if args.admin_token_file else None,
                 admin_insecure=args.admin_insecure,
+                legacy_limits=args.legacy_limits,
                 edge=args.edge,
                 edge_binary=args.edge_binary,
                 allow_reset=args.allow_reset,

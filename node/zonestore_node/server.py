@@ -86,6 +86,7 @@ class NodeConfig:
     auth_tokens: Path | None = None
     admin_token_file: Path | None = None
     admin_insecure: bool = False  # serve an open admin API on a non-loopback address
+    legacy_limits: bool = False  # the old 500-mutation cap per Commit (model/limits.py)
     # The client port (api/edgeproc.py): "auto" serves it through zonestore-edge when the
     # binary is found, "on" requires it, "off" serves it with grpc.aio in this process.
     edge: str = "off"
@@ -216,6 +217,7 @@ class Node:
         )
         self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
         self.service.retention_us = int(config.retention_seconds * 1_000_000)
+        self.service.legacy_limits = config.legacy_limits
         self.service.horizon_wall_us = self.clock_guard.earliest_us
         self.metrics = Metrics(config.node_id, config.zone)
         self.edge_binary = find_edge(config)

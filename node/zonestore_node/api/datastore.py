@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from zonestore_node.api import auth, errors, forward
 from zonestore_node.api.metrics import Metrics
-from zonestore_node.model import limits
+from zonestore_node.model import keys, limits, masks
 from zonestore_node.model.errors import Code, DatastoreError, invalid
 from zonestore_node.query import executor, explain, planner
 from zonestore_node.query.outcome import QueryOutcome
@@ -48,6 +48,8 @@ def timestamp_to_micros(ts: Any) -> int:
 def project_of(request: Any) -> tuple[str, str]:
     if not request.project_id:
         raise invalid("The request must name a project_id.")
+    if request.database_id:
+        keys.check_partition_name(request.database_id, "database_id")
     return request.project_id, request.database_id
 
 
@@ -95,8 +97,11 @@ class DatastoreApi:
 
     async def lookup(self, request: Pb, context: Any) -> Pb:
         project, database = project_of(request)
-        if request.HasField("property_mask"):
-            raise errors.unimplemented("Lookup property masks are not supported.")
+        mask = (
+            masks.tree(masks.parse_paths(request.property_mask.paths))
+            if request.HasField("property_mask")
+            else None
+        )
         result = await self.service.lookup(
             project, database, list(request.keys), read_spec(request.read_options)
         )
@@ -104,6 +109,8 @@ class DatastoreApi:
         for found in result.found:
             er = response.found.add()
             er.entity.MergeFromString(found.entity)
+            if mask is not None:
+                masks.project(er.entity, mask)
             er.version = found.version
             micros_to_timestamp(er.create_time, found.create_ts)
             micros_to_timestamp(er.update_time, found.update_ts)
@@ -127,6 +134,8 @@ class DatastoreApi:
         spec = read_spec(request.read_options)
         snap = await self.service.snapshot(project, database, spec)
         namespace = request.partition_id.namespace_id
+        if namespace:
+            keys.check_partition_name(namespace, "namespace")
         outcome, snap = await self._with_indexes(
             project,
             database,
@@ -144,9 +153,17 @@ class DatastoreApi:
             query = executor.parse_gql(request.gql_query)
         else:
             query = request.query
+        mask = None
+        if request.HasField("property_mask"):
+            if query.projection:
+                raise invalid("A projection query cannot have a property_mask.")
+            mask = masks.tree(masks.parse_paths(request.property_mask.paths))
         outcome, snap, explained = await self._explained(request, query, executor.run_query)
         response = RunQueryResponse()
         response.batch.CopyFrom(outcome.batch)
+        if mask is not None:  # after the filters, which see whole entities
+            for result in response.batch.entity_results:
+                masks.project(result.entity, mask)
         response.query.CopyFrom(query)
         micros_to_timestamp(response.batch.read_time, snap.read_ts)
         response.batch.snapshot_version = snap.read_ts
@@ -272,6 +289,7 @@ class DatastoreApi:
                 micros_to_timestamp(mr.create_time, outcome.create_ts)
             micros_to_timestamp(mr.update_time, outcome.update_ts)
             mr.conflict_detected = outcome.conflict_detected
+            mr.transform_results.extend(outcome.transform_results)
         response.index_updates = result.index_updates
         micros_to_timestamp(response.commit_time, result.commit_ts)
         return response

@@ -8,6 +8,7 @@ that every stored and returned key carries a complete partition.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,37 @@ def check_name(name: str, what: str, *, allow_reserved: bool = False) -> None:
         raise invalid(f'The {what} "{name}" is reserved.')
 
 
+# Namespaces and database ids: production's character set and length.
+_PARTITION_NAME = re.compile(r"[0-9A-Za-z._-]{0,100}")
+
+
+def check_partition_name(name: str, what: str) -> None:
+    """A namespace or database id: `[0-9A-Za-z._-]{0,100}`, never `__...__` (reserved
+    for metadata; the metadata queries name such kinds, never such partitions)."""
+    if not _PARTITION_NAME.fullmatch(name):
+        if len(name.encode()) > limits.MAX_NAMESPACE_BYTES:
+            raise invalid(f"The {what} is longer than {limits.MAX_NAMESPACE_BYTES} bytes.")
+        raise invalid(f'The {what} "{name}" does not match [0-9A-Za-z._-]{{0,100}}.')
+    if _reserved(name):
+        raise invalid(f'The {what} "{name}" is reserved.')
+
+
+def string_size(text: str) -> int:
+    """A string's storage size (the storage-size page): its UTF-8 bytes + 1."""
+    return len(text.encode()) + 1
+
+
+def key_size(key: Any) -> int:
+    """A key's storage size: its namespace's string size (0 for the default), every
+    kind and name's string size and 8 per integer id, plus 16."""
+    namespace = key.partition_id.namespace_id
+    size = 16 + (string_size(namespace) if namespace else 0)
+    for element in key.path:
+        size += string_size(element.kind)
+        size += 8 if element.WhichOneof("id_type") == "id" else string_size(element.name)
+    return size
+
+
 _CHECKED_LABELS: set[str] = set()
 
 
@@ -63,8 +95,9 @@ def normalize(key: Any, project: str, database: str, *, allow_incomplete: bool =
 
     Returns the key. Raises INVALID_ARGUMENT for what production rejects: a foreign
     project or database, an empty or over-long path, reserved or empty kinds and names,
-    id 0 or negative, incomplete elements other than the last (or the last, unless
-    `allow_incomplete`).
+    id 0, incomplete elements other than the last (or the last, unless
+    `allow_incomplete`), a key over 6 KiB (`key_size`). Negative ids are accepted, as
+    production accepts them (the reference calls them discouraged); 0 is not an id.
     """
     partition = key.partition_id
     if partition.project_id and partition.project_id != project:
@@ -100,10 +133,10 @@ def normalize_reference(
 
 def _check_path(key: Any, allow_incomplete: bool) -> None:
     partition = key.partition_id
+    size = 16  # the key's storage size, as `key_size` counts it
     if partition.namespace_id:
-        check_name(partition.namespace_id, "namespace", allow_reserved=False)
-        if len(partition.namespace_id.encode()) > limits.MAX_NAMESPACE_BYTES:
-            raise invalid(f"The namespace is longer than {limits.MAX_NAMESPACE_BYTES} bytes.")
+        check_partition_name(partition.namespace_id, "namespace")
+        size += string_size(partition.namespace_id)
     path = key.path
     if not path:
         raise invalid("A key must have at least one path element.")
@@ -112,14 +145,20 @@ def _check_path(key: Any, allow_incomplete: bool) -> None:
     last = len(path) - 1
     for i, element in enumerate(path):
         check_label(element.kind, "key path element kind")
+        size += len(element.kind) + 1  # ASCII kinds; non-ASCII corrected below
         kind_of_id = element.WhichOneof("id_type")
         if kind_of_id == "id":
-            if element.id <= 0:
-                raise invalid(f"Key path element id must be positive, got {element.id}.")
+            if element.id == 0:
+                raise invalid("Key path element id must not be 0.")
+            size += 8
         elif kind_of_id == "name":
             check_name(element.name, "key path element name")
+            size += len(element.name) + 1
         elif i != last or not allow_incomplete:
             raise invalid(f"Key path element must not be incomplete: [{element.kind}: ].")
+    # Character counts under-count only non-ASCII text: measure bytes near the limit.
+    if size * 4 > limits.MAX_KEY_BYTES and (size := key_size(key)) > limits.MAX_KEY_BYTES:
+        raise invalid(f"The key is {size} bytes, over the {limits.MAX_KEY_BYTES}-byte limit.")
 
 
 def is_complete(key: Any) -> bool:

@@ -297,6 +297,7 @@ class FilterParser:
         which = value.WhichOneof("value_type")
         if which in ("array_value", "entity_value"):
             raise invalid(f'The filter on "{name}" cannot compare with an {which}.')
+        indexing.check_filter_value(name, value)
         encoded = indexing.encode_value(value, self.partition.project, self.partition.database)
         if encoded is None:
             raise invalid(f'The filter on "{name}" has no value.')

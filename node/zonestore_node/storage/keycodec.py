@@ -15,8 +15,10 @@ Byte layout::
     int64            8 bytes big-endian, sign bit flipped    (sorts numerically)
     double           8 bytes: IEEE bits, sign flipped if +, all bits inverted if -
     partition        esc(project) esc(database) esc(namespace)
-    path             { 01 esc(kind) (01 uint64 id | 02 esc(name)) }* 00
-                     (a parent sorts before its children; ids before names)
+    path             { 01 esc(kind) (00 int64 id | 01 uint64 id | 02 esc(name)) }* 00
+                     (a parent sorts before its children; ids before names; a negative
+                     id takes tag 00 and int64's encoding, so it sorts before every
+                     positive id while positive ids keep the bytes they always had)
     entity key       partition ++ path                       ("encoded" key)
     versioned key    encoded ++ uint64be(2**64 - 1 - commit_ts) (newest first)
 
@@ -37,7 +39,7 @@ import struct
 from collections.abc import Sequence
 
 PathElement = tuple[str, int | str]
-"""(kind, id) or (kind, name): an id is a positive int, a name a non-empty str."""
+"""(kind, id) or (kind, name): an id is a non-zero int, a name a non-empty str."""
 
 _INT = struct.Struct(">Q")
 _DOUBLE = struct.Struct(">d")
@@ -130,7 +132,7 @@ def encode_path(path: Sequence[PathElement]) -> bytes:
         parts.append(b"\x01")
         parts.append(escape_str(kind))
         if isinstance(ident, int):
-            parts.append(b"\x01" + _INT.pack(ident))
+            parts.append(b"\x01" + _INT.pack(ident) if ident >= 0 else b"\x00" + encode_int(ident))
         else:
             parts.append(b"\x02" + escape(ident.encode()))
     parts.append(b"\x00")
@@ -156,6 +158,9 @@ def decode_path(buf: bytes, pos: int) -> tuple[tuple[PathElement, ...], int]:
         id_tag = buf[pos]
         if id_tag == 0x01:
             path.append((kind.decode(), int(_INT.unpack_from(buf, pos + 1)[0])))
+            pos += 9
+        elif id_tag == 0x00:
+            path.append((kind.decode(), decode_int(buf, pos + 1)))
             pos += 9
         elif id_tag == 0x02:
             name, pos = unescape(buf, pos + 1)

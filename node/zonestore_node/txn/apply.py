@@ -8,6 +8,17 @@ identically everywhere.
 Entity payload layout (entities column family): uint64be(create_ts) ++ Entity bytes;
 an empty payload is a tombstone (mvcc.TOMBSTONE).
 
+Preconditions (`Write.base_version`: a Mutation's base_version or update_time, both the
+entity's commit_ts here): a mismatch keeps the stored entity and reports
+conflict_detected (SERVER_VALUE), or fails the whole commit with FAILED_PRECONDITION
+(FAIL; the status the Firestore emulator in Datastore mode answers).
+
+Masks and transforms (txn/transform.py says why they are evaluated here, in log order):
+the stored entity is the mutation's entity merged into the current one under the mask
+(model/masks.py), then transformed; it is validated again (size, values) since the merge
+and the transforms change it, and indexed from its final bytes (the leader's index memo
+describes the mutation's entity, not this one).
+
 Composite indexes: a CreateIndexCommand registers the index in META and backfills it in
 the same batch, from the newest version of every entity of its kind at that point of the
 log, all entries at the command's commit_ts (so a read at read_ts >= commit_ts sees a
@@ -22,12 +33,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from zonestore_node.model import indexing
+from zonestore_node.model import indexing, masks, vectors
 from zonestore_node.model.errors import Code, DatastoreError
 from zonestore_node.storage import keycodec, mvcc
 from zonestore_node.storage.engine import Family, WriteBatch
-from zonestore_node.txn import ids
-from zonestore_node.txn.command import Command, CommitCommand, CreateIndexCommand, Op
+from zonestore_node.txn import ids, transform
+from zonestore_node.txn.command import Command, CommitCommand, CreateIndexCommand, Op, Write
 
 _U64 = struct.Struct(">Q")
 INDEX_LIVE = b"\x01"
@@ -48,6 +59,7 @@ class WriteResult:
     create_ts: int  # 0 when the entity does not exist after the write
     update_ts: int
     conflict_detected: bool = False
+    transform_results: list[Any] = field(default_factory=list)  # Value messages, in order
 
 
 @dataclass(slots=True)
@@ -67,7 +79,8 @@ def _index_keys(
     entity_bytes: bytes, registry: indexing.Registry | None, *, strict: bool = False
 ) -> set[bytes]:
     entity = indexing.EntityPb.FromString(entity_bytes)
-    return indexing.index_keys(entity, registry, strict=strict)
+    # Vector entries (model/vectors.py) are index keys like the others: diffed the same way.
+    return indexing.index_keys(entity, registry, strict=strict) | vectors.index_keys(entity)
 
 
 class IndexKeyCache:
@@ -189,7 +202,18 @@ def apply(
             current_ts = 0
 
         if write.base_version is not None and write.base_version != current_ts:
-            result.writes.append(WriteResult(current_ts, 0, 0, conflict_detected=True))
+            if write.fail_on_conflict:
+                return ApplyResult(
+                    commit_ts,
+                    Code.FAILED_PRECONDITION,
+                    f"the stored version ({current_ts}) does not match the required base "
+                    f"version ({write.base_version})",
+                )
+            # Nothing changes: the stored entity's version and times (none if missing).
+            stored_create = split_payload(current_payload)[0] if current_payload else 0
+            result.writes.append(
+                WriteResult(current_ts, stored_create, current_ts, conflict_detected=True)
+            )
             continue
         if write.op is Op.INSERT and exists:
             return ApplyResult(commit_ts, Code.ALREADY_EXISTS, "entity already exists")
@@ -208,15 +232,22 @@ def apply(
             create_ts = 0
         else:
             create_ts = split_payload(current_payload)[0] if current_payload else commit_ts
-            new_payload = entity_payload(create_ts, write.entity)
+            entity_bytes = write.entity
             try:
-                new_index = (
-                    indexing.indexing_keys(write.index_memo, registry, strict=True)
-                    if write.index_memo is not None
-                    else _index_keys(write.entity, registry, strict=True)
-                )
-            except DatastoreError as exc:  # too many composite entries
+                if write.mask is not None or write.transforms:
+                    entity_bytes, transformed = _evaluate_recipe(write, current_payload, commit_ts)
+                    new_index = _index_keys(entity_bytes, registry, strict=True)
+                else:
+                    transformed = []
+                    new_index = (
+                        indexing.indexing_keys(write.index_memo, registry, strict=True)
+                        | vectors.index_keys_of(write.entity)
+                        if write.index_memo is not None
+                        else _index_keys(write.entity, registry, strict=True)
+                    )
+            except DatastoreError as exc:  # too many composite entries; a bad recipe
                 return ApplyResult(commit_ts, exc.code, exc.message)
+            new_payload = entity_payload(create_ts, entity_bytes)
         if exists or write.op is not Op.DELETE:
             entity_puts.append((write.encoded, new_payload))
         overlay[write.encoded] = new_payload
@@ -225,7 +256,11 @@ def apply(
             index_puts[key] = mvcc.TOMBSTONE
         for key in new_index - old_index:
             index_puts[key] = INDEX_LIVE
-        result.writes.append(WriteResult(commit_ts, create_ts, commit_ts))
+        result.writes.append(
+            WriteResult(commit_ts, create_ts, commit_ts)
+            if write.op is Op.DELETE
+            else WriteResult(commit_ts, create_ts, commit_ts, transform_results=transformed)
+        )
 
     for encoded, payload in entity_puts:
         store.put_version(batch, Family.ENTITIES, encoded, commit_ts, payload)
@@ -233,8 +268,28 @@ def apply(
             cache.put(encoded, commit_ts, overlay_index[encoded])
     for key, marker in index_puts.items():
         store.put_version(batch, Family.INDEXES, key, commit_ts, marker)
+    vectors.note(store.engine, commit_ts, index_puts)  # query/vectors.py's matrices
     result.index_updates = len(index_puts)
     return result
+
+
+def _evaluate_recipe(
+    write: Write, current_payload: bytes | None, commit_ts: int
+) -> tuple[bytes, list[Any]]:
+    """The entity a masked and/or transformed write stores, and the transforms' results.
+    DatastoreError (INVALID_ARGUMENT) when the outcome is not a valid entity."""
+    entity = indexing.EntityPb.FromString(write.entity)
+    if write.mask is not None:
+        current = (
+            indexing.EntityPb.FromString(split_payload(current_payload)[1])
+            if current_payload
+            else None
+        )
+        entity = masks.merge(current, entity, [masks.parse_path(p) for p in write.mask])
+    results = transform.apply_all(entity, write.transforms, commit_ts)
+    p = entity.key.partition_id
+    indexing.check_entity(entity, p.project_id, p.database_id)
+    return entity.SerializeToString(deterministic=True), results
 
 
 def create_index(store: mvcc.Store, command: CreateIndexCommand, batch: WriteBatch) -> ApplyResult:

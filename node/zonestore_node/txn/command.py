@@ -9,11 +9,21 @@ so every replica reaches the same state.
 Wire format: msgpack of plain lists (never pickle), versioned by its first element,
 which also says which command it is:
     1   CommitCommand  [1, commit_ts, writes, read_ts, read_keys, read_ranges,
-                        transactional, id_high_water]
+                        transactional, id_high_water]; a write is [op, encoded, entity,
+                        base_version]
+    2   CommitCommand  as 1, a write being [op, encoded, entity, base_version,
+                        fail_on_conflict, mask, transforms] (written only when a write
+                        carries one of those: older commands keep format 1)
     16  CreateIndexCommand  [16, commit_ts, [kind, ancestor, [[name, descending], ...]]]
 `decode` reads either; entries written before composite indexes (all format 1) read as
 they always did. A node older than format 16 refuses that entry (upgrade every replica
-before creating composite indexes).
+before creating composite indexes); likewise format 2 (upgrade before clients send
+property masks, transforms or FAIL conflict resolution).
+
+Masks and transforms travel as the recipe, not the result: what they produce depends on
+the entity as it stands when the command applies (txn/apply.py, transform.py), and the
+recipe carries everything that needs (REQUEST_TIME is the command's commit_ts).
+
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import msgpack
 from zonestore_node.model import indexing
 
 FORMAT_VERSION = 1
+FORMAT_WITH_RECIPES = 2
 CREATE_INDEX_FORMAT = 16
 
 
@@ -42,7 +53,15 @@ class Write:
     op: Op
     encoded: bytes  # the entity key (keycodec.encode_key)
     entity: bytes  # serialized Entity with its complete key; empty for DELETE
-    base_version: int | None = None  # optimistic precondition: conflict if it differs
+    # Optimistic precondition: conflict if the entity's current version differs (a
+    # Mutation's base_version, or its update_time in microseconds: the same number here).
+    base_version: int | None = None
+    # On a conflict: fail the whole commit (FAIL) instead of keeping the server's entity.
+    fail_on_conflict: bool = False
+    # Mutation.property_mask paths (None: no mask, write the whole entity).
+    mask: tuple[str, ...] | None = None
+    # Mutation.property_transforms, each a serialized PropertyTransform, in order.
+    transforms: tuple[bytes, ...] = ()
     # What the leader computed while validating the entity (never encoded: a replica
     # applying the logged command recomputes it from `entity`, with the same result).
     index_memo: indexing.EntityIndexing | None = field(default=None, compare=False, repr=False)
@@ -70,11 +89,28 @@ class CommitCommand:
     id_high_water: int = 0
 
     def encode(self) -> bytes:
+        recipes = any(w.fail_on_conflict or w.mask is not None or w.transforms for w in self.writes)
+        writes = (
+            [
+                [
+                    int(w.op),
+                    w.encoded,
+                    w.entity,
+                    w.base_version,
+                    w.fail_on_conflict,
+                    None if w.mask is None else list(w.mask),
+                    list(w.transforms),
+                ]
+                for w in self.writes
+            ]
+            if recipes
+            else [[int(w.op), w.encoded, w.entity, w.base_version] for w in self.writes]
+        )
         packed: bytes = msgpack.packb(
             [
-                FORMAT_VERSION,
+                FORMAT_WITH_RECIPES if recipes else FORMAT_VERSION,
                 self.commit_ts,
-                [[int(w.op), w.encoded, w.entity, w.base_version] for w in self.writes],
+                writes,
                 self.read_ts,
                 list(self.read_keys),
                 [[r.lo, r.hi] for r in self.read_ranges],
@@ -92,11 +128,26 @@ class CommitCommand:
     @staticmethod
     def from_fields(fields: list[Any]) -> CommitCommand:
         version, commit_ts, writes, read_ts, read_keys, ranges, transactional, id_hwm = fields
-        if version != FORMAT_VERSION:
+        if version == FORMAT_VERSION:
+            decoded = tuple(Write(Op(op), enc, ent, base) for op, enc, ent, base in writes)
+        elif version == FORMAT_WITH_RECIPES:
+            decoded = tuple(
+                Write(
+                    Op(op),
+                    enc,
+                    ent,
+                    base,
+                    bool(fail),
+                    None if mask is None else tuple(mask),
+                    tuple(transforms),
+                )
+                for op, enc, ent, base, fail, mask, transforms in writes
+            )
+        else:
             raise ValueError(f"unknown commit command format {version}")
         return CommitCommand(
             commit_ts=commit_ts,
-            writes=tuple(Write(Op(op), enc, ent, base) for op, enc, ent, base in writes),
+            writes=decoded,
             read_ts=read_ts,
             read_keys=tuple(read_keys),
             read_ranges=tuple(ReadRange(lo, hi) for lo, hi in ranges),

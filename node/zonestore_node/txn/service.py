@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from zonestore_node.model import indexing, keys, limits
+from zonestore_node.model import indexing, keys, limits, masks
 from zonestore_node.model.errors import Code, DatastoreError, invalid
 from zonestore_node.replica.group import OutcomeUnknown, ProposalLost
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Family
 from zonestore_node.txn import apply as apply_mod
+from zonestore_node.txn import transform
 from zonestore_node.txn.clock import HybridClock
 from zonestore_node.txn.command import (
     Command,
@@ -57,6 +58,23 @@ class CommitGroup(Protocol):
 
 
 COMMIT_TIMEOUT_S = 30.0
+_FAIL = 3  # Mutation.ConflictResolutionStrategy.FAIL
+_STRATEGIES = (0, 1, 3)  # STRATEGY_UNSPECIFIED (= SERVER_VALUE), SERVER_VALUE, FAIL
+
+
+def _precondition(mutation: Any) -> int | None:
+    """The version a mutation's conflict detection requires, if any. update_time is
+    compared as the entity's commit_ts in microseconds (its update time, which is also
+    its version here); a time finer than a microsecond can match no entity (-1)."""
+    which = mutation.WhichOneof("conflict_detection_strategy")
+    if which is None:
+        return None
+    if which == "base_version":
+        return int(mutation.base_version)
+    t = mutation.update_time
+    if t.nanos % 1000:
+        return -1
+    return int(t.seconds) * 1_000_000 + int(t.nanos) // 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +114,7 @@ class MutationOutcome:
     create_ts: int
     update_ts: int
     conflict_detected: bool
+    transform_results: list[Any] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -126,6 +145,8 @@ class DatastoreService:
         self.on_replicated: Callable[[float], None] | None = None
         self.transactions = Registry(leadership=group.leadership)
         self.retention_us = 3600 * 1_000_000
+        # --legacy-limits: the old 500-mutation cap per Commit (production has none now).
+        self.legacy_limits = False
 
     # Snapshots ----------------------------------------------------------------
 
@@ -244,8 +265,11 @@ class DatastoreService:
         *,
         transactional: bool,
     ) -> CommitResult:
-        if len(mutations) > limits.MAX_MUTATIONS:
-            raise invalid(f"A commit may have at most {limits.MAX_MUTATIONS} mutations.")
+        if self.legacy_limits and len(mutations) > limits.LEGACY_MAX_MUTATIONS:
+            raise invalid(
+                f"A commit may have at most {limits.LEGACY_MAX_MUTATIONS} mutations "
+                "(--legacy-limits)."
+            )
         self.group.check_leader()
         txn: Transaction | None = None
         if transactional:
@@ -261,6 +285,8 @@ class DatastoreService:
         writes: list[Write] = []
         allocated: list[Any | None] = []
         seen: set[bytes] = set()
+        transforms_of: dict[bytes, int] = {}
+        size = 0
         for mutation in mutations:
             write, new_key = self._evaluate(project, database, mutation)
             if not transactional and write.encoded in seen:
@@ -269,6 +295,22 @@ class DatastoreService:
                     "affecting the same entity."
                 )
             seen.add(write.encoded)
+            if write.transforms:
+                count = transforms_of.get(write.encoded, 0) + len(write.transforms)
+                if count > limits.MAX_TRANSFORMS_PER_ENTITY:
+                    raise invalid(
+                        f"A commit may apply at most {limits.MAX_TRANSFORMS_PER_ENTITY} "
+                        "property transforms to one entity."
+                    )
+                transforms_of[write.encoded] = count
+            # A transaction's writes all arrive in this one Commit: the 10 MiB
+            # transaction cap is the sum of their sizes (the request cap, checked at the
+            # edge, bounds it too; this names the limit the way production does).
+            size += len(write.entity) or len(write.encoded)
+            if size > limits.MAX_TRANSACTION_BYTES:
+                raise invalid(
+                    f"Transaction too big: its writes exceed {limits.MAX_TRANSACTION_BYTES} bytes."
+                )
             writes.append(write)
             allocated.append(new_key)
 
@@ -285,7 +327,9 @@ class DatastoreService:
         if applied.error is not None:
             raise DatastoreError(applied.error, applied.message)
         outcomes = [
-            MutationOutcome(key, w.version, w.create_ts, w.update_ts, w.conflict_detected)
+            MutationOutcome(
+                key, w.version, w.create_ts, w.update_ts, w.conflict_detected, w.transform_results
+            )
             for key, w in zip(allocated, applied.writes, strict=True)
         ]
         return CommitResult(applied.commit_ts, outcomes, applied.index_updates)
@@ -294,15 +338,23 @@ class DatastoreService:
         which = mutation.WhichOneof("operation")
         if which is None:
             raise invalid("A mutation must have an operation.")
-        if mutation.property_transforms:
-            raise DatastoreError(Code.UNIMPLEMENTED, "Property transforms are not supported.")
-        if mutation.HasField("update_time"):
-            raise DatastoreError(Code.UNIMPLEMENTED, "update_time preconditions are not supported.")
-        base = mutation.base_version if mutation.WhichOneof("conflict_detection_strategy") else None
+        base = _precondition(mutation)
+        fail = mutation.conflict_resolution_strategy == _FAIL
+        if mutation.conflict_resolution_strategy not in _STRATEGIES:
+            raise invalid(
+                f"Unknown conflict_resolution_strategy {mutation.conflict_resolution_strategy}."
+            )
+        if mutation.conflict_resolution_strategy and base is None:
+            raise invalid(
+                "A conflict_resolution_strategy needs a conflict detection strategy "
+                "(base_version or update_time)."
+            )
         if which == "delete":
+            if mutation.property_transforms:
+                raise invalid("A delete mutation cannot have property transforms.")
             key = mutation.delete
             keys.normalize(key, project, database)
-            return Write(Op.DELETE, keys.encode(key), b"", base), None
+            return Write(Op.DELETE, keys.encode(key), b"", base, fail), None
         entity = getattr(mutation, which)
         if not entity.HasField("key"):
             raise invalid("An entity to write must have a key.")
@@ -312,12 +364,24 @@ class DatastoreService:
         if not keys.is_complete(entity.key):
             self._assign_id(entity.key)
             new_key = entity.key
+        mask = None
         if mutation.HasField("property_mask"):
-            raise DatastoreError(Code.UNIMPLEMENTED, "Property masks on writes are not supported.")
+            mask = tuple(mutation.property_mask.paths)
+            masks.parse_paths(mask)  # validated here; apply merges (model/masks.py)
+        recipes = transform.check(mutation.property_transforms, project, database)
         indexed: list[tuple[str, bytes]] = []
         indexing.check_entity(entity, project, database, indexed)
         ei = indexing.entity_indexing(entity, indexed)
-        return Write(op, ei.encoded_key, entity.SerializeToString(), base, ei), new_key
+        return Write(
+            op,
+            ei.encoded_key,
+            entity.SerializeToString(),
+            base,
+            fail,
+            mask,
+            recipes,
+            index_memo=None if mask is not None or recipes else ei,
+        ), new_key
 
     async def _replicate(self, command: Command) -> apply_mod.ApplyResult:
         """Submit a command and wait for its result.
