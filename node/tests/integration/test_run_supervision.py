@@ -35,11 +35,13 @@ CATCH_UP_S = 30.0
 class Run:
     """`python -m zonestore_node.cli run` as a subprocess, its console in a file."""
 
-    def __init__(self, tmp: Path, *extra: str, replicas: int = REPLICAS) -> None:
+    def __init__(
+        self, tmp: Path, *extra: str, replicas: int = REPLICAS, data: Path | None = None
+    ) -> None:
         self.tmp = tmp
         self.replicas = replicas
         self.client_port, self.admin_port, self.peer_port = (_free_run(replicas) for _ in range(3))
-        self.data = tmp / "data"
+        self.data = data or tmp / "data"
         self.log_path = tmp / "run.log"
         self.extra = extra
         self._proc: subprocess.Popen[bytes] | None = None
@@ -333,3 +335,41 @@ def test_run_exits_non_zero_when_no_replica_can_be_kept_running(
     )
     assert len(reported) == 3, console
     assert "no replica can be kept running" in console
+
+
+@pytest.mark.timeout(180)
+def test_the_readme_failover_recipe_works_as_written(
+    tmp_path: Path, run_factory: list[Run]
+) -> None:
+    """The README's three lines, run by bash in a folder laid out like the repository
+    (.venv, .zonestore-data); only the ports differ, through the variables the recipe
+    reads (ZONESTORE_ADMIN is `zonestore status`'s default admin address)."""
+    repo = Path(__file__).parents[3]
+    found = re.search(r"Try a failover.*?```sh\n(.*?)```", (repo / "README.md").read_text(), re.S)
+    assert found, "the README lost its failover recipe"
+    recipe = found[1]
+    assert len(recipe.strip().splitlines()) == 3
+    (tmp_path / ".venv").symlink_to(repo / ".venv")
+    run = Run(tmp_path, data=tmp_path / ".zonestore-data").start()
+    run_factory.append(run)
+    run.wait_for("Press Ctrl-C to stop", READY_S)
+    leader = run.leader(["local-0"])
+    env = {
+        **os.environ,
+        "ZONESTORE_ADMIN": run.admin_addr("local-0"),
+        "DATASTORE_EMULATOR_HOST": run.client_addr("local-0"),
+        "DATASTORE_DATASET": "demo",
+        "GOOGLE_CLOUD_PROJECT": "demo",
+        "DATASTORE_PROJECT_ID": "demo",
+    }
+    done = subprocess.run(
+        ["bash", "-e", "-c", recipe], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Jane"
+    killed = run.wait_for(r"^zonestore run: (local-\d) \(pid \d+\) stopped: killed by SIGKILL", 30)
+    assert killed[1] == leader
+    run.wait_for(rf"^zonestore run: {leader} restarted \(pid \d+\)$", CATCH_UP_S)
+    run.wait_for(rf"^zonestore run: {leader} caught up ", CATCH_UP_S)
+    assert run.stop() == 0
