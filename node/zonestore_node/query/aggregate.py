@@ -20,7 +20,7 @@ from google.cloud.datastore_v1.types import aggregation_result as result_types
 
 from zonestore_node.model import keys
 from zonestore_node.model.errors import invalid
-from zonestore_node.query import explain, metadata, planner, rows
+from zonestore_node.query import explain, metadata, planner, rows, vectors
 from zonestore_node.query.outcome import QueryOutcome
 from zonestore_node.query.planner import ResultKind
 from zonestore_node.storage import mvcc
@@ -144,6 +144,10 @@ def run(
     result = batch.aggregation_results.add()
     if spec.kind in metadata.KINDS:
         raise invalid("Aggregations over metadata queries are not supported.")
+    if spec.nearest is not None:
+        raise vectors.unimplemented(
+            "An aggregation over a find_nearest query is not served (see the README)."
+        )
     if spec.result_kind is not ResultKind.PROJECTION:
         spec.result_kind = ResultKind.FULL if needs_entity else ResultKind.KEY_ONLY
     ctx = rows.Context(store, spec, read_ts, policy, plan_only=plan_only)

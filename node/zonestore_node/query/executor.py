@@ -18,16 +18,20 @@ Must not import api/ (the edge imports this module); GQL lives in query/gql.py.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from typing import Any
 
 from google.cloud.datastore_v1.types import query as query_types
 
 from zonestore_node.model import keys, limits
-from zonestore_node.query import aggregate, explain, gql, metadata, planner, rows, values
+from zonestore_node.model.errors import invalid
+from zonestore_node.query import aggregate, explain, gql, metadata, planner, rows, values, vectors
 from zonestore_node.query.outcome import QueryOutcome
 from zonestore_node.query.planner import IndexPolicy, ResultKind, Spec
 from zonestore_node.storage import keycodec, mvcc
+from zonestore_node.storage.engine import Family
+from zonestore_node.txn.command import ReadRange
 
 QueryResultBatch: Any = query_types.QueryResultBatch.pb()
 
@@ -58,6 +62,8 @@ def run_query(
     `plan_only` (query explain without analyze): plan every branch, read nothing, and
     return an empty batch with the indexes the query would use."""
     spec = planner.parse(project, database, namespace, query)
+    if spec.nearest is not None:
+        return run_nearest(store, spec, query, read_ts, policy, plan_only=plan_only)
     if plan_only:
         return plan(store, spec, read_ts, policy)
     ctx = rows.Context(store, spec, read_ts, policy)
@@ -122,6 +128,89 @@ def plan(store: mvcc.Store, spec: Spec, read_ts: int, policy: IndexPolicy) -> Qu
         QueryResultBatch(),
         plans=[p.value for p in ctx.plans],
         indexes_used=explain.indexes_used(spec, ctx.chosen),
+        full_results=explain.full_results(spec),
+    )
+
+
+def run_nearest(
+    store: mvcc.Store,
+    spec: Spec,
+    query: Any,
+    read_ts: int,
+    policy: IndexPolicy,
+    *,
+    plan_only: bool = False,
+) -> QueryOutcome:
+    """find_nearest (query/vectors.py): the query's filters run first as a keys-only
+    query through the ordinary plans and name the admitted entities; the nearest of
+    those come from the vector index; each result is read at read_ts."""
+    nearest = spec.nearest
+    assert nearest is not None
+    if spec.kind is None or spec.kind in metadata.KINDS:
+        raise invalid("find_nearest needs a kind.")
+    if spec.result_kind is ResultKind.PROJECTION:
+        raise vectors.unimplemented(
+            "A projection (other than __key__) with find_nearest is not served (see the README)."
+        )
+    if query.order or query.start_cursor or query.end_cursor or query.offset:
+        raise vectors.unimplemented(
+            "Sort orders, cursors and offsets with find_nearest are not served (see the README)."
+        )
+    if query.HasField("limit") and query.limit.value < nearest.limit:
+        nearest = dataclasses.replace(nearest, limit=max(query.limit.value, 0))
+    prefix = vectors.index_prefix(spec.encoded_partition, spec.kind, nearest)
+    index_used = {
+        "query_scope": "Collection",
+        "properties": f"({nearest.name} VECTOR<{nearest.dimension}>)",
+    }
+    ranges = [ReadRange(prefix, keycodec.prefix_end(prefix))]
+    allowed: set[bytes] | None = None
+    ctx: rows.Context | None = None
+    if query.HasField("filter"):
+        keys_query = type(query)()
+        keys_query.kind.add().name = spec.kind
+        keys_query.filter.CopyFrom(query.filter)
+        keys_query.projection.add().property.name = "__key__"
+        p = spec.partition
+        key_spec = planner.parse(p.project, p.database, p.namespace, keys_query)
+        ctx = rows.Context(store, key_spec, read_ts, policy, plan_only=plan_only)
+        if plan_only:
+            for branch in key_spec.branches:
+                ctx.plan(branch)
+        else:
+            allowed = {row.path for row in rows.stream(ctx)}
+            ranges.extend(ctx.tracker.ranges())
+    used = [index_used] + (explain.indexes_used(key_spec, ctx.chosen) if ctx is not None else [])
+    plans = ["vector"] + ([p.value for p in ctx.plans] if ctx is not None else [])
+    batch = QueryResultBatch()
+    batch.entity_result_type = int(spec.result_kind)
+    batch.more_results = NO_MORE_RESULTS
+    if plan_only:
+        return QueryOutcome(batch, plans=plans, indexes_used=used)
+    hits = vectors.Hits()
+    if nearest.limit > 0:
+        hits = vectors.search(store, prefix, nearest, read_ts, allowed)
+    read_keys: list[bytes] = []
+    for path, distance in zip(hits.paths, hits.distances, strict=True):
+        encoded = spec.encoded_partition + path
+        version = store.get(Family.ENTITIES, encoded, read_ts)
+        read_keys.append(encoded)
+        if version is None:  # cannot happen: index and entity share the snapshot
+            continue
+        er = batch.entity_results.add()
+        render(spec, er, rows.Row(b"", path, version))
+        er.ClearField("cursor")
+        if nearest.result_property:
+            er.entity.properties[nearest.result_property].double_value = distance
+    return QueryOutcome(
+        batch,
+        ranges,
+        read_keys + (ctx.read_keys if ctx is not None else []),
+        plans,
+        indexes_used=used,
+        index_entries=hits.scanned + (ctx.tracker.index_entries if ctx is not None else 0),
+        documents=len(read_keys) + (ctx.fetches if ctx is not None else 0),
+        results=len(batch.entity_results),
         full_results=explain.full_results(spec),
     )
 

@@ -57,7 +57,7 @@ from typing import Any
 from zonestore_node.model import indexing, keys
 from zonestore_node.model.errors import Code, DatastoreError, invalid
 from zonestore_node.query import cursor as cursor_mod
-from zonestore_node.query import filters
+from zonestore_node.query import filters, vectors
 from zonestore_node.storage import keycodec
 
 ASCENDING = 1
@@ -124,6 +124,7 @@ class Spec:
     end: cursor_mod.Position | None
     offset: int
     limit: int | None
+    nearest: vectors.Nearest | None = None  # find_nearest (query/vectors.py)
     key_only_order: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,8 +135,7 @@ def parse(project: str, database: str, namespace: str, query: Any) -> Spec:
     partition = keys.Partition(project, database, namespace)
     if namespace:
         keys.check_name(namespace, "namespace")
-    if query.HasField("find_nearest"):
-        raise invalid("find_nearest (vector search) is not supported.")
+    nearest = vectors.parse(query.find_nearest) if query.HasField("find_nearest") else None
     if len(query.kind) > 1:
         raise invalid("A query may name at most one kind.")
     kind = query.kind[0].name if query.kind else None
@@ -198,6 +198,7 @@ def parse(project: str, database: str, namespace: str, query: Any) -> Spec:
         end=end,
         offset=query.offset,
         limit=limit,
+        nearest=nearest,
     )
 
 

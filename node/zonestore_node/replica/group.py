@@ -56,6 +56,7 @@ from typing import Any
 
 import msgpack
 
+from zonestore_node.model import vectors
 from zonestore_node.raft import messages as rmsg
 from zonestore_node.raft.confchange import ConfChange, ConfChangeError
 from zonestore_node.raft.core import Config, ProposalDropped, Role
@@ -987,6 +988,7 @@ class RaftGroup:
         batch.put(Family.META, PEERS_KEY, msgpack.packb(self._address_book, use_bin_type=True))
 
     def _after_restore(self, snap: rmsg.Snapshot) -> None:
+        vectors.reset(self.engine)  # in-memory vector matrices rebuild from the new state
         self._drop_staged(lambda index: index <= snap.metadata.index)
         self.snapshots_received += 1
         with contextlib.suppress(OSError):
