@@ -114,6 +114,7 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "(production now caps only its bytes: 10 MiB)",
     )
     edge_flags(p)
+    backup_cli.archive_flags(p)
     sec = p.add_argument_group("security (README: Security)")
     for side, what in (("peer", "between replicas (mutual TLS)"), ("client", "on the client API")):
         for part in ("cert", "key", "ca"):
@@ -178,6 +179,7 @@ def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--legacy-limits", action="store_true", help="passed to every replica")
     edge_flags(p)
+    backup_cli.archive_flags(p)
 
 
 def parse_cluster(spec: str) -> tuple[tuple[str, str], ...]:
@@ -212,6 +214,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             "--client-addr", client, "--admin-addr", admin,
             "--edge", args.edge, *(["--edge-binary", args.edge_binary] if args.edge_binary else []),
             *(["--allow-reset"] if args.allow_reset else []),
+            *backup_cli.archive_args(args),
             *(["--legacy-limits"] if args.legacy_limits else []),
         ]  # fmt: skip
         if args.replicas > 1:
@@ -423,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 edge=args.edge,
                 edge_binary=args.edge_binary,
                 allow_reset=args.allow_reset,
+                **backup_cli.archive_config(args),  # type: ignore[arg-type]
             )
             server.check_security(config)
         except server.ConfigError as exc:

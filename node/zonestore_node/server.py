@@ -35,6 +35,7 @@ from zonestore_node.api.datastore import GRPC_OPTIONS, SERVICE, DatastoreApi
 from zonestore_node.api.forward import Forwarder
 from zonestore_node.api.handoff import EdgeMetricsCollector, EdgeRelay, HandoffServer, RelayToEdge
 from zonestore_node.api.metrics import Metrics
+from zonestore_node.backup import archive
 from zonestore_node.model import indexing
 from zonestore_node.model.errors import DatastoreError
 from zonestore_node.query import planner
@@ -92,6 +93,10 @@ class NodeConfig:
     edge: str = "off"
     edge_binary: str = ""
     allow_reset: bool = False  # POST /reset (the emulator's) may delete all data
+    # Continuous archiving (backup/archive.py): while this replica leads, committed log
+    # entries go to this URL (file:///dir or s3://bucket/prefix); empty: off.
+    archive_to: str = ""
+    archive_max_delay_seconds: float = 60.0
 
 
 class ConfigError(ValueError):
@@ -220,6 +225,9 @@ class Node:
         self.service.legacy_limits = config.legacy_limits
         self.service.horizon_wall_us = self.clock_guard.earliest_us
         self.metrics = Metrics(config.node_id, config.zone)
+        self.archiver = archive.for_node(
+            config.archive_to, self.group, self.metrics.registry, config.archive_max_delay_seconds
+        )
         self.edge_binary = find_edge(config)
         self.forwarder: Forwarder = (
             EdgeRelay()
@@ -350,6 +358,11 @@ class Node:
             async with asyncio.TaskGroup() as tasks:
                 group_task = tasks.create_task(self.group.run(), name="commit-group")
                 upkeep = tasks.create_task(self._upkeep(), name="upkeep")
+                archiving = (
+                    tasks.create_task(self.archiver.run(), name="archive")
+                    if self.archiver
+                    else None
+                )
                 declared = tasks.create_task(self._ensure_declared_indexes(), name="index-yaml")
                 await server.start()
                 await site.start()
@@ -371,6 +384,9 @@ class Node:
                     log.info("node.handed_off leader=%s", successor)
                 await server.stop(self.config.shutdown_grace_seconds)
                 upkeep.cancel()
+                if self.archiver is not None and archiving is not None:
+                    archiving.cancel()
+                    await self.archiver.close()  # ships what it buffered (committed)
                 declared.cancel()
                 self.group.close()
                 await group_task

@@ -321,3 +321,15 @@ def _newest_commit_ts(entries: list[list[Any]]) -> int:
         if data.startswith(COMMIT_PREFIX):
             return int(command.decode(data[1:]).commit_ts)
     return 0
+
+
+def for_node(
+    url: str, group: RaftGroup, registry: CollectorRegistry, max_delay_s: float = MAX_DELAY_S
+) -> Archiver | None:
+    """The archiver `--archive-to URL` asks for (None when empty). Raises ValueError for
+    a URL that names no destination. S3 settings come from the AWS_* environment."""
+    if not url:
+        return None
+    if not max_delay_s > 0:
+        raise ValueError("--archive-max-delay-seconds must be above 0")
+    return Archiver(group, objstore.open_store(url), registry, max_delay_s=max_delay_s)

@@ -35,14 +35,13 @@ from typing import Any
 
 from aiohttp import web
 
-from zonestore_node.replica.group import APPLIED_KEY, RaftGroup
+from zonestore_node.replica.group import APPLIED_KEY, GROUP_ID_KEY, RaftGroup
 from zonestore_node.storage.engine import Engine, Family
 
 log = logging.getLogger("zonestore.backup")
 
 ABANDON_AFTER_S = 3600.0
 DIR_NAME = "backup-checkpoints"
-GROUP_ID_KEY = b"group/id"
 _U64x2 = struct.Struct(">QQ")
 _ID = re.compile(r"^[0-9a-f]{16}$")
 

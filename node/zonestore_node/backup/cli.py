@@ -184,3 +184,49 @@ def _list(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0
+
+
+def archive_flags(p: argparse.ArgumentParser) -> None:
+    """`--archive-to` and its delay, on `zonestore serve` and `zonestore run`."""
+    p.add_argument(
+        "--archive-to",
+        default=os.environ.get("ZONESTORE_ARCHIVE_TO", ""),
+        metavar="URL",
+        help="continuous archiving for point-in-time restore: the leader ships committed "
+        "log entries to URL (file:///dir or s3://bucket/prefix; S3 settings from AWS_*)",
+    )
+    p.add_argument(
+        "--archive-max-delay-seconds",
+        type=float,
+        default=float(os.environ.get("ZONESTORE_ARCHIVE_MAX_DELAY", "60")),
+        help="an archive segment is uploaded at the latest this long after its first entry",
+    )
+
+
+def archive_args(args: argparse.Namespace) -> list[str]:
+    """The flags `zonestore run` passes on to every replica."""
+    if not args.archive_to:
+        return []
+    return [
+        "--archive-to",
+        args.archive_to,
+        "--archive-max-delay-seconds",
+        str(args.archive_max_delay_seconds),
+    ]
+
+
+def archive_config(args: argparse.Namespace) -> dict[str, object]:
+    """NodeConfig fields from the flags; a bad URL is refused as a configuration error."""
+    from zonestore_node.server import ConfigError
+
+    if args.archive_to:
+        try:
+            objstore.open_store(args.archive_to).close()
+        except ValueError as exc:
+            raise ConfigError(f"--archive-to: {exc}") from exc
+        if not args.archive_max_delay_seconds > 0:
+            raise ConfigError("--archive-max-delay-seconds must be above 0")
+    return {
+        "archive_to": args.archive_to,
+        "archive_max_delay_seconds": args.archive_max_delay_seconds,
+    }

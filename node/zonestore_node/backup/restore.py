@@ -36,7 +36,7 @@ import msgpack
 
 from zonestore_node.backup import archive, catalog, checkpoint, objstore
 from zonestore_node.raft.messages import EntryType
-from zonestore_node.replica.group import APPLIED_KEY, COMMIT_PREFIX, PEERS_KEY
+from zonestore_node.replica.group import APPLIED_KEY, COMMIT_PREFIX, GROUP_ID_KEY, PEERS_KEY
 from zonestore_node.replica.raftlog import HARD_STATE_KEY, SNAPSHOT_KEY
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
@@ -189,7 +189,7 @@ def _new_group(engine: Engine, node_id: str, index: int, commit_ts: int) -> str:
     )
     batch.put(Family.META, HARD_STATE_KEY, msgpack.packb([1, "", index], use_bin_type=True))
     batch.delete(Family.META, PEERS_KEY)
-    batch.put(Family.META, checkpoint.GROUP_ID_KEY, group_id.encode())
+    batch.put(Family.META, GROUP_ID_KEY, group_id.encode())
     engine.write(batch)
     return group_id
 

@@ -75,6 +75,9 @@ COMMIT_PREFIX = b"C"
 FRAME_RAFT = 1
 FRAME_SNAP = 2
 PEERS_KEY = b"raft/peers"
+# The group's identity: state (so a snapshot carries it to a new replica), written by
+# `zonestore restore` (backup/restore.py); empty for groups founded without one.
+GROUP_ID_KEY = b"group/id"
 SNAPSHOT_EVERY = 20_000
 SNAPSHOT_KEEP = 5_000
 SNAP_CHUNK_BYTES = 512 * 1024
@@ -286,13 +289,25 @@ class RaftGroup:
             )
         }
         self._address_book: dict[str, list[str]] = {}
+        # A replica of another group (a restored copy, or the group a copy came from,
+        # reusing ids and addresses) must never take part: frames from a peer whose hello
+        # names another group are dropped, unless one side is empty (a joining replica,
+        # which adopts the group id with its first snapshot).
+        self.group_id = (engine.get(Family.META, GROUP_ID_KEY) or b"").decode()
+        self._foreign: set[str] = set()
         self.transport = Transport(
             config.node_id,
             config.peer_addr,
             self._on_frame,
             self._on_unreachable,
             tls=PeerTls(config.peer_tls) if config.peer_tls is not None else None,
-            hello={"client": config.client_addr, "admin": config.admin_addr, "zone": config.zone},
+            hello={
+                "client": config.client_addr,
+                "admin": config.admin_addr,
+                "zone": config.zone,
+                "group": self.group_id,
+                "fresh": "1" if self.storage.is_empty else "",
+            },
             on_hello=self._on_hello,
             on_clock=clock_guard.observe if clock_guard is not None else None,
         )
@@ -526,12 +541,26 @@ class RaftGroup:
 
     def _on_hello(self, peer: str, meta: Any) -> None:
         if isinstance(meta, dict):
+            group = str(meta.get("group", ""))
+            if group != self.group_id and not meta.get("fresh") and not self.storage.is_empty:
+                if peer not in self._foreign:
+                    log.error(
+                        "replica.foreign_peer peer=%s group=%r ours=%r: refusing its traffic",
+                        peer,
+                        group,
+                        self.group_id,
+                    )
+                self._foreign.add(peer)
+                return
+            self._foreign.discard(peer)
             info = self.peers.setdefault(peer, PeerInfo())
             info.client_addr = str(meta.get("client", "")) or info.client_addr
             info.admin_addr = str(meta.get("admin", "")) or info.admin_addr
             info.zone = str(meta.get("zone", "")) or info.zone
 
     def _on_frame(self, peer: str, kind: int, body: Any) -> None:
+        if peer in self._foreign:
+            return
         if kind == FRAME_SNAP:
             self._on_snapshot_chunk(peer, body)
             return
@@ -988,6 +1017,8 @@ class RaftGroup:
         batch.put(Family.META, PEERS_KEY, msgpack.packb(self._address_book, use_bin_type=True))
 
     def _after_restore(self, snap: rmsg.Snapshot) -> None:
+        self.group_id = (self.engine.get(Family.META, GROUP_ID_KEY) or b"").decode()
+        self.transport.hello.update(group=self.group_id, fresh="")
         vectors.reset(self.engine)  # in-memory vector matrices rebuild from the new state
         self._drop_staged(lambda index: index <= snap.metadata.index)
         self.snapshots_received += 1
@@ -1042,6 +1073,7 @@ class RaftGroup:
             "applied_index": self.applied_index,
             "last_index": st.last_index,
             "applied_ts": self.applied_ts,
+            "group_id": self.group_id,
             "clock_offset_ms": (
                 self.clock_guard.offset_us() / 1000 if self.clock_guard is not None else 0.0
             ),
