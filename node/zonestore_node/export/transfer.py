@@ -45,7 +45,7 @@ SERVICE = "/google.datastore.v1.Datastore/"
 # Per commit: well under the node's 10 MiB request and transaction caps, and 500
 # mutations (the legacy cap some nodes run with, --legacy-limits).
 MAX_BATCH_MUTATIONS = 500
-MAX_BATCH_BYTES = 8 << 20
+MAX_BATCH_BYTES = 4 << 20
 COMMITS_IN_FLIGHT = 4
 # An output file is closed at this size and the next one begun.
 OUTPUT_FILE_BYTES = 128 << 20
