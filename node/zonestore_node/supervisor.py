@@ -52,6 +52,7 @@ GIVE_UP_AFTER = 3  # failed starts in a row, of every replica at once
 STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL
 READY_WAIT_S = 30.0  # before the banner says which replicas are not ready
 POLL_S = 0.2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
 EXIT_STORAGE = 75  # engine.EXIT_STORAGE (sysexits EX_TEMPFAIL): the disk failed
 
 
@@ -209,7 +210,7 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stop)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -219,7 +220,7 @@ class Supervisor:
                 await self._stop.wait()
                 announce.cancel()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         return self.code
 
@@ -280,7 +281,11 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             code = await exited
-            await forward
+            try:  # a grandchild in a session of its own could keep the pipe open
+                async with asyncio.timeout(STOP_GRACE_S):
+                    await asyncio.shield(forward)
+            except TimeoutError:
+                forward.cancel()
         replica.running = False
         if by_us or self._stop.is_set():
             self._remove_pid(spec.node_id)
