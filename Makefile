@@ -11,7 +11,7 @@ JS_STAMP := $(JS)/node_modules/.installed
 REPLICAS ?= 3
 ARGS ?=
 
-.PHONY: run test lint unit bench setup clean-data tools promtool fuse faketime versitygw jepsen e2e e2e-clean e2e-kind control-plane chaos
+.PHONY: run test lint unit bench setup clean-data tools promtool fuse faketime versitygw edge jepsen e2e e2e-clean e2e-kind control-plane chaos
 
 # Tools the chart and alert tests run. helm is built from the Go module proxy into
 # .cache/bin (git-ignored; one file per version, so a bump rebuilds): ~3.5 min cold on 2
@@ -73,6 +73,19 @@ $(VERSITYGW):
 
 versitygw: $(VERSITYGW)
 
+# zonestore-edge, the client port's server (node/edge, Go; its modules from the Go module
+# proxy, Go's build cache in ~/.cache/go-build): rebuilt when a source changes (~1 min cold,
+# seconds warm). `zonestore serve` finds it in .cache/bin; without it the node serves gRPC
+# from Python (--edge off).
+EDGE := $(TOOLS)/zonestore-edge
+EDGE_SRC := $(filter-out %_test.go,$(wildcard node/edge/*.go)) node/edge/go.mod node/edge/go.sum
+
+$(EDGE): $(EDGE_SRC)
+	mkdir -p $(TOOLS)
+	cd node/edge && go build -trimpath -o $(EDGE).tmp . && mv $(EDGE).tmp $(EDGE)
+
+edge: $(EDGE)
+
 tools: $(HELM) $(PROMTOOL) fuse faketime $(VERSITYGW)
 
 # The e2e control plane (issue 6): kube-apiserver, kube-controller-manager,
@@ -103,10 +116,11 @@ control-plane: $(K8S_BIN)/.built $(MONITORING_CRDS)/.built $(NFT)
 
 promtool: $(PROMTOOL)
 
-run: $(STAMP)
+run: $(STAMP) $(EDGE)
 	$(PY) -m zonestore_node.cli run --replicas $(REPLICAS) $(ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) $(EDGE)
+	cd node/edge && go vet ./...
 	$(VENV)/bin/ruff check node operator bench e2e
 	$(VENV)/bin/ruff format --check node operator bench e2e
 	$(VENV)/bin/mypy
@@ -119,7 +133,8 @@ JEPSEN_TESTS := node/tests/jepsen
 ISOLATED := $(if $(filter 0,$(shell id -u)),unshare --net --mount --propagation private e2e/isolated.sh)
 JEPSEN_ARGS ?=
 
-test: setup lint tools control-plane
+test: setup lint tools control-plane $(EDGE)
+	cd node/edge && go test -count=1 ./...
 	ZONESTORE_HELM=$(HELM) ZONESTORE_PROMTOOL=$(PROMTOOL) ZONESTORE_VERSITYGW=$(VERSITYGW) $(PY) -m pytest -q $(if $(ISOLATED),--ignore=$(JEPSEN_TESTS)) $(ARGS)
 	$(if $(ISOLATED),$(ISOLATED) $(PY) -m pytest -q $(JEPSEN_TESTS) $(JEPSEN_ARGS))
 	$(MAKE) --no-print-directory e2e

@@ -150,6 +150,22 @@ func (m *edgeMetrics) render() string {
 	sb.WriteString("# HELP zonestore_edge_overloaded_total Requests refused with RESOURCE_EXHAUSTED because the node had too many in flight.\n")
 	sb.WriteString("# TYPE zonestore_edge_overloaded_total counter\n")
 	fmt.Fprintf(&sb, "zonestore_edge_overloaded_total %d\n", m.overloaded.Load())
+	// The node's own series (api/metrics.py; the node leaves it to the edge when one
+	// serves its client port): the dashboard's forwarding panel reads it.
+	sb.WriteString("# HELP zonestore_forwarded_requests_total Requests this replica relayed to the leader.\n")
+	sb.WriteString("# TYPE zonestore_forwarded_requests_total counter\n")
+	forwarded := map[string]uint64{}
+	for k, c := range m.relays {
+		forwarded[k[0]] += c.Load()
+	}
+	names = names[:0]
+	for name := range forwarded {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fmt.Fprintf(&sb, "zonestore_forwarded_requests_total{method=%q} %d\n", name, forwarded[name])
+	}
 	sb.WriteString("# HELP zonestore_edge_relays_total Requests relayed to the leader's edge, by method and outcome.\n")
 	sb.WriteString("# TYPE zonestore_edge_relays_total counter\n")
 	for _, k := range sortedKeys(m.relays) {

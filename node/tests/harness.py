@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from tests.netproxy import ProxyHub
 
 
+# The client port's server for every node the tests start: `zonestore serve`'s default
+# (--edge auto: zonestore-edge when `make edge` has built it) unless ZONESTORE_TEST_EDGE
+# says otherwise ("off": Python's grpc.aio server, "on": the edge or fail).
+TEST_EDGE = os.environ.get("ZONESTORE_TEST_EDGE", "")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,13 +73,18 @@ class NodeProcess:
         host: str = "127.0.0.1",
         netns: str | None = None,
         ports: tuple[int, int] | None = None,
+        edge: str | None = None,
     ) -> None:
-        """`env`: added to the process environment (e.g. libfaketime's LD_PRELOAD).
+        """`edge`: the --edge mode (default: TEST_EDGE, else serve's own default).
+        `env`: added to the process environment (e.g. libfaketime's LD_PRELOAD).
         `netns`: run inside that network namespace (`ip netns exec`, which execs, so
         `proc` is the node itself), listening on `host` at `ports` (client, admin)."""
         self.data_dir = data_dir
         self.node_id = node_id
         self.extra = extra or []
+        edge = edge or TEST_EDGE
+        if edge:
+            self.extra = ["--edge", edge, *self.extra]
         self.env = env or {}
         self.host = host
         self.netns = netns
@@ -141,6 +152,17 @@ class NodeProcess:
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError(f"node not ready in {timeout}s: {self.log_tail()}")
+
+    def edge_pid(self) -> int | None:
+        """The pid of the newest zonestore-edge this node started (its log says), if any."""
+        pid = None
+        try:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if "edge.started pid=" in line:
+                    pid = int(line.split("edge.started pid=")[1].split()[0])
+        except OSError:
+            return None
+        return pid
 
     def log_tail(self, lines: int = 40) -> str:
         try:

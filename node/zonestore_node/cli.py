@@ -429,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                 **backup_cli.archive_config(args),  # type: ignore[arg-type]
             )
             server.check_security(config)
+            server.check_edge(config)
         except server.ConfigError as exc:
             print(f"zonestore serve: {exc}", file=sys.stderr)
             return 2

@@ -253,6 +253,8 @@ class Node:
                 reset=self.reset_data if config.allow_reset else None,
                 reset_refusal="reset is disabled: the node runs without --allow-reset",
             )
+            # The edge relays, and counts zonestore_forwarded_requests itself.
+            self.metrics.registry.unregister(self.metrics.forwarded)
             self.metrics.registry.register(EdgeMetricsCollector(self.handoff))
         # Read (and refused when malformed) before anything starts.
         self.declared_indexes: list[indexing.CompositeDefinition] = []
@@ -407,7 +409,7 @@ class Node:
         keys: dict[tuple[str, str], list[Any]] = {}
         read_ts = self.group.read_ts()
         for version in self.store.scan(Family.ENTITIES, b"", b"\xff" * 8, read_ts):
-            key = _Entity.FromString(version.payload).key
+            key = _Entity.FromString(apply.split_payload(version.payload)[1]).key
             keys.setdefault((key.partition_id.project_id, key.partition_id.database_id), []).append(
                 key
             )
@@ -497,6 +499,15 @@ def find_edge(config: NodeConfig) -> Path | None:
             edgeproc.BUILD_HINT,
         )
     return binary
+
+
+def check_edge(config: NodeConfig) -> None:
+    """Refuse an --edge-binary that is not there (before anything starts)."""
+    if config.edge != "off":
+        try:
+            edgeproc.find_binary(config.edge_binary)
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def edge_args(config: NodeConfig, socket_path: str) -> list[str]:
