@@ -578,6 +578,7 @@ def test_notes_render_and_tell_what_to_do_next(name: str, tmp_path: Path) -> Non
     assert "kubectl -n ops rollout status deployment/zs-zonestore-operator" in notes
     assert "helm test zs -n ops" in notes
     assert "kubectl apply --server-side --force-conflicts -f" in notes
+    assert "kubectl apply -f examples/minimal.yaml" in notes
     assert ("PodMonitor" in notes) == (name == "monitoring")
     assert ("namespace dbs" in notes) == (name == "namespaced")
 
