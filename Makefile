@@ -11,7 +11,7 @@ JS_STAMP := $(JS)/node_modules/.installed
 REPLICAS ?= 3
 ARGS ?=
 
-.PHONY: run test lint unit bench setup clean-data tools promtool fuse faketime versitygw edge jepsen e2e e2e-clean e2e-kind control-plane chaos
+.PHONY: run test lint unit bench setup clean-data tools promtool fuse faketime versitygw edge java-client go-client jepsen e2e e2e-clean e2e-kind control-plane chaos
 
 # Tools the chart and alert tests run. helm is built from the Go module proxy into
 # .cache/bin (git-ignored; one file per version, so a bump rebuilds): ~3.5 min cold on 2
@@ -86,6 +86,24 @@ $(EDGE): $(EDGE_SRC)
 
 edge: $(EDGE)
 
+# The official Java and Go clients' programs for node/tests/clients: the Java one (Maven,
+# google-cloud-datastore from Maven Central) into .cache/java with its local repository in
+# .cache/m2, the Go one into .cache/bin; each rebuilt when its sources change.
+JAVA_CLIENT := .cache/java/java-client-paths-1.jar
+GO_CLIENT := $(TOOLS)/zonestore-goclient
+
+$(JAVA_CLIENT): node/tests/java/pom.xml $(wildcard node/tests/java/src/main/java/zonestore/*.java)
+	mvn -q -B -Dmaven.repo.local=$(abspath .cache/m2) -f node/tests/java/pom.xml package
+	touch $@
+
+$(GO_CLIENT): $(wildcard node/tests/goclient/*.go) node/tests/goclient/go.mod node/tests/goclient/go.sum
+	mkdir -p $(TOOLS)
+	cd node/tests/goclient && go build -trimpath -o $(GO_CLIENT).tmp . && mv $(GO_CLIENT).tmp $(GO_CLIENT)
+
+java-client: $(JAVA_CLIENT)
+
+go-client: $(GO_CLIENT)
+
 tools: $(HELM) $(PROMTOOL) fuse faketime $(VERSITYGW)
 
 # The e2e control plane (issue 6): kube-apiserver, kube-controller-manager,
@@ -133,7 +151,7 @@ JEPSEN_TESTS := node/tests/jepsen
 ISOLATED := $(if $(filter 0,$(shell id -u)),unshare --net --mount --propagation private e2e/isolated.sh)
 JEPSEN_ARGS ?=
 
-test: setup lint tools control-plane $(EDGE)
+test: setup lint tools control-plane $(EDGE) $(JAVA_CLIENT) $(GO_CLIENT)
 	cd node/edge && go test -count=1 ./...
 	ZONESTORE_HELM=$(HELM) ZONESTORE_PROMTOOL=$(PROMTOOL) ZONESTORE_VERSITYGW=$(VERSITYGW) $(PY) -m pytest -q $(if $(ISOLATED),--ignore=$(JEPSEN_TESTS)) $(ARGS)
 	$(if $(ISOLATED),$(ISOLATED) $(PY) -m pytest -q $(JEPSEN_TESTS) $(JEPSEN_ARGS))
