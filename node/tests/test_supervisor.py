@@ -82,6 +82,14 @@ def test_the_reason_is_the_exception_that_ended_the_traceback() -> None:
         "unavailable\n",
     ]
     assert "LOCK: Resource temporarily unavailable" in supervisor.failure_reason(locked)
+    in_a_group = [
+        "  + Exception Group Traceback (most recent call last):\n",
+        '    |   File "server.py", line 300, in serve\n',
+        "    | OSError: [Errno 98] error while attempting to bind on address "
+        "('127.0.0.1', 40719): address already in use\n",
+        "    +------------------------------------\n",
+    ]
+    assert supervisor.failure_reason(in_a_group).startswith("OSError: [Errno 98] error while")
     storage = ["2026 INFO node.serving\n", "2026 ERROR storage.failed op=sync error=EIO\n", "\n"]
     assert supervisor.failure_reason(storage) == "2026 ERROR storage.failed op=sync error=EIO"
     assert supervisor.failure_reason([]) == ""

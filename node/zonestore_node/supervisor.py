@@ -116,13 +116,15 @@ def describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
+_GROUP_MARGIN = re.compile(r"^[\s|]+")  # an ExceptionGroup's traceback is drawn in "| "
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b")
 
 
 def failure_reason(output: Sequence[str]) -> str:
     """What a replica's last output lines say it died of: the exception line that ends
     a traceback, else the last line that mentions an error, else its last line."""
-    lines = [line.strip() for line in output if line.strip()]
+    lines = [_GROUP_MARGIN.sub("", line).strip() for line in output]
+    lines = [line for line in lines if line]
     for line in reversed(lines):
         if _EXCEPTION_LINE.match(line):
             return line

@@ -290,14 +290,16 @@ def test_a_replica_whose_port_is_taken_is_reported_and_started_once_it_is_free(
 ) -> None:
     run = Run(tmp_path)
     run_factory.append(run)
-    taken = f"127.0.0.1:{run.client_port + 2}"  # local-2's client port
+    # local-2's admin port: the node binds it itself (a taken client port is the edge's
+    # to retry, when zonestore-edge serves it, and the node stays up, not ready).
+    taken = f"127.0.0.1:{run.admin_port + 2}"
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", run.client_port + 2))
+        holder.bind(("127.0.0.1", run.admin_port + 2))
         holder.listen()
         run.start()
         run.wait_for(
             rf"^zonestore run: local-2 \(pid \d+\) stopped before it was ready: exit status 1: "
-            rf"client port {taken} is taken by another process; .*Failed to bind.*; "
+            rf"admin port {taken} is taken by another process; .*address already in use.*; "
             r"restarting in 1 s$",
             READY_S,
         )
