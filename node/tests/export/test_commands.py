@@ -4,7 +4,9 @@ input that stops with the file and offset named, and an S3-compatible destinatio
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +66,8 @@ def test_import_defaults_to_the_exports_project_and_a_rerun_upserts_the_same(
     overall = export_to(node, project, str(tmp_path / "out"))
     client = client_for(node, project)
     client.delete_multi([e.key for e in written])
-    for _ in range(2):
-        ran = zonestore("import", "--admin", node.admin_addr, "--from", overall)
+    for source in (overall, str(Path(overall).parent)):  # the file, or its folder
+        ran = zonestore("import", "--admin", node.admin_addr, "--from", source)
         assert ran.code == 0, ran.err
         assert f"into project {project}" in ran.err
     got = read_all(client, [None, "ns1"], KINDS)
@@ -284,9 +286,9 @@ def test_import_streams_in_batches_under_the_commit_caps(
     original = real.commit
 
     class Recording:
-        def future(self, request: Any, timeout: float) -> Any:
+        def future(self, request: Any, timeout: float, metadata: Any = ()) -> Any:
             sent.append(request.ByteSize())
-            return original.future(request, timeout=timeout)
+            return original.future(request, timeout=timeout, metadata=metadata)
 
     real.commit = Recording()  # type: ignore[assignment]
     store, key = transfer.split_location(overall)
@@ -306,3 +308,30 @@ def test_import_streams_in_batches_under_the_commit_caps(
     assert {e.key.id: e["blob"][:1] for e in copy.query(kind="Big").fetch()} == {
         i + 1: bytes([i]) for i in range(30)
     }
+
+
+def test_a_node_that_wants_client_tokens_gets_one_from_token_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    grant = {"name": "mover", "projects": ["*"], "databases": ["*"], "access": "write"}
+    grant["token_sha256"] = hashlib.sha256(b"tok-mover").hexdigest()
+    tokens.write_text(json.dumps([grant]))
+    (tmp_path / "token.txt").write_text("tok-mover\n")
+    guarded = NodeProcess(tmp_path / "node", extra=["--auth-tokens", str(tokens)])
+    guarded.start()
+    try:
+        ran = zonestore(
+            "export", "--admin", guarded.admin_addr, "--to", str(tmp_path / "a"), "--project", "p"
+        )
+        assert ran.code == 1 and "UNAUTHENTICATED" in ran.err
+        ran = zonestore(
+            "export", "--admin", guarded.admin_addr, "--to", str(tmp_path / "b"),
+            "--project", "p", "--token-file", str(tmp_path / "token.txt"),
+        )  # fmt: skip
+        assert ran.code == 0, ran.err
+        ran = zonestore(
+            "import", "--admin", guarded.admin_addr, "--from", ran.out.strip().splitlines()[-1],
+            "--token-file", str(tmp_path / "token.txt"),
+        )  # fmt: skip
+        assert ran.code == 0, ran.err
+    finally:
+        guarded.stop()

@@ -7,7 +7,8 @@ line (registered in cli.py's build_parser).
                      [--project P] [--kinds K,..] [--namespaces N,..]
 
 `--admin` is any replica's admin address (the replica's client address is read from its
-/admin/status). The project defaults to DATASTORE_PROJECT_ID, GOOGLE_CLOUD_PROJECT or
+/admin/status); `--token-file` and `--tls-ca` reach a client port that wants a token or
+serves TLS. The project defaults to DATASTORE_PROJECT_ID, GOOGLE_CLOUD_PROJECT or
 DATASTORE_DATASET for an export, and to the project the export's keys name for an
 import. Destinations and sources: a folder, file:///folder or s3://bucket/prefix (the
 S3 endpoint and credentials from the usual AWS_* variables, or --s3-endpoint). Progress
@@ -43,6 +44,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--admin-token-file",
             default=os.environ.get("ZONESTORE_ADMIN_TOKEN_FILE", ""),
             help="file holding the admin token (when the node requires one)",
+        )
+        p.add_argument(
+            "--token-file",
+            default=os.environ.get("ZONESTORE_CLIENT_TOKEN_FILE", ""),
+            help="file holding a client token (nodes run with --auth-tokens)",
+        )
+        p.add_argument(
+            "--tls-ca",
+            default=os.environ.get("ZONESTORE_CLIENT_TLS_CA", ""),
+            help="CA (PEM) of the client port's certificate, when it serves TLS",
         )
         p.add_argument("--project", default="", help="the project (see the defaults above)")
         p.add_argument("--database", default="", help="the database id (default: the default)")
@@ -90,10 +101,20 @@ def main(args: Any) -> int:
         except OSError as exc:
             print(f"zonestore: cannot read the admin token file: {exc}", file=sys.stderr)
             return 2
+    client_token = ""
+    tls_ca: bytes | None = None
+    try:
+        if args.token_file:
+            client_token = Path(args.token_file).read_text().strip()
+        if args.tls_ca:
+            tls_ca = Path(args.tls_ca).read_bytes()
+    except OSError as exc:
+        print(f"zonestore: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     progress = transfer.Progress(args.command, out=open(os.devnull, "w") if args.quiet else None)  # noqa: SIM115
     try:
         address = transfer.client_address(args.admin, token)
-        node = transfer.Node(address)
+        node = transfer.Node(address, client_token, tls_ca)
         try:
             if args.command == "export":
                 project = (
@@ -146,7 +167,7 @@ def main(args: Any) -> int:
                 progress=progress,
             )
             print(
-                f"imported {imported.entities:,} entities into project {imported.project} "
+                f"imported {imported.entities:,} entities into project {imported.project or '-'} "
                 f"in {imported.seconds:.1f} s"
                 + (f" ({imported.skipped:,} left out by the filters)" if imported.skipped else ""),
                 file=sys.stderr,

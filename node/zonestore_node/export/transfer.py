@@ -99,9 +99,16 @@ def client_address(admin: str, token: str = "") -> str:
 class Node:
     """The Datastore API of one replica (any replica serves any request)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, token: str = "", tls_ca: bytes | None = None) -> None:
+        """`token`: sent as `authorization: Bearer` (nodes run with --auth-tokens);
+        `tls_ca`: PEM of the CA that signed the client port's certificate (client TLS)."""
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        if tls_ca is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+            self.channel = grpc.secure_channel(address, credentials, options=GRPC_OPTIONS)
+        else:
+            self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._run_query = self.channel.unary_unary(
             SERVICE + "RunQuery",
             request_serializer=RunQueryRequest.SerializeToString,
@@ -119,7 +126,7 @@ class Node:
     def run_query(self, request: Any) -> Any:
         for attempt in range(RETRIES):
             try:
-                return self._run_query(request, timeout=120)
+                return self._run_query(request, timeout=120, metadata=self.metadata)
             except grpc.RpcError as exc:
                 if exc.code() not in RETRIED_CODES or attempt == RETRIES - 1:
                     raise TransferError(
@@ -422,7 +429,7 @@ class _Committer:
         while len(self.in_flight) >= COMMITS_IN_FLIGHT:
             self._settle()
         request = self.request
-        future = self.node.commit.future(request, timeout=120)
+        future = self.node.commit.future(request, timeout=120, metadata=self.node.metadata)
         self.in_flight.append((future, request, len(request.mutations), self.batch_bytes))
         self.request = self._new()
         self.batch_bytes = 0
@@ -439,7 +446,9 @@ class _Committer:
                 if code in RETRIED_CODES and attempt < RETRIES:
                     time.sleep(min(0.1 * 2**attempt, 3.0))
                     attempt += 1
-                    future = self.node.commit.future(request, timeout=120)
+                    future = self.node.commit.future(
+                        request, timeout=120, metadata=self.node.metadata
+                    )
                     continue
                 first = request.mutations[0].upsert.key
                 raise TransferError(
