@@ -67,7 +67,7 @@ func (b *edgeBackend) Reset(ctx context.Context) error {
 func (b *edgeBackend) serve(ctx context.Context, call Call) ([]byte, metadata.MD, error) {
 	hops := hopsOf(call.MD)
 	state, _ := b.node.leaderView()
-	if !state.servesHere && needsLeader(call.Method, call.Body) {
+	if !state.servesHere && needsLeader(call.Method, call.Body) && !(state.localReads && isRead(call.Method)) {
 		return b.route(ctx, call, hops)
 	}
 	a, err := b.node.invoke(ctx, call.Method, call.MD, call.Body)
@@ -135,6 +135,10 @@ func hopsOf(md metadata.MD) int {
 		return maxHops
 	}
 	return n
+}
+
+func isRead(method string) bool {
+	return method == "Lookup" || method == "RunQuery" || method == "RunAggregationQuery"
 }
 
 // needsLeader: writes, transactions and strong reads need the leader; eventual and

@@ -68,6 +68,7 @@ type answer struct {
 // leaderState is the node's latest view of who leads.
 type leaderState struct {
 	servesHere bool   // this replica is the ready leader
+	localReads bool   // strong reads are served here too (TEST ONLY: --unsafe-local-reads)
 	addr       string // another replica's client address when it leads, else ""
 }
 
@@ -218,7 +219,11 @@ func (n *nodeConn) readLoop() {
 				n.fail(errors.New("a LEADER frame without flags"))
 				return
 			}
-			n.setLeader(&leaderState{servesHere: payload[0]&1 != 0, addr: string(payload[1:])})
+			n.setLeader(&leaderState{
+				servesHere: payload[0]&1 != 0,
+				localReads: payload[0]&2 != 0,
+				addr:       string(payload[1:]),
+			})
 		default:
 			n.fail(fmt.Errorf("unexpected frame type %d from the node", kind))
 			return

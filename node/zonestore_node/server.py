@@ -252,6 +252,7 @@ class Node:
                 self.api,
                 reset=self.reset_data if config.allow_reset else None,
                 reset_refusal="reset is disabled: the node runs without --allow-reset",
+                local_reads=config.unsafe_local_reads,
             )
             # The edge relays, and counts zonestore_forwarded_requests itself.
             self.metrics.registry.unregister(self.metrics.forwarded)

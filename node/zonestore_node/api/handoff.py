@@ -124,8 +124,8 @@ def response_frame(request_id: int, code: int, trailers: bytes, payload: bytes) 
     return HEAD.pack(size, F_RESPONSE, request_id) + bytes([code]) + trailers + payload
 
 
-def leader_frame(serves_here: bool, addr: str) -> bytes:
-    body = bytes([1 if serves_here else 0]) + addr.encode()
+def leader_frame(serves_here: bool, addr: str, local_reads: bool = False) -> bytes:
+    body = bytes([(1 if serves_here else 0) | (2 if local_reads else 0)]) + addr.encode()
     return HEAD.pack(HEAD_AFTER_LENGTH + len(body), F_LEADER, 0) + body
 
 
@@ -140,6 +140,7 @@ class HandoffServer:
         api: DatastoreApi,
         reset: Callable[[], Awaitable[None]] | None = None,
         reset_refusal: str = "",
+        local_reads: bool = False,
     ) -> None:
         """`reset`: deletes all data (POST /reset), or None with `reset_refusal` saying
         why it is refused (PERMISSION_DENIED)."""
@@ -149,6 +150,7 @@ class HandoffServer:
         ]
         self._reset = reset
         self._reset_refusal = reset_refusal
+        self._local_reads = local_reads  # TEST ONLY: --unsafe-local-reads
         self._connections: set[_Connection] = set()
         self._leader = leader_frame(False, "")
         self.metrics_text = ""
@@ -172,7 +174,7 @@ class HandoffServer:
             await self._server.wait_closed()
 
     def publish_leader(self, serves_here: bool, addr: str) -> None:
-        frame = leader_frame(serves_here, addr)
+        frame = leader_frame(serves_here, addr, self._local_reads)
         if frame == self._leader:
             return
         self._leader = frame
