@@ -4,9 +4,7 @@ input that stops with the file and offset named, and an S3-compatible destinatio
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from tests.export.conftest import client_for, zonestore
 from tests.export.values import assert_same, every_value_type, read_all
 from tests.harness import NodeProcess
 from tests.objstore_server import S3Server
+from tests.security.support import make_secrets, official_client
 from zonestore_node.backup import objstore
 from zonestore_node.export import entities, records, transfer
 
@@ -310,28 +309,36 @@ def test_import_streams_in_batches_under_the_commit_caps(
     }
 
 
-def test_a_node_that_wants_client_tokens_gets_one_from_token_file(tmp_path: Path) -> None:
-    tokens = tmp_path / "tokens.json"
-    grant = {"name": "mover", "projects": ["*"], "databases": ["*"], "access": "write"}
-    grant["token_sha256"] = hashlib.sha256(b"tok-mover").hexdigest()
-    tokens.write_text(json.dumps([grant]))
-    (tmp_path / "token.txt").write_text("tok-mover\n")
-    guarded = NodeProcess(tmp_path / "node", extra=["--auth-tokens", str(tokens)])
+def test_a_secured_node_is_reached_with_admin_token_client_token_and_tls_ca(
+    tmp_path: Path,
+) -> None:
+    secrets = make_secrets(tmp_path / "secrets")
+    token = tmp_path / "token.txt"
+    token.write_text("tok-writer\n")
+    guarded = NodeProcess(tmp_path / "node", extra=secrets.flags(client_tls=True, auth=True))
     guarded.start()
+    access = ["--admin-token-file", str(secrets.admin_token), "--tls-ca", str(secrets.ca_path)]
     try:
+        writer = official_client(secrets, guarded, "p", "tok-writer")
+        entity = datastore.Entity(writer.key("K", "one"))
+        entity["v"] = 1
+        writer.put(entity)
         ran = zonestore(
-            "export", "--admin", guarded.admin_addr, "--to", str(tmp_path / "a"), "--project", "p"
-        )
+            "export", "--admin", guarded.admin_addr, "--to", str(tmp_path / "a"),
+            "--project", "p", *access,
+        )  # fmt: skip
         assert ran.code == 1 and "UNAUTHENTICATED" in ran.err
         ran = zonestore(
             "export", "--admin", guarded.admin_addr, "--to", str(tmp_path / "b"),
-            "--project", "p", "--token-file", str(tmp_path / "token.txt"),
+            "--project", "p", *access, "--token-file", str(token),
         )  # fmt: skip
         assert ran.code == 0, ran.err
         ran = zonestore(
             "import", "--admin", guarded.admin_addr, "--from", ran.out.strip().splitlines()[-1],
-            "--token-file", str(tmp_path / "token.txt"),
+            "--project", "p2", *access, "--token-file", str(token),
         )  # fmt: skip
         assert ran.code == 0, ran.err
+        reader = official_client(secrets, guarded, "p2", "tok-reader")
+        assert reader.get(reader.key("K", "one"))["v"] == 1
     finally:
         guarded.stop()
