@@ -527,6 +527,18 @@ def edge_args(config: NodeConfig, socket_path: str) -> list[str]:
     return args
 
 
+def socket_folder(data_dir: Path) -> Path:
+    """A private folder for the hand-off socket: in the data folder (writable in a pod
+    whose root filesystem is read-only) when the path fits a Unix socket's ~108 bytes,
+    else a new temporary folder."""
+    folder = data_dir.resolve() / "edge"
+    if len(str(folder / "node.sock")) <= 100:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (folder / "node.sock").unlink(missing_ok=True)  # left by a killed node
+        return folder
+    return Path(tempfile.mkdtemp(prefix="zonestore-edge-"))
+
+
 class EdgeFront:
     """The client port served by zonestore-edge: the hand-off socket, the edge process
     and the leader address published to it (the grpc.aio server's start/stop shape)."""
@@ -534,7 +546,7 @@ class EdgeFront:
     def __init__(self, node: Node, handoff: HandoffServer) -> None:
         self.node = node
         self.handoff = handoff
-        self.folder = Path(tempfile.mkdtemp(prefix="zonestore-edge-"))
+        self.folder = socket_folder(node.config.data_dir)
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -562,7 +574,10 @@ class EdgeFront:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.handoff.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder.name == "edge":
+            (self.folder / "node.sock").unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def event_loop_factory(config: NodeConfig) -> Callable[[], asyncio.AbstractEventLoop]:

@@ -342,3 +342,16 @@ def test_reset_deletes_all_data_only_when_allowed(tmp_path: Path, edge_binary: P
     finally:
         refused.stop()
         allowed.stop()
+
+
+def test_the_node_image_builds_the_edge_and_serve_finds_it() -> None:
+    """The Dockerfile's edge stage builds node/edge; the node image puts the binary beside
+    the interpreter, where `zonestore serve --edge auto` looks first."""
+    text = (REPO / "Dockerfile").read_text()
+    stage = text.split(" AS edge", 1)[1].split("\nFROM ", 1)[0]
+    assert "COPY node/edge/go.mod node/edge/go.sum" in stage
+    assert re.search(r"go build .*-o /zonestore-edge \.", stage)
+    assert "COPY --from=edge /zonestore-edge /usr/local/bin/zonestore-edge" in text
+    assert Path("/usr/local/bin/python").parent / edgeproc.BINARY == Path(
+        "/usr/local/bin/zonestore-edge"
+    )
