@@ -179,6 +179,7 @@ e2e-kind: setup tools $(MONITORING_CRDS)/.built
 
 bench: setup
 	$(PY) -m bench.run $(ARGS)
+	$(PY) -m zonestore_node.export.bench
 
 clean-data:
 	rm -rf .zonestore-data
