@@ -60,7 +60,16 @@ class Member:
 
     def cpu_split(self) -> tuple[float, float]:
         """(user, system) CPU seconds; (0, 0) once the member is gone."""
-        return targets.process_cpu_split(self.pid) if self.alive() else (0.0, 0.0)
+        if not self.alive():
+            return (0.0, 0.0)
+        user, system = targets.process_cpu_split(self.pid)
+        for child in targets.children_of(self.pid):  # the node's zonestore-edge
+            try:
+                child_user, child_system = targets.process_cpu_split(child)
+            except OSError:
+                continue
+            user, system = user + child_user, system + child_system
+        return user, system
 
     def _signal_group(self, signum: int) -> None:
         assert self.proc is not None

@@ -9,6 +9,7 @@ parent process of the benchmark stays light so it does not compete with the work
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -38,6 +39,27 @@ def free_port() -> int:
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of one process (all its threads), from /proc/<pid>/stat."""
     return sum(process_cpu_split(pid))
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of `pid` (e.g. a node's zonestore-edge)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its live descendants: a node and the edge it started."""
+    total = 0.0
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):  # exited meanwhile
+            total += tree_cpu_seconds(child)
+    return total + process_cpu_seconds(pid)
 
 
 def process_cpu_split(pid: int) -> tuple[float, float]:
@@ -150,7 +172,8 @@ class Target:
         return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
+        # With the edge (zonestore serve --edge auto) the client port is a child process.
+        return tree_cpu_seconds(self.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
