@@ -528,15 +528,16 @@ def edge_args(config: NodeConfig, socket_path: str) -> list[str]:
 
 
 def socket_folder(data_dir: Path) -> Path:
-    """A private folder for the hand-off socket: in the data folder (writable in a pod
-    whose root filesystem is read-only) when the path fits a Unix socket's ~108 bytes,
-    else a new temporary folder."""
-    folder = data_dir.resolve() / "edge"
-    if len(str(folder / "node.sock")) <= 100:
+    """A private folder (mode 0700) for the hand-off socket: a new temporary one, or in
+    the data folder where there is no writable temporary folder (a pod's read-only root
+    filesystem; its data volume's path is short enough for a Unix socket)."""
+    try:
+        return Path(tempfile.mkdtemp(prefix="zonestore-edge-"))
+    except OSError:
+        folder = data_dir.resolve() / "edge"
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         (folder / "node.sock").unlink(missing_ok=True)  # left by a killed node
         return folder
-    return Path(tempfile.mkdtemp(prefix="zonestore-edge-"))
 
 
 class EdgeFront:

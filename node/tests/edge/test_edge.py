@@ -355,3 +355,24 @@ def test_the_node_image_builds_the_edge_and_serve_finds_it() -> None:
     assert Path("/usr/local/bin/python").parent / edgeproc.BINARY == Path(
         "/usr/local/bin/zonestore-edge"
     )
+
+
+def test_auto_without_the_binary_warns_once_naming_the_build(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    import logging
+
+    from zonestore_node import server
+
+    monkeypatch.setattr(edgeproc, "find_binary", lambda explicit="": None)
+    with caplog.at_level(logging.WARNING):
+        config = server.NodeConfig(node_id="x", zone="z", data_dir=tmp_path, edge="auto")
+        assert server.find_edge(config) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "`make edge`" in warnings[0], warnings
+    with pytest.raises(server.ConfigError, match="make edge"):
+        server.find_edge(server.NodeConfig(node_id="x", zone="z", data_dir=tmp_path, edge="on"))
+    assert (
+        server.find_edge(server.NodeConfig(node_id="x", zone="z", data_dir=tmp_path, edge="off"))
+        is None
+    )
