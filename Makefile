@@ -177,7 +177,7 @@ e2e-clean: setup
 e2e-kind: setup tools $(MONITORING_CRDS)/.built
 	ZONESTORE_HELM=$(HELM) ZSE2E_MONITORING_CRDS=$(MONITORING_CRDS) bash e2e/kind.sh $(E2E_ARGS)
 
-bench: setup
+bench: setup $(EDGE)
 	$(PY) -m bench.run $(ARGS)
 	$(PY) -m zonestore_node.export.bench
 
