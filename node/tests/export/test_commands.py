@@ -12,7 +12,7 @@ from google.cloud import datastore
 
 from tests.export.conftest import client_for, zonestore
 from tests.export.values import assert_same, every_value_type, read_all
-from tests.harness import NodeProcess
+from tests.harness import Cluster, NodeProcess
 from tests.objstore_server import S3Server
 from tests.security.support import make_secrets, official_client
 from zonestore_node.backup import objstore
@@ -342,3 +342,20 @@ def test_a_secured_node_is_reached_with_admin_token_client_token_and_tls_ca(
         assert reader.get(reader.key("K", "one"))["v"] == 1
     finally:
         guarded.stop()
+
+
+def test_a_replicated_group_is_exported_and_imported_through_a_follower(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "cluster")
+    cluster.start()
+    try:
+        leader = cluster.leader()
+        follower = next(n for n in cluster.nodes if n is not leader)
+        written = seed(leader, "grp")
+        overall = export_to(follower, "grp", str(tmp_path / "out"))
+        ran = zonestore(
+            "import", "--admin", follower.admin_addr, "--from", overall, "--project", "grp2"
+        )
+        assert ran.code == 0, ran.err
+        assert_same(read_all(client_for(leader, "grp2"), [None, "ns1"], KINDS), written)
+    finally:
+        cluster.stop()
