@@ -39,7 +39,6 @@ import socket
 import sys
 import time
 import urllib.request
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ GIVE_UP_AFTER = 3  # failed starts in a row, of every replica at once
 STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL
 READY_WAIT_S = 30.0  # before the banner says which replicas are not ready
 POLL_S = 0.2
+OUTPUT_TAIL = 8192  # bytes of a replica's last output kept to find why it exited
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
 EXIT_STORAGE = 75  # engine.EXIT_STORAGE (sysexits EX_TEMPFAIL): the disk failed
 
@@ -183,7 +183,7 @@ class _Replica:
         self.ready_once = asyncio.Event()  # ready at least once since `zonestore run` began
         self.ready_now = False  # ready during the current run of the process
         self.failed_starts = 0  # exits before becoming ready, in a row
-        self.output: deque[str] = deque(maxlen=40)
+        self.output_tail = b""  # the end of the current run's output (OUTPUT_TAIL bytes)
 
 
 class Supervisor:
@@ -205,7 +205,8 @@ class Supervisor:
         self._stop = asyncio.Event()
 
     def say(self, line: str) -> None:
-        print(f"zonestore run: {line}", flush=True)
+        with contextlib.suppress(OSError):  # a closed terminal: keep supervising
+            print(f"zonestore run: {line}", flush=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -239,7 +240,7 @@ class Supervisor:
 
     async def _run_once(self, replica: _Replica, restarted: bool) -> int | None:
         spec = replica.spec
-        replica.output.clear()
+        replica.output_tail = b""
         replica.ready_now = False
         proc = await asyncio.create_subprocess_exec(
             *spec.command,
@@ -298,7 +299,10 @@ class Supervisor:
         spec, pid = replica.spec, replica.proc.pid if replica.proc else 0
         what = describe_exit(code)
         if code > 0:
-            reasons = [*taken_ports(spec), failure_reason(replica.output)]
+            reasons = [
+                *taken_ports(spec),
+                failure_reason(replica.output_tail.decode(errors="replace").splitlines()),
+            ]
             what += ": " + "; ".join(r for r in reasons if r)[:400]
         before = "" if replica.ready_now else " before it was ready"
         replica.failed_starts = 0 if replica.ready_now else replica.failed_starts + 1
@@ -324,13 +328,15 @@ class Supervisor:
                 await self._stop.wait()
 
     async def _forward(self, replica: _Replica, proc: asyncio.subprocess.Process) -> None:
-        """The replica's output to our stderr, keeping its last lines for a reason."""
+        """The replica's output to our stderr, keeping its end for a reason. Read in
+        chunks: a line longer than the stream's limit must not stop the supervisor."""
         assert proc.stdout is not None
         out = sys.stderr.buffer
-        async for line in proc.stdout:
-            replica.output.append(line.decode(errors="replace"))
-            out.write(line)
-            out.flush()
+        while chunk := await proc.stdout.read(1 << 16):
+            replica.output_tail = (replica.output_tail + chunk)[-OUTPUT_TAIL:]
+            with contextlib.suppress(OSError):  # a closed terminal: keep supervising
+                out.write(chunk)
+                out.flush()
 
     async def _watch(self, replica: _Replica, restarted: bool, started_at: float) -> None:
         """Readiness, then (after a restart) when it has caught up with the leader."""
