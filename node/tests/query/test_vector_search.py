@@ -268,3 +268,17 @@ def test_an_aggregation_over_find_nearest_is_not_served(world: World) -> None:
     with pytest.raises(DatastoreError) as info:
         executor.run_aggregation(world.store, PROJECT, "", "", a, world.commit_ts)
     assert info.value.code.name == "UNIMPLEMENTED"
+
+
+def test_a_vector_excluded_as_a_whole_is_accepted_and_indexed_alike_on_leader_and_follower(
+    world: World,
+) -> None:
+    from zonestore_node.model import indexing
+
+    e = doc(1, [1.0, 2.0])  # exclude_from_indexes on the array value, as clients write it
+    collected: list[tuple[str, bytes]] = []
+    indexing.check_entity(e, PROJECT, "", out=collected)  # the leader's walk
+    assert collected == indexing.index_values(e)  # a follower's, from the bytes
+    assert all(name != "emb" for name, _ in collected)  # elements not in the built-ins
+    world.put(e)
+    assert ids(world.run(nearest_query([1.0, 2.0], EUCLIDEAN, 1))) == [1]

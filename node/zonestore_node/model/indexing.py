@@ -109,13 +109,16 @@ def _check_value(
     if which == "array_value":
         if in_array:
             raise invalid(f'Property "{name}" contains an array value inside an array.')
-        if value.exclude_from_indexes:
+        # A vector (meaning 31, model/vectors.py) may be excluded as a whole, as the
+        # clients write one; any other array is excluded element by element.
+        if value.exclude_from_indexes and value.meaning != 31:
             raise invalid(
                 f'Property "{name}": an array value cannot have exclude_from_indexes set; '
                 "set it on the array's elements."
             )
+        elements_out = None if value.exclude_from_indexes else out
         for element in value.array_value.values:
-            _check_value(name, element, project, database, True, depth, out, full)
+            _check_value(name, element, project, database, True, depth, elements_out, full)
         return
     elif which == "entity_value":
         if depth >= limits.MAX_ENTITY_DEPTH:
@@ -223,6 +226,8 @@ def _collect(
         full = prefix + name
         which = value.WhichOneof("value_type")
         if which == "array_value":
+            if value.exclude_from_indexes:  # a vector excluded as a whole
+                continue
             for element in value.array_value.values:
                 _collect_one(full, element, project, database, out)
         else:
