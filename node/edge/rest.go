@@ -16,6 +16,7 @@
 package main
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -128,7 +129,7 @@ func (h *restHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(r.URL.Path, "/v1/projects/") && r.Method == http.MethodPost:
 		h.call(w, r)
 	default:
-		http.NotFound(w, r)
+		notFound(w)
 	}
 }
 
@@ -169,10 +170,16 @@ func (h *restHandler) call(w http.ResponseWriter, r *http.Request) {
 	project, verb, ok := splitCallPath(r.URL.EscapedPath())
 	m, known := restMethods[verb]
 	if !ok || !known {
-		http.NotFound(w, r)
+		notFound(w)
 		return
 	}
-	binary := isProtobuf(r.Header.Get("Content-Type"))
+	binary, supported := bodyEncoding(r.Header.Get("Content-Type"))
+	if !supported {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusUnsupportedMediaType)
+		_, _ = io.WriteString(w, "Content-Type must be "+protobufType+" or "+jsonType+"\n")
+		return
+	}
 	body, err := readBody(r)
 	if err != nil {
 		writeError(w, binary, err)
@@ -181,7 +188,7 @@ func (h *restHandler) call(w http.ResponseWriter, r *http.Request) {
 	request := m.newRequest()
 	if binary {
 		err = proto.Unmarshal(body, request)
-	} else {
+	} else if len(bytes.TrimSpace(body)) > 0 { // an empty JSON body is {}, as the emulator reads it
 		err = protojson.Unmarshal(body, request)
 	}
 	if err != nil {
@@ -221,11 +228,21 @@ func (h *restHandler) call(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-// isProtobuf tells a binary body from a JSON one; anything that is not
-// application/x-protobuf is read as JSON (curl's default form type included).
-func isProtobuf(contentType string) bool {
+// bodyEncoding tells a binary body from a JSON one. Any other type (curl's default form
+// type, none at all) is refused with 415, where the emulator answers a bare 404.
+func bodyEncoding(contentType string) (binary, supported bool) {
 	mediaType, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mediaType == protobufType
+	if err != nil {
+		return false, false
+	}
+	return mediaType == protobufType, mediaType == protobufType || mediaType == jsonType
+}
+
+// notFound answers as the emulator does for a path it does not serve.
+func notFound(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = io.WriteString(w, "Not Found\n")
 }
 
 // readBody reads the request body (gunzipped when the client compressed it), refusing

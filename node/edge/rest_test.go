@@ -263,6 +263,24 @@ func TestUnknownPathsAndVerbsAreNotFound(t *testing.T) {
 	}
 }
 
+func TestABodyOfAnotherTypeIs415AndAnEmptyJSONBodyIsAnEmptyRequest(t *testing.T) {
+	b := &fakeBackend{response: &datastorepb.BeginTransactionResponse{Transaction: []byte("t")}}
+	for _, contentType := range []string{"", "text/plain", "application/x-www-form-urlencoded"} {
+		resp := serve(t, b, http.MethodPost, "/v1/projects/demo:lookup", contentType, []byte("{}"), nil)
+		if resp.StatusCode != http.StatusUnsupportedMediaType {
+			t.Fatalf("%q: %d", contentType, resp.StatusCode)
+		}
+	}
+	resp := serve(t, b, http.MethodPost, "/v1/projects/demo:beginTransaction", "application/json", nil, nil)
+	var decoded map[string]string // protojson's spacing is deliberately unstable: decode
+	if body := readAll(t, resp); resp.StatusCode != 200 || json.Unmarshal(body, &decoded) != nil || decoded["transaction"] != "dA==" {
+		t.Fatalf("empty JSON body: %d %s", resp.StatusCode, body)
+	}
+	if len(b.calls) != 1 || b.calls[0].Method != "BeginTransaction" {
+		t.Fatalf("calls %+v", b.calls)
+	}
+}
+
 func TestResetIs200WhenAllowedAnd403WithTheReasonOtherwise(t *testing.T) {
 	b := &fakeBackend{}
 	if resp := serve(t, b, http.MethodPost, "/reset", "", nil, nil); resp.StatusCode != 200 || b.resets != 1 {
