@@ -1,6 +1,7 @@
 """The official Java and Go clients, unmodified, against zonestore: the seed document's
-write-then-read of a `User`, a filtered query and a transaction, through
-DATASTORE_EMULATOR_HOST, against a single replica and against `make run`'s three.
+write-then-read of a `User`, a filtered query, a transaction and the error of an insert
+of an existing entity, through DATASTORE_EMULATOR_HOST, against a single replica and
+against `make run`'s three.
 
 Java (google-cloud-datastore 2.37.0) speaks its default transport, protobuf over
 HTTP/1.1 to `/v1/projects/{project}:{method}`: the edge's REST front door
@@ -79,6 +80,14 @@ def run_client(language: str, addr: str) -> dict[str, Any]:
 def assert_scenarios_pass(result: dict[str, Any]) -> None:
     for name, expected in EXPECTED.items():
         assert result[name] == expected, f"{name}: {result[name]}"
+    # An insert of an existing entity: ALREADY_EXISTS (6) as each client reports it; for
+    # Java, parsed from the REST error body (a google.rpc.Status) by RemoteRpc.
+    errors = result["errors"]
+    assert errors["code"] == 6, errors
+    assert "already exists" in errors["message"], errors
+    if "transport" in result:  # Java: the default, HTTP, was the transport used
+        assert result["transport"] == "HttpTransportOptions"
+        assert errors["reason"] == "ALREADY_EXISTS", errors
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 // The official Go client (cloud.google.com/go/datastore, gRPC), unmodified, driven
 // against a Datastore server by node/tests/clients/test_official_clients.py: the seed
-// document's write-then-read of a User, a filtered query and a transaction. The address
+// document's write-then-read of a User, a filtered query, a transaction, and the error an insert of
+// an existing entity gets. The address
 // comes from DATASTORE_EMULATOR_HOST and the project from DATASTORE_PROJECT_ID, as for
 // every official client. It prints one JSON line mapping each scenario to what it
 // observed, or to {"error": ...} when the scenario failed.
@@ -9,11 +10,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	stderrors "errors"
 	"fmt"
 	"os"
 	"time"
 
 	"cloud.google.com/go/datastore"
+	"google.golang.org/grpc/status"
 )
 
 // User is the seed document's entity.
@@ -109,6 +112,24 @@ func transaction(ctx context.Context, client *datastore.Client) (any, error) {
 	return map[string]int64{"afterCommit": afterCommit.Balance, "afterRollback": afterRollback.Balance}, nil
 }
 
+// errors inserts an entity that exists: the gRPC code the client reports.
+func errors(ctx context.Context, client *datastore.Client) (any, error) {
+	key := datastore.NameKey("Unique", "u", nil)
+	if _, err := client.Put(ctx, key, &Account{Balance: 1}); err != nil {
+		return nil, err
+	}
+	_, err := client.Mutate(ctx, datastore.NewInsert(key, &Account{Balance: 2}))
+	if err == nil {
+		return map[string]string{"insert": "succeeded"}, nil
+	}
+	var multi datastore.MultiError
+	if stderrors.As(err, &multi) && len(multi) == 1 {
+		err = multi[0]
+	}
+	st := status.Convert(err)
+	return map[string]any{"code": int(st.Code()), "message": st.Message()}, nil
+}
+
 func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -122,7 +143,7 @@ func main() {
 	for _, s := range []struct {
 		name string
 		run  func(context.Context, *datastore.Client) (any, error)
-	}{{"seed", seed}, {"query", query}, {"transaction", transaction}} {
+	}{{"seed", seed}, {"query", query}, {"transaction", transaction}, {"errors", errors}} {
 		result, err := s.run(ctx, client)
 		if err != nil {
 			result = map[string]string{"error": err.Error()}

@@ -1,11 +1,12 @@
 // The official Java client (google-cloud-datastore, its default HTTP transport),
-// unmodified: the seed document's write-then-read of a User, a filtered query and a
-// transaction. The address comes from DATASTORE_EMULATOR_HOST and the project from
+// unmodified: the seed document's write-then-read of a User, a filtered query, a
+// transaction, and the error an insert of an existing entity gets. The address comes from DATASTORE_EMULATOR_HOST and the project from
 // DATASTORE_PROJECT_ID, as for every official client. Prints one JSON line mapping each
 // scenario to what it observed, or to {"error": ...} when the scenario failed.
 package zonestore;
 
 import com.google.cloud.datastore.Datastore;
+import com.google.cloud.datastore.DatastoreException;
 import com.google.cloud.datastore.DatastoreOptions;
 import com.google.cloud.datastore.Entity;
 import com.google.cloud.datastore.Key;
@@ -76,6 +77,19 @@ public final class ClientPaths {
     return "{\"afterCommit\":" + afterCommit + ",\"afterRollback\":" + afterRollback + "}";
   }
 
+  /** An insert of an existing entity: what the client reports (code, reason). */
+  static String errors(Datastore ds) {
+    Key key = ds.newKeyFactory().setKind("Unique").newKey("u");
+    ds.put(Entity.newBuilder(key).set("v", 1L).build());
+    try {
+      ds.add(Entity.newBuilder(key).set("v", 2L).build());
+      return "{\"insert\":\"succeeded\"}";
+    } catch (DatastoreException e) {
+      return "{\"code\":" + e.getCode() + ",\"reason\":" + quote(String.valueOf(e.getReason()))
+          + ",\"message\":" + quote(String.valueOf(e.getMessage())) + "}";
+    }
+  }
+
   static String quote(String s) {
     StringBuilder out = new StringBuilder("\"");
     for (char c : s.toCharArray()) {
@@ -108,6 +122,7 @@ public final class ClientPaths {
     out.put("seed", run(() -> seed(ds)));
     out.put("query", run(() -> query(ds)));
     out.put("transaction", run(() -> transaction(ds)));
+    out.put("errors", run(() -> errors(ds)));
     out.put("transport", quote(ds.getOptions().getTransportOptions().getClass().getSimpleName()));
     List<String> fields = new ArrayList<>();
     out.forEach((k, v) -> fields.add(quote(k) + ":" + v));
