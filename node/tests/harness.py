@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,10 +28,42 @@ if TYPE_CHECKING:
 TEST_EDGE = os.environ.get("ZONESTORE_TEST_EDGE", "")
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A loopback port free now, from below the kernel's ephemeral range where there is
+    room: a port from inside it can be taken by any outgoing connection (a replica's
+    peer link, a client) between this check and the server's bind, and a server that
+    starts late (zonestore-edge, after its node) then never gets it. Each port is handed
+    out once per process."""
+    low = _EPHEMERAL_LOW
+    if low > 12000:
+        rng = random.Random()
+        for _ in range(200):
+            port = rng.randrange(low - 10000, low)
+            if port in _handed_out:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        port = int(s.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 def can_mount() -> str | None:
