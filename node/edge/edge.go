@@ -142,12 +142,17 @@ func isRead(method string) bool {
 }
 
 // needsLeader: writes, transactions and strong reads need the leader; eventual and
-// read_time reads are served by any replica (the node itself decides the rest).
+// read_time reads are served by any replica (the node itself decides the rest). The
+// Admin API and its operations are served by the replica that receives them (an
+// operation lives on the node that started it, so GetOperation must reach that node),
+// except index changes, which go through the leader's log.
 func needsLeader(method string, body []byte) bool {
 	switch method {
 	case "Lookup", "RunQuery", "RunAggregationQuery":
-	default:
+	case "DatastoreAdmin/CreateIndex", "DatastoreAdmin/DeleteIndex":
 		return true
+	default:
+		return !strings.Contains(method, "/")
 	}
 	// read_options is field 1 of all three requests.
 	options, ok := field(body, 1)
@@ -275,7 +280,7 @@ func (r *relayer) forward(ctx context.Context, addr string, call Call, hops int)
 	request := call.Body
 	var response []byte
 	var trailers metadata.MD
-	err = c.Invoke(ctx, "/"+serviceName+"/"+call.Method, &request, &response, grpc.Trailer(&trailers))
+	err = c.Invoke(ctx, pathOf(call.Method), &request, &response, grpc.Trailer(&trailers))
 	if err == nil {
 		r.metrics.relayed(call.Method, "ok")
 		return response, trailers, nil

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,10 +40,52 @@ const (
 	maxBatchBytes = 1 << 20
 )
 
-// Methods in the order of their wire numbers.
+// Methods in the order of their wire numbers: google.datastore.v1.Datastore's by their
+// bare names, the Admin API's and google.longrunning's with their service's short name
+// (services below).
 var methods = []string{
 	"Lookup", "RunQuery", "RunAggregationQuery", "BeginTransaction",
 	"Commit", "Rollback", "AllocateIds", "ReserveIds",
+	"DatastoreAdmin/ExportEntities", "DatastoreAdmin/ImportEntities",
+	"DatastoreAdmin/CreateIndex", "DatastoreAdmin/DeleteIndex",
+	"DatastoreAdmin/GetIndex", "DatastoreAdmin/ListIndexes",
+	"Operations/GetOperation", "Operations/ListOperations",
+	"Operations/CancelOperation", "Operations/DeleteOperation",
+}
+
+// The services served, by their full names: the prefix of their methods' names here.
+var services = map[string]string{
+	serviceName: "",
+	"google.datastore.admin.v1.DatastoreAdmin": "DatastoreAdmin/",
+	"google.longrunning.Operations":            "Operations/",
+}
+
+// methodOf names a gRPC path ("/pkg.Service/Method") as `methods` does, or false when
+// the edge does not serve it.
+func methodOf(path string) (string, bool) {
+	service, name, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if !ok {
+		return "", false
+	}
+	prefix, ok := services[service]
+	if !ok {
+		return "", false
+	}
+	method := prefix + name
+	_, known := methodIndex[method]
+	return method, known
+}
+
+// pathOf is the gRPC path of one of `methods`.
+func pathOf(method string) string {
+	for service, prefix := range services {
+		if prefix != "" {
+			if name, ok := strings.CutPrefix(method, prefix); ok {
+				return "/" + service + "/" + name
+			}
+		}
+	}
+	return "/" + serviceName + "/" + method
 }
 
 var methodIndex = func() map[string]byte {

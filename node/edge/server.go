@@ -12,7 +12,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,8 +43,8 @@ func newGRPCServer(b *edgeBackend, m *edgeMetrics) *grpc.Server {
 		grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 			started := time.Now()
 			full, _ := grpc.MethodFromServerStream(stream)
-			method, ok := strings.CutPrefix(full, "/"+serviceName+"/")
-			if _, known := methodIndex[method]; !ok || !known {
+			method, ok := methodOf(full)
+			if !ok {
 				m.observeRequest("unknown", codes.Unimplemented.String(), time.Since(started))
 				return status.Errorf(codes.Unimplemented, "unknown method %s", full)
 			}
