@@ -22,6 +22,7 @@ from typing import Any
 from zonestore_node import logs, supervisor
 from zonestore_node.backup import cli as backup_cli
 from zonestore_node.export import command as export_cli
+from zonestore_node.storage import memory
 
 
 def _env(name: str, default: str) -> str:
@@ -114,6 +115,7 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "(production now caps only its bytes: 10 MiB)",
     )
     edge_flags(p)
+    memory_flag(p)
     backup_cli.archive_flags(p)
     sec = p.add_argument_group("security (README: Security)")
     for side, what in (("peer", "between replicas (mutual TLS)"), ("client", "on the client API")):
@@ -162,6 +164,25 @@ def edge_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def memory_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory-budget",
+        default=_env("ZONESTORE_MEMORY_BUDGET", ""),
+        help="RocksDB's block cache and memtables together, e.g. 512MiB or 2GiB "
+        f"(default {memory.format_size(memory.DEFAULT_BUDGET)}; the operator passes half "
+        "the pod's memory limit)",
+    )
+
+
+def memory_budget(args: argparse.Namespace, command: str) -> memory.Budget:
+    """The --memory-budget flag; a bad one ends the command with a usage error (2)."""
+    try:
+        return memory.Budget.parse(args.memory_budget)
+    except memory.BudgetError as exc:
+        print(f"zonestore {command}: --memory-budget {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a local cluster on loopback")
     p.add_argument("--replicas", type=int, default=int(_env("ZONESTORE_REPLICAS", "3")))
@@ -178,6 +199,7 @@ def run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "and exit 1 (never)",
     )
     p.add_argument("--legacy-limits", action="store_true", help="passed to every replica")
+    memory_flag(p)
     edge_flags(p)
     backup_cli.archive_flags(p)
 
@@ -200,6 +222,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    budget = memory_budget(args, "run")
     data = Path(args.data_dir)
     ids = [f"local-{i}" for i in range(args.replicas)]
     peers = ",".join(f"{ids[i]}={args.host}:{args.peer_port + i}" for i in range(args.replicas))
@@ -216,6 +239,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             *(["--allow-reset"] if args.allow_reset else []),
             *backup_cli.archive_args(args),
             *(["--legacy-limits"] if args.legacy_limits else []),
+            "--memory-budget", memory.format_size(budget.total),
         ]  # fmt: skip
         if args.replicas > 1:
             cmd += ["--peer-addr", f"{args.host}:{args.peer_port + i}", "--initial-cluster", peers]
@@ -393,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup(args.log_format)
         if not args.max_clock_offset_seconds > 0:
             raise SystemExit("zonestore: --max-clock-offset-seconds must be above 0")
+        budget = memory_budget(args, "serve")
         try:
             config = server.NodeConfig(
                 node_id=args.node_id,
@@ -426,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                 edge=args.edge,
                 edge_binary=args.edge_binary,
                 allow_reset=args.allow_reset,
+                memory_budget=budget.total,
                 **backup_cli.archive_config(args),  # type: ignore[arg-type]
             )
             server.check_security(config)

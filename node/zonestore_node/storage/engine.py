@@ -3,6 +3,9 @@
 Owns opening, closing, atomic batch writes and the durability point. Knows nothing of
 MVCC, Datastore or replication: it moves bytes.
 
+Memory: every family uses the block cache and write buffer manager of storage/memory.py
+(shared by the databases of the process), so RocksDB stays within `--memory-budget`.
+
 Column families:
     default    node metadata (id allocator high-water marks, applied position, ...)
     entities   MVCC versions of entities      (keycodec: versioned entity keys)
@@ -41,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import rocksdict
+
+from zonestore_node.storage import memory
 
 log = logging.getLogger("zonestore.storage")
 
@@ -99,8 +104,9 @@ class Family(StrEnum):
     RAFTLOG = "raftlog"
 
 
-def _options() -> Any:
+def _options(shared: memory.Shared) -> Any:
     opts = rocksdict.Options(raw_mode=True)
+    shared.apply_db(opts)
     opts.create_if_missing(True)
     opts.create_missing_column_families(True)
     opts.increase_parallelism(2)
@@ -119,9 +125,12 @@ class Engine:
         *,
         read_only: bool = False,
         on_failure: Callable[[StorageError], None] = exit_for_restart,
+        shared: memory.Shared | None = None,
     ) -> None:
         """`on_failure` is called with the first StorageError (the default ends the
-        process); if it returns, the error is raised, now and on every later write."""
+        process); if it returns, the error is raised, now and on every later write.
+        `shared`: the block cache and write buffer manager (default: the process's,
+        storage/memory.py)."""
         self.path = Path(path)
         self.read_only = read_only
         self.on_failure = on_failure
@@ -129,13 +138,16 @@ class Engine:
         self._fsync = os.environ.get(UNSAFE_NO_FSYNC_ENV, "") != "1"
         if not self._fsync and not read_only:
             log.warning("storage.unsafe_no_fsync path=%s (TEST ONLY: acks before fsync)", path)
-        families = {
-            f.value: rocksdict.Options(raw_mode=True) for f in Family if f is not Family.META
-        }
+        self.shared = shared if shared is not None else memory.process_shared()
+        families = {}
+        for f in Family:
+            if f is not Family.META:
+                families[f.value] = rocksdict.Options(raw_mode=True)
+                self.shared.apply_family(families[f.value])
         if read_only:
             self._db = rocksdict.Rdict(
                 str(self.path),
-                options=_options(),
+                options=_options(self.shared),
                 column_families=families,
                 access_type=rocksdict.AccessType.read_only(),
             )
@@ -143,7 +155,7 @@ class Engine:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
                 self._db = rocksdict.Rdict(
-                    str(self.path), options=_options(), column_families=families
+                    str(self.path), options=_options(self.shared), column_families=families
                 )
                 self._fsync_side_files()
             except Exception as exc:
@@ -247,6 +259,22 @@ class Engine:
             value = self._views[family].property_int_value("rocksdb.cur-size-all-mem-tables")
             total += int(value or 0)
         return total
+
+    def memory_usage(self) -> dict[str, int]:
+        """RocksDB's memory by kind, in bytes (the block cache is shared by every
+        database of the process, memtables are this database's)."""
+        meta = self._views[Family.META]
+        return {
+            "block_cache_capacity": int(
+                meta.property_int_value("rocksdb.block-cache-capacity") or 0
+            ),
+            "block_cache_usage": int(meta.property_int_value("rocksdb.block-cache-usage") or 0),
+            "memtables": sum(
+                int(self._views[f].property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+                for f in Family
+            ),
+            "write_buffer_limit": self.shared.write_buffer_manager.get_buffer_size(),
+        }
 
     def close(self) -> None:
         """Close the database and release its LOCK now, not when this object is
