@@ -33,7 +33,7 @@ from typing import Any
 
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import DatastoreSpec
-from zonestore_operator.resources import meta, security
+from zonestore_operator.resources import memory, meta, security
 
 DATA_DIR = "/var/lib/zonestore"
 CONTAINER = "zonestore"
@@ -82,6 +82,7 @@ def serve_command(ref: DatastoreRef, spec: DatastoreSpec, zone: str) -> list[str
         "--initial-cluster",
         "$(ZONESTORE_INITIAL_CLUSTER)",
         *security_args(spec),
+        *memory.budget_args(spec),
     ]
 
 
