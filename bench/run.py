@@ -1,10 +1,11 @@
 """`make bench`: zonestore side by side with Google's emulator, and replicated with etcd.
 
-    python -m bench.run [--suite all|emulator|replicated] [--seconds 5] [--quick]
+    python -m bench.run [--suite all|emulator|replicated|scale] [--seconds 5] [--quick]
                         [--targets zonestore,emulator,zonestore3,etcd] [--json PATH]
                         [--threads 1,16] [--workloads put,lookup,...] [--procs 4]
                         [--repl-clients 1,16,64] [--kills 3] [--raw-procs 2]
                         [--profile DIR] [--no-install] [--rounds 1]
+                        [--scale-sizes 10000,100000,1000000] [--memory-budget SIZE]
 
 Two suites, both run by default. `make bench` took 8.3 minutes on the shared 2-core box
 with a 1-minute load average of 5-13 from other work: about 6 for the emulator suite
@@ -24,6 +25,10 @@ zonestore group against a 3-member etcd on loopback, writes to the leader at
 1/16/64 clients, server CPU per write, and the time from SIGKILLing the leader to the
 first successful write. etcd comes from Debian's etcd-server package, which the suite
 installs when missing (apt-get; skipped with a message when that is impossible).
+
+The scale suite (bench/scale.py), run only when asked for (`--suite scale`, about 20
+minutes at 1M entities): one node grown to 1,000,000 entities, query latency and the
+node's RSS at 10k, 100k and 1M.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench import hotspots, pool, replicated, report, targets, workloads
+from bench import hotspots, pool, replicated, report, scale, targets, workloads
 
 PROJECT = "bench"
 EMULATOR_SUITE = ("zonestore", "emulator")
@@ -67,9 +72,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workloads", default=",".join(workloads.ALL))
     p.add_argument(
         "--suite",
-        choices=["all", "emulator", "replicated"],
+        choices=["all", "emulator", "replicated", "scale"],
         default="all",
-        help="which comparison to run (both)",
+        help="which comparison to run (all: emulator and replicated; scale: alone)",
+    )
+    p.add_argument(
+        "--scale-sizes",
+        default=None,
+        help="scale suite: entity counts to measure at (10000,100000,1000000; quick: 1000,3000)",
+    )
+    p.add_argument(
+        "--memory-budget", default="", help="scale suite: the node's --memory-budget (its default)"
     )
     p.add_argument(
         "--targets",
@@ -120,6 +133,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     args.repl_clients = [int(x) for x in args.repl_clients.split(",") if x.strip()]
+    try:
+        default_sizes = scale.QUICK_SIZES if q else scale.SIZES
+        args.scale_size_list = (
+            scale.parse_sizes(args.scale_sizes) if args.scale_sizes else list(default_sizes)
+        )
+    except ValueError as exc:
+        p.error(str(exc))
     args.kills = args.kills if args.kills is not None else (1 if q else 3)
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
     for t in wanted:
@@ -271,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     emulator_run: report.Run | None = None
     replicated_run: report.ReplRun | None = None
     workers: pool.Pool | None = None
+    if args.suite == "scale":
+        return scale_suite(args, scratch)
     try:
         if not args.target_list and not args.repl_targets:
             print("no target to run", flush=True)
@@ -295,6 +317,24 @@ def main(argv: list[str] | None = None) -> int:
         print(report.render_replicated(replicated_run), flush=True)
     if args.json is not None:
         report.write_json(emulator_run, args.json, replicated_run)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def scale_suite(args: argparse.Namespace, scratch: Path) -> int:
+    workers = pool.Pool(max(args.procs, 1))
+    try:
+        run = scale.run_suite(args, workers, scratch)
+    finally:
+        workers.close()
+        if args.keep:
+            print(f"scratch kept at {scratch}", flush=True)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print()
+    print(scale.render(run), flush=True)
+    if args.json is not None:
+        scale.write_json(run, args.json)
         print(f"results written to {args.json}")
     return 0
 

@@ -30,6 +30,11 @@ ALL = (PUT, LOOKUP, PUT_MULTI, QUERY, TXN_COUNTER)
 # The replicated suite's write through the official client (not in ALL: that suite
 # picks it itself). The same entity as bench/loadgen.py's raw CommitRequest.
 PUT_500 = "put_500"
+# The scale suite's queries (bench/scale.py; not in ALL), over SCALE_KIND grown in steps.
+SCALE_FILTER = "scale_filter"
+SCALE_KEYS = "scale_keys"
+SCALE_KIND = "BenchScale"
+SCALE_TAGS = 500  # entity i has tag i % SCALE_TAGS: 20 per tag at 10k entities
 DESCRIPTIONS = {
     PUT: "single put (1 entity, new key)",
     LOOKUP: "lookup by key",
@@ -37,6 +42,8 @@ DESCRIPTIONS = {
     QUERY: "equality query, limit 20",
     TXN_COUNTER: "txn counter increment (1 hot key)",
     PUT_500: "single upsert of a ~500-byte entity",
+    SCALE_FILTER: "equality filter, limit 20",
+    SCALE_KEYS: "keys-only range n >= x, limit 20",
 }
 
 LOOKUP_KIND = "BenchLookup"
@@ -179,6 +186,9 @@ def make_op(
 
         return query
 
+    if workload in (SCALE_FILTER, SCALE_KEYS):
+        return scale_query(workload, client, params.query_entities, rng)
+
     if workload == TXN_COUNTER:
         key = client.key("BenchCounter", params.cell_id)
         aborted = (exceptions.Aborted, exceptions.Conflict)
@@ -208,6 +218,43 @@ def make_op(
         return increment
 
     raise ValueError(f"unknown workload {workload!r}")
+
+
+def scale_query(
+    workload: str, client: Any, entities: int, rng: random.Random
+) -> Callable[[], None]:
+    """A query of an app over SCALE_KIND's first `entities` (preloaded with
+    preload_entity(..., SCALE_TAGS * QUERY_MATCHES)): a page of 20 matching an equality
+    filter, or a page of 20 keys from a random point of a range."""
+    from google.cloud.datastore.query import PropertyFilter
+
+    def expect(rows: list[Any], want: int) -> None:
+        if len(rows) != want:
+            raise AssertionError(f"{workload} returned {len(rows)} rows, expected {want}")
+
+    if workload == SCALE_FILTER:
+        tags = min(SCALE_TAGS, entities)
+
+        def by_tag() -> None:
+            tag = rng.randrange(tags)
+            q = client.query(kind=SCALE_KIND)
+            q.add_filter(filter=PropertyFilter("tag", "=", tag))
+            matches = entities // SCALE_TAGS + (1 if tag < entities % SCALE_TAGS else 0)
+            expect(list(q.fetch(limit=QUERY_MATCHES, timeout=RPC_TIMEOUT)), min(20, matches))
+
+        return by_tag
+
+    def keys_from() -> None:
+        start = rng.randrange(max(1, entities - QUERY_MATCHES))
+        q = client.query(kind=SCALE_KIND)
+        q.keys_only()
+        q.add_filter(filter=PropertyFilter("n", ">=", start))
+        rows = list(q.fetch(limit=QUERY_MATCHES, timeout=RPC_TIMEOUT))
+        expect(rows, min(QUERY_MATCHES, entities - start))
+        if rows[0].key.name != f"k{start}":
+            raise AssertionError(f"{workload} began at {rows[0].key.name}, expected k{start}")
+
+    return keys_from
 
 
 def read_counter(client: Any, cell_id: str) -> int:
