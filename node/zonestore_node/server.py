@@ -29,7 +29,7 @@ from aiohttp import web
 from google.cloud.datastore_v1.types import datastore as ds_types
 from google.cloud.datastore_v1.types import entity as entity_types
 
-from zonestore_node.api import auth, edgeproc, http
+from zonestore_node.api import admin_api, auth, edgeproc, http
 from zonestore_node.api.admin import AdminApi
 from zonestore_node.api.datastore import GRPC_OPTIONS, SERVICE, DatastoreApi
 from zonestore_node.api.forward import Forwarder
@@ -113,6 +113,20 @@ def is_loopback(addr: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def self_client_target(config: NodeConfig) -> str:
+    """Where this node reaches its own client port (the Admin API's exports and imports):
+    loopback for a wildcard listener; with client TLS the advertised address, which the
+    certificate names."""
+    if config.client_tls_cert:
+        return advertised(config.client_addr, config.advertise_peer_addr)
+    host, port = split_addr(config.client_addr)
+    if host in ("", "0.0.0.0"):
+        return f"127.0.0.1:{port}"
+    if host == "::":
+        return f"[::1]:{port}"
+    return config.client_addr
 
 
 def advertised(listen_addr: str, advertise_peer_addr: str) -> str:
@@ -248,11 +262,33 @@ class Node:
             planner.IndexPolicy(config.auto_index),
             token_auth=self.token_auth,
         )
+        # The Admin API (google.datastore.admin.v1 and its operations) on the client port.
+        self.datastore_admin = admin_api.DatastoreAdminApi(
+            self.service,
+            self.metrics,
+            self_client_target(config),
+            EdgeRelay()
+            if self.edge_binary is not None
+            else Forwarder(
+                admin_api.SERVICE,
+                self._leader_client_addr,
+                self._serves_here,
+                forward_credentials(config),
+            ),
+            token_auth=self.token_auth,
+            # The client port's certificate is the cluster CA's (as api/forward.py trusts it).
+            tls_ca=(
+                Path(config.peer_tls_ca or config.client_tls_cert).read_bytes()
+                if config.client_tls_cert
+                else None
+            ),
+        )
         self.edge: edgeproc.EdgeProcess | None = None
         self.handoff: HandoffServer | None = None
         if self.edge_binary is not None:
             self.handoff = HandoffServer(
                 self.api,
+                admin=self.datastore_admin,
                 reset=self.reset_data if config.allow_reset else None,
                 reset_refusal="reset is disabled: the node runs without --allow-reset",
                 local_reads=config.unsafe_local_reads,
@@ -339,7 +375,7 @@ class Node:
             server = EdgeFront(self, self.handoff)
         else:
             server = grpc.aio.server(options=GRPC_OPTIONS)
-            server.add_generic_rpc_handlers((self.api.handler(),))
+            server.add_generic_rpc_handlers((self.api.handler(), *self.datastore_admin.handlers()))
             if self.client_credentials is not None:
                 bound = server.add_secure_port(self.config.client_addr, self.client_credentials)
             else:
@@ -389,6 +425,7 @@ class Node:
                 if successor is not None:
                     log.info("node.handed_off leader=%s", successor)
                 await server.stop(self.config.shutdown_grace_seconds)
+                await self.datastore_admin.close()
                 upkeep.cancel()
                 if self.archiver is not None and archiving is not None:
                     archiving.cancel()

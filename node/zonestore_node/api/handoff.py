@@ -25,7 +25,7 @@ import grpc
 from google.cloud.datastore_v1.types import datastore as ds
 from prometheus_client.parser import text_string_to_metric_families
 
-from zonestore_node.api import forward
+from zonestore_node.api import admin_api, forward
 from zonestore_node.api.datastore import SERVICE, DatastoreApi, _lenient
 
 log = logging.getLogger("zonestore.edge")
@@ -141,13 +141,17 @@ class HandoffServer:
         reset: Callable[[], Awaitable[None]] | None = None,
         reset_refusal: str = "",
         local_reads: bool = False,
+        admin: admin_api.DatastoreAdminApi | None = None,
     ) -> None:
         """`reset`: deletes all data (POST /reset), or None with `reset_refusal` saying
-        why it is refused (PERMISSION_DENIED)."""
+        why it is refused (PERMISSION_DENIED). `admin`: the Admin API and its operations
+        (wire numbers 8 onwards, in the order of its `methods()`)."""
         self.table: list[tuple[Handler, Callable[[bytes], Any]]] = [
             (api._wrap(name, getattr(api, attr)), _lenient(request.pb()))
             for name, attr, request in METHODS
         ]
+        if admin is not None:
+            self.table += [(fn, _lenient(request)) for _, _, fn, request, _ in admin.wrapped()]
         self._reset = reset
         self._reset_refusal = reset_refusal
         self._local_reads = local_reads  # TEST ONLY: --unsafe-local-reads
@@ -297,6 +301,8 @@ class _Connection(asyncio.Protocol):
     ) -> None:
         context = HandoffContext(metadata, deadline)
         try:
+            if method >= len(self.server.table):
+                raise Aborted(grpc.StatusCode.UNIMPLEMENTED, f"method {method} is not served")
             handler, parse = self.server.table[method]
             response = await handler(parse(body), context)
             payload = response if isinstance(response, bytes) else response.SerializeToString()
