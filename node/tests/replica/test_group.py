@@ -19,9 +19,9 @@ from zonestore_node.replica.group import (
     NotLeader,
     OutcomeUnknown,
     RaftGroup,
-    _SyncThread,
     hand_off_target,
 )
+from zonestore_node.replica.walsync import SyncThread
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply
@@ -213,7 +213,7 @@ async def test_the_sync_thread_hands_back_each_result_and_error() -> None:
             raise outcome
         return outcome
 
-    thread = _SyncThread(sync)
+    thread = SyncThread(sync)
     try:
         assert await thread() == 0.25
         with pytest.raises(OSError, match="EIO"):

@@ -1,0 +1,35 @@
+"""How one replica of a group is set up: its identity, addresses and Raft timing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zonestore_node.replica.transport import TlsFiles
+
+SNAPSHOT_EVERY = 20_000
+SNAPSHOT_KEEP = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class GroupConfig:
+    node_id: str
+    zone: str
+    peer_addr: str  # where this replica listens for peers
+    advertise_peer_addr: str  # how peers reach it
+    client_addr: str
+    admin_addr: str
+    initial_cluster: dict[str, str] = field(
+        default_factory=dict
+    )  # founding voters: id -> peer addr
+    join: bool = False  # start empty and wait to be added by the leader
+    tick_seconds: float = 0.05
+    election_tick: int = 10  # ticks: 0.5-1 s randomized
+    heartbeat_tick: int = 1
+    snapshot_every: int = SNAPSHOT_EVERY
+    snapshot_keep: int = SNAPSHOT_KEEP
+    # TEST ONLY: serve strong reads from whatever this replica has applied, with no
+    # ReadIndex round and on followers too. A deliberately broken build, for showing that
+    # the consistency tests catch stale reads. Never set it in production.
+    unsafe_local_reads: bool = False
+    # Mutual TLS between replicas (replica/transport.py); None: cleartext.
+    peer_tls: TlsFiles | None = None
