@@ -204,3 +204,49 @@ def test_every_replica_answers_the_same_nearest_neighbours(tmp_path: Path) -> No
         check_everywhere()  # kept current by apply on every replica
     finally:
         cluster.stop()
+
+
+def test_vector_indexes_are_declared_in_index_yaml_on_every_replica(tmp_path: Path) -> None:
+    """--auto-index false: a declared vector index serves the same neighbours on every
+    replica; one of another dimension is refused naming the index.yaml entry to add."""
+    index_yaml = tmp_path / "index.yaml"
+    index_yaml.write_text(
+        "indexes:\n- kind: Doc\n  properties:\n  - name: emb\n"
+        "    vectorConfig:\n      dimension: 8\n      flat: {}\n"
+    )
+    cluster = Cluster(
+        tmp_path, size=3, extra=["--auto-index", "false", "--index-yaml", str(index_yaml)]
+    )
+    cluster.start()
+    try:
+        leader = cluster.leader()
+        project = "declared"
+        api = raw_api(datastore_client(leader.client_addr, project))
+        rng = random.Random(8)
+        docs = random_docs(rng, range(1, 121), 8)
+        upsert(api, project, dict(docs))
+        upsert(api, project, random_docs(rng, range(500, 510), 4))  # another dimension
+        q_vec = [rng.uniform(-1, 1) for _ in range(8)]
+        deadline = time.monotonic() + REPLICATION_WAIT_S
+        on_leader: list[tuple[int, float]] = []
+        while time.monotonic() < deadline:  # the leader creates index.yaml's at start
+            try:
+                on_leader = nearest(api, project, q_vec, EUCLIDEAN, 10)
+                break
+            except exceptions.FailedPrecondition:
+                time.sleep(0.2)
+        assert [i for i, _ in on_leader] == oracle(docs, q_vec, EUCLIDEAN, 10)
+        for replica in cluster.nodes:
+            reader = raw_api(datastore_client(replica.client_addr, project))
+            got: list[tuple[int, float]] = []
+            deadline = time.monotonic() + REPLICATION_WAIT_S
+            while time.monotonic() < deadline:
+                got = nearest(reader, project, q_vec, EUCLIDEAN, 10, eventual=True)
+                if got == on_leader:
+                    break
+                time.sleep(0.2)
+            assert got == on_leader, replica.node_id
+            with pytest.raises(exceptions.FailedPrecondition, match="dimension: 4"):
+                nearest(reader, project, [0.5] * 4, EUCLIDEAN, 3)
+    finally:
+        cluster.stop()

@@ -52,6 +52,7 @@ PROPERTY_INDEX = b"P"
 COMPOSITE_INDEX = b"C"
 MAX_COMPOSITE_ENTRIES = limits.MAX_COMPOSITE_ENTRIES
 MAX_COMPOSITE_PROPERTIES = 100
+MAX_VECTOR_DIMENSION = 2048  # production's maximum, as model.vectors.MAX_DIMENSION
 
 
 def micros(timestamp: Any) -> int:
@@ -350,6 +351,9 @@ def invert(raw: bytes) -> bytes:
 class Column:
     name: str
     descending: bool = False
+    # A vector index's one column (index.yaml `vectorConfig: {dimension: N, flat: {}}`):
+    # the dimension of the vectors it holds; 0 for an ordinary (ASC/DESC) column.
+    vector_dimension: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,22 +374,64 @@ class CompositeDefinition:
             lines.append(f"  - name: {c.name}")
             if c.descending:
                 lines.append("    direction: desc")
+            if c.vector_dimension:
+                lines.append("    vectorConfig:")
+                lines.append(f"      dimension: {c.vector_dimension}")
+                lines.append("      flat: {}")
         return "\n".join(lines) + "\n"
 
+    @property
+    def vector(self) -> bool:
+        """A vector index (find_nearest): no composite entries of its own (see
+        `vector_definition`)."""
+        return any(c.vector_dimension for c in self.columns)
+
     def pack(self) -> list[Any]:
-        return [self.kind, self.ancestor, [[c.name, c.descending] for c in self.columns]]
+        # A vector column packs its dimension as a third element; ordinary columns keep
+        # the two-element form older nodes read (upgrade every replica before declaring
+        # a vector index).
+        return [
+            self.kind,
+            self.ancestor,
+            [
+                [c.name, c.descending, c.vector_dimension]
+                if c.vector_dimension
+                else [c.name, c.descending]
+                for c in self.columns
+            ],
+        ]
 
     @staticmethod
     def unpack(fields: list[Any]) -> CompositeDefinition:
         kind, ancestor, columns = fields
         return CompositeDefinition(
-            str(kind), bool(ancestor), tuple(Column(str(n), bool(d)) for n, d in columns)
+            str(kind),
+            bool(ancestor),
+            tuple(Column(str(c[0]), bool(c[1]), int(c[2]) if len(c) > 2 else 0) for c in columns),
         )
 
     def check(self) -> None:
         keys.check_name(self.kind, "kind")
         if not self.columns:
             raise invalid(f"The composite index on {self.kind} needs at least one property.")
+        if self.vector:
+            column = self.columns[0]
+            if len(self.columns) != 1 or self.ancestor or column.descending:
+                raise invalid(
+                    f"The vector index on {self.kind} must have exactly one property, the "
+                    "vector one (no ancestor, no direction): zonestore's pre-filters run "
+                    "through the ordinary indexes."
+                )
+            if not 0 < column.vector_dimension <= MAX_VECTOR_DIMENSION:
+                raise invalid(
+                    f"The vector index on {self.kind}.{column.name} needs a dimension "
+                    f"between 1 and {MAX_VECTOR_DIMENSION}."
+                )
+            if "." in column.name:
+                raise invalid(
+                    f"The vector index on {self.kind} names {column.name}: zonestore "
+                    "indexes vectors of top-level properties only."
+                )
         if len(self.columns) > MAX_COMPOSITE_PROPERTIES:
             raise invalid(f"A composite index has at most {MAX_COMPOSITE_PROPERTIES} properties.")
         names = [c.name for c in self.columns]
@@ -484,6 +530,8 @@ def composite_keys(
     key_bytes = 0
     plans: list[tuple[CompositeIndex, list[list[bytes]], list[bytes]]] = []
     for index in indexes:
+        if index.definition.vector:
+            continue  # its entries are model.vectors', kept for every vector value
         choices: list[list[bytes]] = []
         sizes: list[int] = []  # per column: the storage sizes of its distinct values
         for column in index.definition.columns:
@@ -590,9 +638,29 @@ def entity_composite_keys(
     return composite_keys(partition, keys.path_of(entity.key), grouped, indexes, strict=strict)
 
 
+def _vector_dimension(prop: dict[str, Any]) -> int:
+    """A property's `vectorConfig: {dimension: N, flat: {}}` (Firestore's shape for a
+    vector field: `flat` is the only index type), or 0 when it has none."""
+    config = prop.get("vectorConfig")
+    if config is None:
+        return 0
+    if not isinstance(config, dict) or set(config) - {"dimension", "flat"}:
+        raise invalid(f"index.yaml: vectorConfig is {{dimension: N, flat: {{}}}}, not {config!r}")
+    if "flat" not in config or config["flat"] not in ({}, None):
+        raise invalid("index.yaml: vectorConfig needs `flat: {}` (the only vector index type).")
+    dimension = config.get("dimension")
+    if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension <= 0:
+        raise invalid(f"index.yaml: vectorConfig needs a positive integer dimension: {config!r}")
+    if "direction" in prop:
+        raise invalid(f"index.yaml: a vector property has no direction: {prop!r}")
+    return dimension
+
+
 def parse_index_yaml(text: str) -> list[CompositeDefinition]:
     """Datastore's index.yaml: `indexes: [{kind, ancestor: yes|no, properties: [{name,
-    direction: asc|desc}]}]`. INVALID_ARGUMENT (DatastoreError) on anything else."""
+    direction: asc|desc}]}]`; a vector index (find_nearest) is one property with
+    `vectorConfig: {dimension: N, flat: {}}` instead of a direction.
+    INVALID_ARGUMENT (DatastoreError) on anything else."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -615,7 +683,7 @@ def parse_index_yaml(text: str) -> list[CompositeDefinition]:
             direction = str(prop.get("direction", "asc")).lower()
             if direction not in ("asc", "desc"):
                 raise invalid(f"index.yaml: direction must be asc or desc, not {direction!r}")
-            columns.append(Column(prop["name"], direction == "desc"))
+            columns.append(Column(prop["name"], direction == "desc", _vector_dimension(prop)))
         definition = CompositeDefinition(entry["kind"], bool(ancestor), tuple(columns))
         definition.check()
         out.append(definition)

@@ -2,8 +2,11 @@
 
 A vector value is what the clients write for a `Vector`: an array value with
 `meaning` 31 whose elements are all doubles, 1 to 2,048 of them (production's maximum
-dimension). zonestore indexes every vector value of a top-level property, like a
-built-in index, in an index keyspace of its own (no declaration needed; see the README):
+dimension). zonestore keeps entries for every vector value of a top-level property, like
+a built-in index, in an index keyspace of its own. A query may only search an index that
+is declared (model.indexing: a CompositeDefinition with one vector column, from index.yaml
+or created on demand under --auto-index; query.executor checks): the declaration gates
+queries, not maintenance, so declaring one needs no backfill (see the README):
 
     V ++ partition ++ escaped kind ++ escaped property ++ uint16be(dimension)
       ++ encoded key path ++ the vector as `dimension` big-endian float64s

@@ -24,7 +24,7 @@ from typing import Any
 
 from google.cloud.datastore_v1.types import query as query_types
 
-from zonestore_node.model import keys, limits
+from zonestore_node.model import indexing, keys, limits
 from zonestore_node.model.errors import invalid
 from zonestore_node.query import aggregate, explain, gql, metadata, planner, rows, values, vectors
 from zonestore_node.query.outcome import QueryOutcome
@@ -158,6 +158,14 @@ def run_nearest(
         )
     if query.HasField("limit") and query.limit.value < nearest.limit:
         nearest = dataclasses.replace(nearest, limit=max(query.limit.value, 0))
+    # The vector index must be declared (index.yaml, or created now under --auto-index);
+    # a plan without analyze creates nothing, like a missing composite index.
+    if not plan_only or policy is IndexPolicy.REQUIRE:
+        planner.check_vector_index(
+            indexing.load_registry(store.engine),
+            planner.vector_definition(spec.kind, nearest),
+            policy,
+        )
     prefix = vectors.index_prefix(spec.encoded_partition, spec.kind, nearest)
     index_used = {
         "query_scope": "Collection",

@@ -35,7 +35,8 @@ range, k = results handed out):
                `SORT_PROBE` keys, fetch them all and sort in memory (O(matches));
                otherwise fall back to ORDERED with the equalities as residual filters.
 
-Missing composite indexes (`IndexPolicy`): CREATE raises `NeedsIndex(definition)`, the
+Missing composite indexes (`IndexPolicy`; the same for find_nearest's vector indexes,
+`check_vector_index`): CREATE raises `NeedsIndex(definition)`, the
 edge has the index created through the log and runs the query again; REQUIRE refuses
 like production (FAILED_PRECONDITION "no matching index found" with the index.yaml
 entry to add); FALLBACK serves the query with the in-memory plans above. Projection
@@ -360,7 +361,7 @@ def needed_index(spec: Spec, branch: filters.Branch) -> Need | None:
 
 def matches(index: indexing.CompositeDefinition, need: Need) -> bool:
     """Whether `index` serves a branch that needs `need` (see the module docstring)."""
-    if index.kind != need.definition.kind or index.ancestor != need.ancestor:
+    if index.kind != need.definition.kind or index.ancestor != need.ancestor or index.vector:
         return False
     k = len(need.equal)
     if len(index.columns) != k + len(need.columns):
@@ -377,6 +378,29 @@ def find_index(registry: indexing.Registry, need: Need) -> indexing.CompositeInd
     """The matching index created first (lowest id), or None."""
     found = [i for i in registry.for_kind(need.definition.kind) if matches(i.definition, need)]
     return min(found, key=lambda i: i.index_id, default=None)
+
+
+def vector_definition(kind: str, nearest: vectors.Nearest) -> indexing.CompositeDefinition:
+    """The vector index a find_nearest searches: its kind, property and query dimension."""
+    return indexing.CompositeDefinition(
+        kind, False, (indexing.Column(nearest.name, vector_dimension=nearest.dimension),)
+    )
+
+
+def check_vector_index(
+    registry: indexing.Registry, definition: indexing.CompositeDefinition, policy: IndexPolicy
+) -> bool:
+    """Whether a find_nearest may search the vector index `definition`: True when it is
+    declared. Missing, CREATE raises NeedsIndex (the edge creates it through the log: no
+    backfill, the entries are always kept), REQUIRE refuses it like a missing composite
+    index, FALLBACK serves it anyway (returns False: served undeclared)."""
+    if registry.find(definition) is not None:
+        return True
+    if policy is IndexPolicy.CREATE:
+        raise NeedsIndex(definition)
+    if policy is IndexPolicy.REQUIRE:
+        raise no_matching_index(definition)
+    return False
 
 
 def leading_property(spec: Spec, branch: filters.Branch) -> str | None:

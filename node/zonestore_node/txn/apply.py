@@ -293,7 +293,8 @@ def _evaluate_recipe(
 
 
 def create_index(store: mvcc.Store, command: CreateIndexCommand, batch: WriteBatch) -> ApplyResult:
-    """Register a composite index and backfill it at the command's commit_ts.
+    """Register a composite index and backfill it at the command's commit_ts (a vector
+    index is only registered).
 
     Deterministic: the entities are the newest versions in the store when the command
     is applied (log order), found through the kind index of every partition. The
@@ -305,7 +306,10 @@ def create_index(store: mvcc.Store, command: CreateIndexCommand, batch: WriteBat
         return ApplyResult(commit_ts)
     index = indexing.CompositeIndex(registry.next_id(), command.definition, commit_ts)
     entries = 0
-    for partition, paths in _kind_members(store, command.definition.kind):
+    # A vector index only registers: its entries (model.vectors) exist for every vector
+    # value already, so there is nothing to backfill.
+    members = [] if command.definition.vector else _kind_members(store, command.definition.kind)
+    for partition, paths in members:
         for start in range(0, len(paths), _BACKFILL_CHUNK):
             chunk = paths[start : start + _BACKFILL_CHUNK]
             versions = store.get_many(Family.ENTITIES, [partition + p for p in chunk], LATEST)

@@ -15,6 +15,7 @@ which also says which command it is:
                         fail_on_conflict, mask, transforms] (written only when a write
                         carries one of those: older commands keep format 1)
     16  CreateIndexCommand  [16, commit_ts, [kind, ancestor, [[name, descending], ...]]]
+                        a vector index's one column is [name, false, dimension]
 `decode` reads either; entries written before composite indexes (all format 1) read as
 they always did. A node older than format 16 refuses that entry (upgrade every replica
 before creating composite indexes); likewise format 2 (upgrade before clients send
