@@ -27,8 +27,9 @@ from google.cloud.datastore_admin_v1.types import index as ix
 from tests.export.conftest import client_for
 from tests.export.test_commands import KINDS, count_rows, offsets_of, seed
 from tests.export.values import assert_same, read_all
-from tests.harness import NodeProcess
+from tests.harness import Cluster, NodeProcess
 from tests.objstore_server import S3Server
+from tests.security.support import make_secrets, official_client
 from zonestore_node.api import admin_api, handoff
 from zonestore_node.export import records
 
@@ -320,3 +321,82 @@ def test_the_nodes_wire_order_is_the_edges_method_list() -> None:
         for service, method, *_ in api.methods()
     ]
     assert go == python and len(go) == 18
+
+
+def test_a_secured_node_checks_the_callers_token_for_operations_and_the_work(
+    tmp_path: Path,
+) -> None:
+    """Client TLS and --auth-tokens: the export runs with the caller's token (through the
+    node's own TLS client port), a read-only token cannot import, no token is refused."""
+    secrets = make_secrets(tmp_path / "secrets")
+    guarded = NodeProcess(tmp_path / "node", extra=secrets.flags(client_tls=True, auth=True))
+    guarded.start()
+
+    def admin_with(token: str | None) -> Any:
+        credentials = grpc.ssl_channel_credentials(root_certificates=secrets.ca.cert_pem)
+        if token is not None:
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.access_token_call_credentials(token)
+            )
+        channel = grpc.secure_channel(guarded.client_addr, credentials)
+        return datastore_admin_v1.DatastoreAdminClient(
+            transport=DatastoreAdminGrpcTransport(channel=channel)
+        )
+
+    try:
+        writer = official_client(secrets, guarded, "p", "tok-writer")
+        entity = datastore.Entity(writer.key("K", "one"))
+        entity["v"] = 1
+        writer.put(entity)
+        out = (tmp_path / "out").as_uri()
+        with pytest.raises(exceptions.Unauthenticated):
+            admin_with(None).export_entities(request={"project_id": "p", "output_url_prefix": out})
+        reader = admin_with("tok-reader")
+        op, url = export(reader, "p", out)  # reading is enough to export
+        assert op.metadata.progress_entities.work_completed == 1
+        with pytest.raises(exceptions.PermissionDenied, match="read-only"):
+            reader.import_entities(request={"project_id": "p2", "input_url": url})
+        admin_with("tok-writer").import_entities(
+            request={"project_id": "p2", "input_url": url}
+        ).result(timeout=OP_TIMEOUT)
+        copy = official_client(secrets, guarded, "p2", "tok-reader")
+        assert copy.get(copy.key("K", "one"))["v"] == 1
+    finally:
+        guarded.stop()
+
+
+def test_in_a_group_operations_live_on_the_replica_that_started_them(tmp_path: Path) -> None:
+    """Export through a follower: its GetOperation knows the operation, another replica's
+    does not; CreateIndex through a follower goes to the leader and reaches every replica."""
+    cluster = Cluster(tmp_path / "cluster")
+    cluster.start()
+    try:
+        leader = cluster.leader()
+        follower, other = [n for n in cluster.nodes if n is not leader]
+        written = seed(leader, "grp")
+        op, url = export(admin_for(follower), "grp", (tmp_path / "out").as_uri())
+        assert op.metadata.progress_entities.work_completed == len(written)
+        name = op.operation.name
+        assert operations_for(follower).get_operation(name).done
+        with pytest.raises(exceptions.NotFound):
+            operations_for(other).get_operation(name)
+        admin_for(other).import_entities(request={"project_id": "grp2", "input_url": url}).result(
+            timeout=OP_TIMEOUT
+        )
+        assert_same(read_all(client_for(leader, "grp2"), [None, "ns1"], KINDS), written)
+
+        created = (
+            admin_for(follower)
+            .create_index(request={"project_id": "grp", "index": index_of("grp", "Grouped")})
+            .result(timeout=OP_TIMEOUT)
+        )
+        deadline = time.monotonic() + 60
+        for node in cluster.nodes:  # applied through the log everywhere
+            while True:
+                listed = admin_for(node).list_indexes(request={"project_id": "grp"})
+                if created.index_id in [i.index_id for i in listed]:
+                    break
+                assert time.monotonic() < deadline, node.node_id
+                time.sleep(0.1)
+    finally:
+        cluster.stop()
