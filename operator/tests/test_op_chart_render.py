@@ -73,6 +73,10 @@ NAMESPACED_RULES = {
     ("zonestore.io", "datastores"): {"get", "list", "watch", "patch"},
     ("zonestore.io", "datastores/status"): {"patch"},
     ("zonestore.io", "datastores/finalizers"): {"update"},
+    ("zonestore.io", "datastorebackups"): {"get", "list", "watch", "patch", "create", "delete"},
+    ("zonestore.io", "datastorebackups/status"): {"patch"},
+    ("zonestore.io", "scheduleddatastorebackups"): {"get", "list", "watch", "patch"},
+    ("zonestore.io", "scheduleddatastorebackups/status"): {"patch"},
     ("", "pods"): {"list", "watch", "patch", "delete"},
     ("apps", "statefulsets"): {"list", "create", "patch"},
     ("", "services"): {"create", "patch"},
@@ -161,6 +165,8 @@ def test_default_render_has_the_operator_and_no_monitoring_objects() -> None:
     assert kinds == sorted(
         [
             "CustomResourceDefinition",  # datastores.zonestore.io
+            "CustomResourceDefinition",  # datastorebackups.zonestore.io
+            "CustomResourceDefinition",  # scheduleddatastorebackups.zonestore.io
             "CustomResourceDefinition",  # clusterkopfpeerings.kopf.dev
             "CustomResourceDefinition",  # kopfpeerings.kopf.dev
             "ServiceAccount",
@@ -218,6 +224,12 @@ def test_chart_crd_is_byte_identical_to_the_repository_crd() -> None:
     assert (CHART / "crds" / "datastore.yaml").read_bytes() == (
         REPO / "crds" / "datastore.yaml"
     ).read_bytes(), "copy crds/datastore.yaml to charts/zonestore-operator/crds/"
+
+
+def test_chart_backup_crds_are_byte_identical_to_the_repository_ones() -> None:
+    assert (CHART / "crds" / "backups.yaml").read_bytes() == (
+        REPO / "crds" / "backups.yaml"
+    ).read_bytes(), "copy crds/backups.yaml to charts/zonestore-operator/crds/"
 
 
 def test_kopf_peering_crds_match_the_peering_the_chart_creates() -> None:

@@ -7,6 +7,7 @@ Settings: progress and diff-base in annotations under `zonestore.io` (so structu
 pruning of status cannot drop them), our own finalizer name, peering for operator HA
 (name `zonestore-operator`), watch timeouts so a silent watch stream is re-opened, and
 the operator's Prometheus metrics on ZONESTORE_OPERATOR_METRICS_PORT (default 9090).
+DatastoreBackup and ScheduledDatastoreBackup handlers: zonestore_operator.backups.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
+from zonestore_operator import backups
 from zonestore_operator.adminclient import AdminClient
 from zonestore_operator.model.spec import GROUP, PLURAL, VERSION
 from zonestore_operator.reconcile.kube import Kube
@@ -131,6 +133,7 @@ def register(
         labels={meta.L_NAME: meta.APP, meta.L_MANAGED_BY: meta.MANAGER},
         registry=registry,
     )(pod_event)
+    backups.register(registry, lambda: _Runtime.kube)
 
 
 register()

@@ -22,3 +22,14 @@ MEMBERS = Gauge(
     ["namespace", "datastore", "state"],
 )
 DURATION = Histogram("zonestore_operator_reconcile_seconds", "Reconcile pass duration")
+# Set when a DatastoreBackup completes, and from every Completed one when the operator
+# starts (kopf resumes them), so a restart does not forget it. Alert:
+# ZonestoreBackupTooOld (monitoring/alerts.yaml).
+BACKUP_LAST_SUCCESS = Gauge(
+    "zonestore_operator_backup_last_success_timestamp_seconds",
+    "Commit time of the newest completed DatastoreBackup, per Datastore (Unix seconds)",
+    ["namespace", "datastore"],
+)
+BACKUPS = Counter(
+    "zonestore_operator_backups_total", "DatastoreBackups finished, by result", ["result"]
+)

@@ -195,6 +195,40 @@ class Security:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectStore:
+    """Where backups and archived log segments live (spec.backup, a DatastoreBackup's
+    destination, spec.bootstrap.recovery.source). `destination` is `s3://bucket/prefix`
+    or `file:///abs/folder` (a folder the operator and the node pods both see). S3 keys
+    come from the Secret `credentials_secret` (keys AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY), the endpoint and region from here or the environment."""
+
+    destination: str
+    endpoint: str | None = None
+    region: str | None = None
+    credentials_secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """spec.backup. Archiving (the nodes' --archive-to) needs a store."""
+
+    store: ObjectStore | None = None
+    archiving: bool = False
+    archive_max_delay_seconds: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """spec.bootstrap.recovery: the group starts from `zonestore restore` of a backup
+    (the newest fit unless `backup_id`) replayed up to `target_time` (RFC 3339; None:
+    the newest archived commit)."""
+
+    source: ObjectStore
+    backup_id: str | None = None
+    target_time: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DatastoreSpec:
     """A validated spec. Invariants: `voters` is odd, 1 <= voters <= total_replicas,
     zones are unique DNS labels."""
@@ -217,6 +251,8 @@ class DatastoreSpec:
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     monitoring: Monitoring = field(default_factory=Monitoring)
     security: Security = field(default_factory=Security)
+    backup: Backup = field(default_factory=Backup)
+    recovery: Recovery | None = None
 
     @property
     def total_replicas(self) -> int:
@@ -380,6 +416,72 @@ def parse_security(raw_security: Any) -> Security:
     )
 
 
+_STORE_URL = re.compile(r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?|file:///.*)$")
+_BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
+)
+
+
+def parse_store(raw_store: Any, path: str) -> ObjectStore:
+    """An object store reference ({destination, endpoint, region, credentials})."""
+    raw = _obj(raw_store, path)
+    destination = _str(raw, "destination", path, None)
+    if destination is None:
+        raise SpecError(f"{path}.destination is required (s3://bucket/prefix or file:///dir)")
+    if not _STORE_URL.match(destination):
+        raise SpecError(
+            f"{path}.destination must be s3://bucket/prefix or file:///abs/folder, "
+            f"got {destination!r}"
+        )
+    creds = _obj(raw.get("credentials"), f"{path}.credentials")
+    return ObjectStore(
+        destination=destination,
+        endpoint=_str(raw, "endpoint", path, None),
+        region=_str(raw, "region", path, None),
+        credentials_secret=_str(creds, "secretName", f"{path}.credentials", None),
+    )
+
+
+def parse_backup(raw_backup: Any) -> Backup:
+    p = "spec.backup"
+    raw = _obj(raw_backup, p)
+    store = parse_store(raw, p) if raw.get("destination") is not None else None
+    arch = _obj(raw.get("archiving"), f"{p}.archiving")
+    archiving = _bool(arch, "enabled", f"{p}.archiving", False)
+    if archiving and store is None:
+        raise SpecError(f"{p}.archiving.enabled needs {p}.destination")
+    return Backup(
+        store=store,
+        archiving=archiving,
+        archive_max_delay_seconds=_int(arch, "maxDelaySeconds", f"{p}.archiving", 60, 1, 3600),
+    )
+
+
+def parse_recovery(raw_bootstrap: Any) -> Recovery | None:
+    p = "spec.bootstrap.recovery"
+    raw = _obj(_obj(raw_bootstrap, "spec.bootstrap").get("recovery"), p)
+    if not raw:
+        return None
+    backup_id = _str(raw, "backupID", p, None)
+    if backup_id is not None and not _BACKUP_ID.match(backup_id):
+        raise SpecError(
+            f"{p}.backupID must be an id from `zonestore backup list` "
+            f"(like 20261206T073000Z-1a2b3c4d), got {backup_id!r}"
+        )
+    target = _str(raw, "targetTime", p, None)
+    if target is not None and not _RFC3339.match(target):
+        raise SpecError(
+            f"{p}.targetTime must be an RFC 3339 time with a zone, such as "
+            f"2026-12-06T07:30:00Z, got {target!r}"
+        )
+    return Recovery(
+        source=parse_store(raw.get("source"), f"{p}.source"),
+        backup_id=backup_id,
+        target_time=target,
+    )
+
+
 def parse_spec(raw_spec: Mapping[str, Any] | None, name: str = "") -> DatastoreSpec:
     """Parse, default and validate `spec`; raise `SpecError` naming the first bad field.
 
@@ -500,4 +602,6 @@ def parse_spec(raw_spec: Mapping[str, Any] | None, name: str = "") -> DatastoreS
             pod_monitor=_bool(mon, "podMonitor", "spec.monitoring", False),
         ),
         security=parse_security(raw.get("security")),
+        backup=parse_backup(raw.get("backup")),
+        recovery=parse_recovery(raw.get("bootstrap")),
     )

@@ -32,6 +32,8 @@ _PLURALS = {
     "Certificate": "certificates",  # cert-manager.io
     "PodMonitor": "podmonitors",  # monitoring.coreos.com
     KIND: PLURAL,
+    "DatastoreBackup": "datastorebackups",
+    "ScheduledDatastoreBackup": "scheduleddatastorebackups",
 }
 
 
@@ -215,19 +217,58 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    # Objects of any kind in _PLURALS (the backup handlers, zonestore_operator.backups).
+
+    async def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._request("GET", object_path(api_version, kind, namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list_objects(
+        self, api_version: str, kind: str, namespace: str, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._list(object_path(api_version, kind, namespace), selector)
+
+    async def delete_object(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self._request("DELETE", object_path(api_version, kind, namespace, name))
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_status_of(
+        self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        await self._request(
+            "PATCH",
+            object_path(api_version, kind, namespace, name) + "/status",
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+
     async def post_event(self, ref: DatastoreRef, type_: str, reason: str, message: str) -> None:
+        involved = {"apiVersion": API_VERSION, "kind": KIND, "name": ref.name, "uid": ref.uid}
+        await self.post_event_for(ref.namespace, involved, type_, reason, message)
+
+    async def post_event_for(
+        self,
+        namespace: str,
+        involved: Mapping[str, str],
+        type_: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """An Event about `involved` ({apiVersion, kind, name, uid}) in `namespace`."""
         now = format_time(datetime.now(UTC))
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": ref.name,
-                "namespace": ref.namespace,
-                "uid": ref.uid,
-            },
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+            "involvedObject": {**involved, "namespace": namespace},
             "type": type_,
             "reason": reason,
             "message": message[:1024],
@@ -237,4 +278,4 @@ class Kube:
             "count": 1,
             "reportingComponent": MANAGER,
         }
-        await self._request("POST", f"/api/v1/namespaces/{ref.namespace}/events", body=body)
+        await self._request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)

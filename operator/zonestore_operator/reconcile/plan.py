@@ -107,7 +107,10 @@ def _run(view: View) -> Plan:
         else set()
     )
     voters = [r for r in replicas if r.is_voter]
-    if view.leader_status is not None and view.spec.failover.enabled:
+    # A recovered group starts with one voter (spec.bootstrap.recovery): it fills up to
+    # spec.voters from caught-up learners even where failover is off.
+    filling = view.spec.recovery is not None and len(voters) < view.spec.voters
+    if view.leader_status is not None and (view.spec.failover.enabled or filling):
         desired = membership.desired_voters(view, replicas, failed_zones)
     else:
         desired = voters

@@ -150,8 +150,14 @@ def bootstrap_members(ref: DatastoreRef, spec: DatastoreSpec) -> list[str]:
     """The pods that form the initial Raft group: `spec.voters` pods dealt round-robin
     over the zones, lowest ordinals first (3 voters over zones a,b,c -> a-0, b-0, c-0;
     5 voters over 3 zones x 2 -> a-0, b-0, c-0, a-1, b-1). Every other pod starts with
-    --join and is added as a learner by the operator."""
+    --join and is added as a learner by the operator. A recovery (spec.bootstrap.recovery)
+    starts from one pod: the first zone's first."""
     n = len(spec.zones)
+    if spec.recovery is not None:
+        # A recovery starts as the restored group of one (its only voter is the pod the
+        # init container restored, statefulset.restore_init_container); every other pod
+        # joins as a learner and is promoted as usual.
+        return [pod_name(ref, spec.zones[0], 0)]
     return [pod_name(ref, spec.zones[i % n], i // n) for i in range(spec.voters)]
 
 

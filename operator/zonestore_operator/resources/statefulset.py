@@ -24,6 +24,9 @@
   too, so the data volume and the 0440 Secret files are readable), no privilege
   escalation, every capability dropped, RuntimeDefault seccomp, read-only root
   filesystem with an emptyDir at /tmp.
+- Backups (resources.backup): --archive-to and the object store's AWS_* environment
+  when spec.backup.archiving is on; the `zonestore restore` init container in the first
+  zone when spec.bootstrap.recovery is set.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import DatastoreSpec
-from zonestore_operator.resources import memory, meta, security
+from zonestore_operator.resources import backup, memory, meta, security
 
 DATA_DIR = "/var/lib/zonestore"
 CONTAINER = "zonestore"
@@ -83,6 +86,7 @@ def serve_command(ref: DatastoreRef, spec: DatastoreSpec, zone: str) -> list[str
         "$(ZONESTORE_INITIAL_CLUSTER)",
         *security_args(spec),
         *memory.budget_args(spec),
+        *backup.archive_args(spec),
     ]
 
 
@@ -235,7 +239,7 @@ def statefulset(ref: DatastoreRef, spec: DatastoreSpec, zone: str, replicas: int
         "imagePullPolicy": spec.image_pull_policy.value,
         "command": ["/bin/sh", "-c", BOOT_SCRIPT, "zonestore-boot"],
         "args": serve_command(ref, spec, zone),
-        "env": _env(ref, zone),
+        "env": [*_env(ref, zone), *backup.archive_env(spec)],
         "ports": [
             {"name": "client", "containerPort": ports.client, "protocol": "TCP"},
             {"name": "admin", "containerPort": ports.admin, "protocol": "TCP"},
@@ -249,6 +253,7 @@ def statefulset(ref: DatastoreRef, spec: DatastoreSpec, zone: str, replicas: int
     }
     if spec.resources:
         container["resources"] = {k: dict(v) for k, v in spec.resources.items()}
+    restore = backup.restore_init_container(ref, spec, zone, container, DATA_DIR)
     claim_spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": spec.storage.size}},
@@ -309,6 +314,7 @@ def statefulset(ref: DatastoreRef, spec: DatastoreSpec, zone: str, replicas: int
                             ]
                         },
                     },
+                    **({"initContainers": [restore]} if restore else {}),
                     "containers": [container],
                     "volumes": extra_volumes,
                 },
