@@ -5,6 +5,8 @@ fallback); a vector index never serves an ordinary composite query."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.query.test_vector_search import EUCLIDEAN, doc, nearest_query
@@ -160,3 +162,13 @@ def test_a_vector_index_never_serves_an_ordinary_composite_query(world: World) -
     assert planner.find_index(registry, need) is None
     single = planner.Need(frozenset(), (planner.Order("emb", False),), False, vector_index(3))
     assert not planner.matches(vector_index(3), single)
+
+
+def test_the_readmes_vector_index_yaml_parses_to_a_vector_index() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = readme.split("```yaml\nindexes:\n", 1)[1].split("```", 1)[0]
+    assert indexing.parse_index_yaml("indexes:\n" + block) == [
+        indexing.CompositeDefinition(
+            "Doc", False, (indexing.Column("embedding", vector_dimension=256),)
+        )
+    ]
