@@ -95,3 +95,19 @@ def test_handoff_floor_prints_a_cpu_figure_for_every_window() -> None:
     ]
     assert [r[0] for r in rows] == ["1", "16", "64"]
     assert all(float(r[1].replace(",", "")) > 0 and float(r[2].replace(",", "")) > 0 for r in rows)
+
+
+@pytest.mark.timeout(240)
+def test_vector_bench_reports_find_nearest_p50_at_each_size(tmp_path: Path) -> None:
+    out = tmp_path / "vectors.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.vectors", "--sizes", "300,700", "--dim", "8",
+         "--queries", "5", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=230,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| vectors | dimension | p50 ms | p95 ms | loaded vectors/s |" in proc.stdout
+    results = json.loads(out.read_text())
+    assert [(r["vectors"], r["dimension"]) for r in results] == [(300, 8), (700, 8)]
+    for r in results:
+        assert 0 < r["p50_ms"] <= r["p95_ms"], r
