@@ -104,15 +104,27 @@ class Writer:
 def load(node: NodeProcess, ids: range, blob_bytes: int = 0) -> None:
     client = client_for(node)
     batch: list[datastore.Entity] = []
+
+    def put(entities: list[datastore.Entity]) -> None:
+        # Upserts: safe to retry when an election (a loaded machine) refused them.
+        for attempt in range(10):
+            try:
+                client.put_multi(entities, timeout=60)
+                return
+            except (gexc.ServiceUnavailable, gexc.Aborted, gexc.DeadlineExceeded):
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
+
     for i in ids:
         entity = datastore.Entity(client.key(KIND, i), exclude_from_indexes=("blob",))
         entity.update(content(i, blob_bytes))
         batch.append(entity)
         if len(batch) * max(blob_bytes, 1) >= 4_000_000 or len(batch) >= 200:
-            client.put_multi(batch, timeout=60)
+            put(batch)
             batch = []
     if batch:
-        client.put_multi(batch, timeout=60)
+        put(batch)
 
 
 def versions(node: NodeProcess, ids: list[int]) -> dict[int, tuple[int, int, str]]:

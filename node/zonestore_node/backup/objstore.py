@@ -166,7 +166,7 @@ class FileStore(ObjectStore):
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.url = root.as_uri()
+        self.url = root.as_uri().rstrip("/") + "/"  # url + key names an object
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*_check_key(key).split("/"))
