@@ -243,7 +243,7 @@ class Node:
         self.service.horizon_wall_us = self.clock_guard.earliest_us
         self.metrics = Metrics(config.node_id, config.zone)
         self.archiver = archive.for_node(
-            config.archive_to, self.group, self.metrics.registry, config.archive_max_delay_seconds
+            config.archive_to, self.group, self.metrics, config.archive_max_delay_seconds
         )
         self.edge_binary = find_edge(config)
         self.forwarder: Forwarder = (

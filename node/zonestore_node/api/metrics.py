@@ -165,6 +165,37 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Continuous archiving (backup/archive.py), set by the archiver while it leads
+        # (alert ZonestoreArchiveLagging); 0 with archiving off.
+        self.archive_lag = Gauge(
+            "zonestore_archive_lag_seconds",
+            "How long the oldest committed log entry not yet archived has waited "
+            "(0: all archived, or not the leader).",
+            registry=self.registry,
+        )
+        self.archive_last_commit = Gauge(
+            "zonestore_archive_last_commit_timestamp_seconds",
+            "Commit time of the newest archived commit (restorable up to here).",
+            registry=self.registry,
+        )
+        self.archive_segments = Counter(
+            "zonestore_archive_segments", "Archive segments uploaded.", registry=self.registry
+        )
+        self.archive_bytes = Counter(
+            "zonestore_archive_bytes", "Bytes of archive segments uploaded.", registry=self.registry
+        )
+        self.archive_failures = Counter(
+            "zonestore_archive_upload_failures",
+            "Archive segment uploads that failed (retried).",
+            registry=self.registry,
+        )
+        self.archive_gaps = Counter(
+            "zonestore_archive_gaps",
+            "Committed entries that could not be archived (buffer overflow or a compacted "
+            "log): point-in-time recovery cannot cross them.",
+            registry=self.registry,
+        )
+
         # Series that alerts take rate() of must exist from the start: rate() cannot see
         # the step from "absent" to 1, so the first abort would go unnoticed.
         self.requests.labels("Commit", "ABORTED")

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from zonestore_node.api.metrics import Metrics
 from zonestore_node.backup import catalog, checkpoint, objstore
 from zonestore_node.raft.storage import StorageError as LogStorageError
 from zonestore_node.replica.group import NotLeader, RaftGroup
@@ -121,35 +121,15 @@ def decode_segment(raw: bytes, where: str) -> tuple[dict[str, Any], list[list[An
 
 
 class ArchiveMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.lag = Gauge(
-            "zonestore_archive_lag_seconds",
-            "How long the oldest committed log entry not yet archived has waited "
-            "(0: all archived, or not the leader).",
-            registry=registry,
-        )
-        self.last_archived = Gauge(
-            "zonestore_archive_last_commit_timestamp_seconds",
-            "Commit time of the newest archived commit (restorable up to here).",
-            registry=registry,
-        )
-        self.segments = Counter(
-            "zonestore_archive_segments", "Archive segments uploaded.", registry=registry
-        )
-        self.bytes = Counter(
-            "zonestore_archive_bytes", "Bytes of archive segments uploaded.", registry=registry
-        )
-        self.failures = Counter(
-            "zonestore_archive_upload_failures",
-            "Archive segment uploads that failed (retried).",
-            registry=registry,
-        )
-        self.gaps = Counter(
-            "zonestore_archive_gaps",
-            "Committed entries that could not be archived (buffer overflow or a compacted "
-            "log): point-in-time recovery cannot cross them.",
-            registry=registry,
-        )
+    """The archiver's series, defined with every node metric in api/metrics.py."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.lag = metrics.archive_lag
+        self.last_archived = metrics.archive_last_commit
+        self.segments = metrics.archive_segments
+        self.bytes = metrics.archive_bytes
+        self.failures = metrics.archive_failures
+        self.gaps = metrics.archive_gaps
 
 
 class Archiver:
@@ -159,7 +139,7 @@ class Archiver:
         self,
         group: RaftGroup,
         store: objstore.ObjectStore,
-        registry: CollectorRegistry,
+        metrics: Metrics,
         *,
         max_delay_s: float = MAX_DELAY_S,
         segment_bytes: int = SEGMENT_BYTES,
@@ -167,7 +147,7 @@ class Archiver:
     ) -> None:
         self.group = group
         self.store = store
-        self.metrics = ArchiveMetrics(registry)
+        self.metrics = ArchiveMetrics(metrics)
         self.max_delay_s = max_delay_s
         self.segment_bytes = segment_bytes
         self.poll_s = poll_s
@@ -324,7 +304,7 @@ def _newest_commit_ts(entries: list[list[Any]]) -> int:
 
 
 def for_node(
-    url: str, group: RaftGroup, registry: CollectorRegistry, max_delay_s: float = MAX_DELAY_S
+    url: str, group: RaftGroup, metrics: Metrics, max_delay_s: float = MAX_DELAY_S
 ) -> Archiver | None:
     """The archiver `--archive-to URL` asks for (None when empty). Raises ValueError for
     a URL that names no destination. S3 settings come from the AWS_* environment."""
@@ -332,4 +312,4 @@ def for_node(
         return None
     if not max_delay_s > 0:
         raise ValueError("--archive-max-delay-seconds must be above 0")
-    return Archiver(group, objstore.open_store(url), registry, max_delay_s=max_delay_s)
+    return Archiver(group, objstore.open_store(url), metrics, max_delay_s=max_delay_s)
