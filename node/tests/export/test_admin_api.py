@@ -283,10 +283,25 @@ def check_index_methods(
         admin.get_index(request={"project_id": project, "index_id": "999999"})
     with pytest.raises(exceptions.InvalidArgument):
         admin.create_index(request={"project_id": project, "index": {"kind": kind}})
-    with pytest.raises(exceptions.MethodNotImplemented, match="does not drop"):
-        admin.delete_index(request={"project_id": project, "index_id": created.index_id})
     with pytest.raises(exceptions.NotFound):
         admin.delete_index(request={"project_id": project, "index_id": "999999"})
+
+    deleting = admin.delete_index(request={"project_id": project, "index_id": created.index_id})
+    gone = deleting.result(timeout=OP_TIMEOUT)
+    assert gone.index_id == created.index_id and gone.state == ix.Index.State.DELETING
+    assert deleting.metadata.common.operation_type == da.OperationType.DELETE_INDEX
+    assert deleting.metadata.common.state == State.SUCCESSFUL
+    with pytest.raises(exceptions.NotFound):
+        admin.get_index(request={"project_id": project, "index_id": created.index_id})
+    listed = admin.list_indexes(request={"project_id": project})
+    assert created.index_id not in [i.index_id for i in listed]
+    if refuses_missing_indexes:  # the planner no longer has it
+        with pytest.raises(exceptions.FailedPrecondition, match="no matching index"):
+            list(query.fetch())
+    again = admin.create_index(request={"project_id": project, "index": index_of(project, kind)})
+    recreated = again.result(timeout=OP_TIMEOUT)
+    assert int(recreated.index_id) > int(created.index_id)  # ids are never reused
+    assert [e["priority"] for e in query.fetch()] == [4, 2, 0]
 
 
 def test_index_methods_list_get_and_create_composite_indexes(
@@ -367,7 +382,8 @@ def test_a_secured_node_checks_the_callers_token_for_operations_and_the_work(
 
 def test_in_a_group_operations_live_on_the_replica_that_started_them(tmp_path: Path) -> None:
     """Export through a follower: its GetOperation knows the operation, another replica's
-    does not; CreateIndex through a follower goes to the leader and reaches every replica."""
+    does not; CreateIndex and DeleteIndex through a follower go to the leader and reach
+    every replica."""
     cluster = Cluster(tmp_path / "cluster")
     cluster.start()
     try:
@@ -395,6 +411,16 @@ def test_in_a_group_operations_live_on_the_replica_that_started_them(tmp_path: P
             while True:
                 listed = admin_for(node).list_indexes(request={"project_id": "grp"})
                 if created.index_id in [i.index_id for i in listed]:
+                    break
+                assert time.monotonic() < deadline, node.node_id
+                time.sleep(0.1)
+        admin_for(follower).delete_index(
+            request={"project_id": "grp", "index_id": created.index_id}
+        ).result(timeout=OP_TIMEOUT)
+        for node in cluster.nodes:  # and dropped everywhere
+            while True:
+                listed = admin_for(node).list_indexes(request={"project_id": "grp"})
+                if created.index_id not in [i.index_id for i in listed]:
                     break
                 assert time.monotonic() < deadline, node.node_id
                 time.sleep(0.1)

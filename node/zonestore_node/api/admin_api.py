@@ -19,8 +19,10 @@ visibly incomplete; import: the entities committed before stay).
 
 The index methods serve the composite index registry (model/indexing.py): the indexes
 index.yaml declares, --auto-index creates, or CreateIndex asked for. Indexes are
-registered for every project alike. CreateIndex goes through the leader's log (the edge
-relays it there) and is done when it answers: the index is backfilled by then.
+registered for every project alike; vector indexes (index.yaml's vectorConfig), which
+v1's Index message cannot describe, are not listed. CreateIndex and DeleteIndex go
+through the leader's log (the edge relays them there) and are done when they answer: the
+index is backfilled, or gone with its entries, by then.
 """
 
 from __future__ import annotations
@@ -336,8 +338,14 @@ class DatastoreAdminApi:
     def _registry(self) -> indexing.Registry:
         return indexing.load_registry(self.service.store.engine)
 
+    def _composites(self) -> list[indexing.CompositeIndex]:
+        """The registry's composite indexes by id (vector indexes, which v1's Index cannot
+        describe, left out)."""
+        found = [i for i in self._registry().indexes if not i.definition.vector]
+        return sorted(found, key=lambda i: i.index_id)
+
     def _find(self, index_id: str) -> indexing.CompositeIndex:
-        found = next((i for i in self._registry().indexes if str(i.index_id) == index_id), None)
+        found = next((i for i in self._composites() if str(i.index_id) == index_id), None)
         if found is None:
             raise DatastoreError(Code.NOT_FOUND, f"There is no index {index_id!r}.")
         return found
@@ -345,7 +353,7 @@ class DatastoreAdminApi:
     async def list_indexes(self, request: Pb, context: Any) -> Pb:
         if request.filter:
             raise invalid("ListIndexes takes no filter here.")
-        indexes = sorted(self._registry().indexes, key=lambda i: i.index_id)
+        indexes = self._composites()
         start = int(request.page_token) if request.page_token.isdigit() else 0
         if request.page_token and not request.page_token.isdigit():
             raise invalid(f"page_token {request.page_token!r} is not one this server gave.")
@@ -376,11 +384,19 @@ class DatastoreAdminApi:
         return op.to_pb()
 
     async def delete_index(self, request: Pb, context: Any) -> Pb:
-        self._find(request.index_id)  # NOT_FOUND first
-        raise errors.unimplemented(
-            "zonestore does not drop composite indexes yet: remove it from index.yaml; "
-            "its entries stay until then."
-        )
+        """Done when it answers: the index is unregistered and its entries deleted. An
+        index that index.yaml declares comes back at the next start."""
+        index = self._find(request.index_id)
+        self.service.group.check_leader()  # NotLeader: relayed to the leader
+        op = self._new(request.project_id, Type.DELETE_INDEX, IndexMetadata, None)
+        op.index_id = request.index_id
+        await self.service.drop_index(index.index_id)
+        deleted = _index_pb(request.project_id, index)
+        deleted.state = ix.Index.State.DELETING.value
+        op.finish(State.SUCCESSFUL, response=deleted)
+        self.operations[op.name] = op
+        self._forget_old()
+        return op.to_pb()
 
     # Operations ------------------------------------------------------------------------
 

@@ -339,6 +339,9 @@ _U64 = struct.Struct(">Q")
 _INVERT = bytes(range(255, -1, -1))
 REGISTRY_PREFIX = b"composite_index/"  # META: ++ uint32be(index_id) -> encoded CompositeIndex
 REGISTRY_GENERATION = b"composite_index_generation"  # META: uint64be commit_ts of last change
+# META: uint32be, the highest index_id a dropped index had: ids are never given twice (a
+# dropped index's entries in a partition no scan found must never be read as a new one's).
+REGISTRY_LAST_ID = b"composite_index_last_id"
 _REGISTRY_FORMAT = 1
 
 
@@ -474,6 +477,7 @@ class Registry:
 
     indexes: tuple[CompositeIndex, ...] = ()
     generation: bytes = b""
+    last_dropped_id: int = 0  # ids up to it were given once: next_id() stays above
     _by_kind: dict[str, tuple[CompositeIndex, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -490,7 +494,7 @@ class Registry:
         return next((i for i in self.for_kind(definition.kind) if i.definition == definition), None)
 
     def next_id(self) -> int:
-        return max((i.index_id for i in self.indexes), default=0) + 1
+        return max([self.last_dropped_id, *(i.index_id for i in self.indexes)]) + 1
 
 
 def registry_generation(engine: Engine) -> bytes:
@@ -504,7 +508,24 @@ def load_registry(engine: Engine) -> Registry:
     while it.valid():
         found.append(CompositeIndex.decode(it.value()))
         it.next()
-    return Registry(tuple(found), registry_generation(engine))
+    last = engine.get(Family.META, REGISTRY_LAST_ID)
+    return Registry(tuple(found), registry_generation(engine), _U32.unpack(last)[0] if last else 0)
+
+
+def registry_drop(
+    registry: Registry, index: CompositeIndex, commit_ts: int
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The META key to delete and the META writes that unregister `index`."""
+    last = max(registry.last_dropped_id, index.index_id)
+    return REGISTRY_PREFIX + _U32.pack(index.index_id), [
+        (REGISTRY_GENERATION, _U64.pack(commit_ts)),
+        (REGISTRY_LAST_ID, _U32.pack(last)),
+    ]
+
+
+def composite_index_prefix(partition: bytes, index_id: int) -> bytes:
+    """Where one composite index's entries in one partition begin (all of them share it)."""
+    return COMPOSITE_INDEX + partition + _U32.pack(index_id)
 
 
 def registry_puts(index: CompositeIndex) -> list[tuple[bytes, bytes]]:

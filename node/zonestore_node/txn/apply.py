@@ -38,7 +38,14 @@ from zonestore_node.model.errors import Code, DatastoreError
 from zonestore_node.storage import keycodec, mvcc
 from zonestore_node.storage.engine import Family, WriteBatch
 from zonestore_node.txn import ids, transform
-from zonestore_node.txn.command import Command, CommitCommand, CreateIndexCommand, Op, Write
+from zonestore_node.txn.command import (
+    Command,
+    CommitCommand,
+    CreateIndexCommand,
+    DropIndexCommand,
+    Op,
+    Write,
+)
 
 _U64 = struct.Struct(">Q")
 INDEX_LIVE = b"\x01"
@@ -132,6 +139,8 @@ class Applier:
     def __call__(self, store: mvcc.Store, command: Command, batch: WriteBatch) -> ApplyResult:
         if isinstance(command, CreateIndexCommand):
             return create_index(store, command, batch)
+        if isinstance(command, DropIndexCommand):
+            return drop_index(store, command, batch)
         return apply(store, command, batch, self.cache, self.registry(store))
 
 
@@ -323,6 +332,41 @@ def create_index(store: mvcc.Store, command: CreateIndexCommand, batch: WriteBat
     for key, value in indexing.registry_puts(index):
         batch.put(Family.META, key, value)
     return ApplyResult(commit_ts, index_updates=entries)
+
+
+def drop_index(store: mvcc.Store, command: DropIndexCommand, batch: WriteBatch) -> ApplyResult:
+    """Unregister a composite index and delete its entries (every version) in every
+    partition that has composite entries: a skip scan of them, one seek per partition.
+
+    Deterministic: the partitions are those in the store when the command is applied.
+    No query uses the index once it is unregistered (at any read time), so its entries
+    go at once, history included; its id is never given again.
+    """
+    commit_ts = command.commit_ts
+    registry = indexing.load_registry(store.engine)
+    index = next((i for i in registry.indexes if i.index_id == command.index_id), None)
+    if index is None:
+        return ApplyResult(commit_ts)
+    end = keycodec.prefix_end(indexing.COMPOSITE_INDEX)
+    position = indexing.COMPOSITE_INDEX
+    while True:
+        it = store.engine.iterator(Family.INDEXES, upper_bound=end)
+        it.seek(position)
+        if not it.valid():
+            break
+        raw = it.key()
+        pos = 1
+        for _ in range(3):  # project, database, namespace
+            pos = keycodec.unescape(raw, pos)[1]
+        partition = raw[1:pos]
+        prefix = indexing.composite_index_prefix(partition, index.index_id)
+        batch.delete_range(Family.INDEXES, prefix, keycodec.prefix_end(prefix))
+        position = keycodec.prefix_end(indexing.COMPOSITE_INDEX + partition)
+    key, puts = indexing.registry_drop(registry, index, commit_ts)
+    batch.delete(Family.META, key)
+    for key, value in puts:
+        batch.put(Family.META, key, value)
+    return ApplyResult(commit_ts)
 
 
 def _kind_members(store: mvcc.Store, kind: str) -> list[tuple[bytes, list[bytes]]]:

@@ -40,6 +40,7 @@ from zonestore_node.model import indexing
 FORMAT_VERSION = 1
 FORMAT_WITH_RECIPES = 2
 CREATE_INDEX_FORMAT = 16
+DROP_INDEX_FORMAT = 17
 
 
 class Op(IntEnum):
@@ -172,7 +173,22 @@ class CreateIndexCommand:
         return packed
 
 
-Command = CommitCommand | CreateIndexCommand
+@dataclass(frozen=True, slots=True)
+class DropIndexCommand:
+    """Unregister composite index `index_id` and delete its entries, at `commit_ts`
+    (txn/apply.py). Idempotent: an index not registered is left alone."""
+
+    commit_ts: int
+    index_id: int
+
+    def encode(self) -> bytes:
+        packed: bytes = msgpack.packb(
+            [DROP_INDEX_FORMAT, self.commit_ts, self.index_id], use_bin_type=True
+        )
+        return packed
+
+
+Command = CommitCommand | CreateIndexCommand | DropIndexCommand
 
 
 def decode(raw: bytes) -> Command:
@@ -181,4 +197,7 @@ def decode(raw: bytes) -> Command:
     if fields and fields[0] == CREATE_INDEX_FORMAT:
         _, commit_ts, definition = fields
         return CreateIndexCommand(commit_ts, indexing.CompositeDefinition.unpack(definition))
+    if fields and fields[0] == DROP_INDEX_FORMAT:
+        _, commit_ts, index_id = fields
+        return DropIndexCommand(commit_ts, index_id)
     return CommitCommand.from_fields(fields)

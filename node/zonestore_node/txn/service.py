@@ -28,6 +28,7 @@ from zonestore_node.txn.command import (
     Command,
     CommitCommand,
     CreateIndexCommand,
+    DropIndexCommand,
     Op,
     ReadRange,
     Write,
@@ -472,6 +473,14 @@ class DatastoreService:
             result.index_updates,
             time.perf_counter() - started,
         )
+
+    async def drop_index(self, index_id: int) -> None:
+        """Unregister composite index `index_id` and delete its entries (through the log,
+        the leader only; idempotent). Returns once this replica has applied it."""
+        self.group.check_leader()
+        started = time.perf_counter()
+        await self._replicate(DropIndexCommand(self.clock.now(), index_id))
+        log.info("index.dropped id=%d seconds=%.3f", index_id, time.perf_counter() - started)
 
     # Query hooks ---------------------------------------------------------------------
 
