@@ -467,3 +467,26 @@ def test_a_recovered_group_of_one_adds_and_promotes_the_other_replicas(failover:
     assert voters == ["ds-a-0", "ds-b-0", "ds-c-0"]
     assert [a for a, _ in sim.log] == ["AddLearner", "AddLearner", "Promote", "Promote"]
     assert sim.leader == restored and status.leader == restored
+
+
+def test_the_readme_backup_examples_fit_the_crds_and_parse(crd_schema: dict) -> None:
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Backups and point-in-time recovery", 1)[1].split("\n### ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    docs = [d for b in blocks for d in yaml.safe_load_all(b)]
+    assert len(docs) == 4
+    fragment, backup_now, nightly, restored = docs
+    ds = {"zones": ZONES, **fragment["spec"]}
+    parsed = parse_spec(ds)
+    assert parsed.backup.archiving and parsed.backup.store is not None
+    assert model.parse_backup_spec(backup_now["spec"]).datastore == "demo"
+    assert model.parse_schedule_spec(nightly["spec"]).max_age == timedelta(hours=336)
+    recovery = parse_spec(restored["spec"], "demo-restored").recovery
+    assert recovery is not None and recovery.target_time == "2026-12-06T07:30:00Z"
+    for doc, schema in (
+        (backup_now, _schema("DatastoreBackup")),
+        (nightly, _schema("ScheduledDatastoreBackup")),
+        (restored, crd_schema),
+    ):
+        defaulted = crdschema.apply_defaults(schema, doc)
+        assert crdschema.validate(schema, defaulted) == [], doc["kind"]
