@@ -278,3 +278,49 @@ class ZonestoreGroup(Group):
             except ValueError:
                 continue
         return values
+
+
+class FirstPort:
+    """`make run`'s three replicas as one emulator-suite target ("makerun3").
+
+    Clients use the first replica's client port, as a user of `make run` does, whichever
+    replica leads (a follower's edge relays writes and strong reads to the leader's).
+    Server CPU is summed over the three nodes and their edges. Quacks like
+    targets.Target for bench.run's cells.
+    """
+
+    name = "makerun3"
+
+    def __init__(self, scratch: Path, rev_src: Path | None = None) -> None:
+        self.group = ZonestoreGroup(scratch / self.name, rev_src)
+        self.first = self.group.members[0]
+
+    @property
+    def addr(self) -> str:
+        return self.group.client_addr(self.first)
+
+    @property
+    def pid(self) -> int:
+        return self.first.pid
+
+    def start(self, timeout: float = 60.0) -> float:
+        return self.group.start(timeout)
+
+    def leader_name(self) -> str:
+        return self.group.leader().name
+
+    def cpu_seconds(self) -> float:
+        return sum(self.group.cpu_seconds().values())
+
+    def edge_cpu_seconds(self) -> float | None:
+        total = 0.0
+        for member in self.group.members:
+            if not member.alive():
+                continue
+            for child in targets.children_of(member.pid):
+                with contextlib.suppress(OSError):
+                    total += targets.tree_cpu_seconds(child)
+        return total
+
+    def stop(self) -> None:
+        self.group.stop()

@@ -44,6 +44,8 @@ class CellResult:
     # With --rounds N > 1: every round's ops/s, in the order run; this cell is the
     # round with the median throughput.
     round_ops: tuple[float, ...] = ()
+    # zonestore: the part of server_cpu_us_per_op spent in the edge (Go); None elsewhere.
+    edge_cpu_us_per_op: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +108,9 @@ def _row(values: list[str]) -> str:
 
 
 def main_table(run: Run) -> str:
-    a = run.targets[0] if run.targets else "zonestore"
-    b = run.targets[1] if len(run.targets) > 1 else "emulator"
+    pair = [t for t in run.targets if t != MAKERUN]
+    a = pair[0] if pair else "zonestore"
+    b = pair[1] if len(pair) > 1 else "emulator"
     lines = [
         _row(["workload", "clients", f"{a} ops/s", "p50 ms", "p99 ms",
               f"{b} ops/s", "p50", "p99", f"ratio ({a}/{b})"]),
@@ -119,12 +122,58 @@ def main_table(run: Run) -> str:
             seen.append((cell.workload, cell.clients))
     for workload, clients in seen:
         ca, cb = run.find(workload, clients, a), run.find(workload, clients, b)
+        if ca is None and cb is None:
+            continue
         label = workloads.DESCRIPTIONS.get(workload, workload)
         if workload in (workloads.LOOKUP, workloads.QUERY):
             size = (ca or cb).entities if (ca or cb) else 0
             label += f" @ {size:,}"
         fig_b = _figures(cb) if b in run.targets else ["skipped", "-", "-"]
         lines.append(_row([label, str(clients), *_figures(ca), *fig_b, _ratio(ca, cb)]))
+    return "\n".join(lines)
+
+
+MAKERUN = "makerun3"
+
+
+def makerun_table(run: Run) -> str:
+    """make run's three replicas (client on the first port) beside the emulator."""
+    lines = [
+        _row(["workload", "clients", "3 replicas ops/s", "p50 ms", "p99 ms", "emulator ops/s",
+              "p50", "p99", "ratio (3 replicas/emulator)", "server CPU µs/op (3 nodes + edges)"]),
+        _row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
+    ]  # fmt: skip
+    for cell in run.cells:
+        if cell.target != MAKERUN:
+            continue
+        em = run.find(cell.workload, cell.clients, "emulator")
+        label = workloads.DESCRIPTIONS.get(cell.workload, cell.workload)
+        if cell.workload == workloads.LOOKUP:
+            label += f" @ {cell.entities:,}"
+        lines.append(
+            _row([label, str(cell.clients), *_figures(cell), *_figures(em), _ratio(cell, em),
+                  _num(cell.server_cpu_us_per_op, 0)])
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def cpu_split_table(run: Run) -> str:
+    """Server CPU per call, zonestore's split between the edge (Go) and the node (Python)."""
+    lines = [
+        _row(["workload", "clients", "target", "server CPU µs/call", "edge (Go)",
+              "node (Python)", "emulator (Java)"]),
+        _row(["---", "---:", "---", "---:", "---:", "---:", "---:"]),
+    ]  # fmt: skip
+    for cell in run.cells:
+        if cell.edge_cpu_us_per_op is None or cell.server_cpu_us_per_op is None:
+            continue
+        em = run.find(cell.workload, cell.clients, "emulator")
+        node = cell.server_cpu_us_per_op - cell.edge_cpu_us_per_op
+        lines.append(
+            _row([cell.workload, str(cell.clients), cell.target,
+                  _num(cell.server_cpu_us_per_op, 0), _num(cell.edge_cpu_us_per_op, 0),
+                  _num(node, 0), _num(em.server_cpu_us_per_op if em else None, 0)])
+        )  # fmt: skip
     return "\n".join(lines)
 
 
@@ -209,6 +258,17 @@ def render(run: Run) -> str:
     for name, why in run.skipped.items():
         parts.append(f"{name} {why}: skipped")
     parts += ["", "## Throughput and latency", "", main_table(run)]
+    if MAKERUN in run.targets:
+        leader = s.get("makerun3_leader", "?")
+        parts += [
+            "",
+            f"## make run's three replicas (clients on the first replica's port; {leader} "
+            "led at the start) vs the emulator",
+            "",
+            makerun_table(run),
+        ]
+    if any(c.edge_cpu_us_per_op is not None for c in run.cells):
+        parts += ["", "## Server CPU per call: the edge and the node", "", cpu_split_table(run)]
     if run.scaling:
         parts += [
             "",
@@ -503,3 +563,86 @@ def render_replicated(run: ReplRun) -> str:
             batching_table(run),
         ]
     return "\n".join(parts) + "\n"
+
+
+# Issue 14's goals, in one table from both suites ------------------------------------------
+
+EMULATOR_GOAL = 1.0  # zonestore / emulator, every cell; make run's three at 16 clients
+ETCD_GOAL = 0.5  # zonestore3 / etcd, raw writes at 64 clients
+PUT_CPU_GOAL = 400.0  # µs of server CPU per single put at 16 clients
+
+
+def _members(cell: ReplCell) -> str:
+    followers = [
+        us for name, us in sorted(cell.member_cpu_us_per_op.items()) if name != cell.leader
+    ]
+    leader = cell.member_cpu_us_per_op.get(cell.leader)
+    return f"leader {_num(leader, 0)}, followers " + " / ".join(_num(us, 0) for us in followers)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "no")
+
+
+def goals_table(run: Run | None, repl: ReplRun | None) -> str:
+    """Every figure issue 14 sets a goal for: measured, goal, met."""
+    lines = [
+        _row(["goal", "measured", "goal", "met"]),
+        _row(["---", "---", "---:", "---"]),
+    ]
+
+    def ratio_row(label: str, a: CellResult | None, b: CellResult | None) -> None:
+        if a is None or b is None or not a.ops_per_s or not b.ops_per_s:
+            lines.append(_row([label, "not measured", f">= {EMULATOR_GOAL:.1f}x", "-"]))
+            return
+        r = a.ops_per_s / b.ops_per_s
+        measured = f"{r:.2f}x ({a.ops_per_s:,.0f} vs {b.ops_per_s:,.0f} ops/s)"
+        lines.append(_row([label, measured, f">= {EMULATOR_GOAL:.1f}x",
+                           _verdict(r >= EMULATOR_GOAL)]))  # fmt: skip
+
+    if run is not None:
+        seen = list(dict.fromkeys((c.workload, c.clients) for c in run.cells))
+        for workload, clients in seen:
+            if run.find(workload, clients, "zonestore") is None:
+                continue
+            ratio_row(
+                f"{workload} x{clients}, one replica / emulator",
+                run.find(workload, clients, "zonestore"),
+                run.find(workload, clients, "emulator"),
+            )
+        for workload, clients in seen:
+            if clients == 16 and run.find(workload, clients, MAKERUN) is not None:
+                ratio_row(
+                    f"{workload} x{clients}, make run's three replicas / emulator",
+                    run.find(workload, clients, MAKERUN),
+                    run.find(workload, clients, "emulator"),
+                )
+        put = run.find(workloads.PUT, 16, "zonestore")
+        if put is not None and put.server_cpu_us_per_op is not None:
+            split = ""
+            if put.edge_cpu_us_per_op is not None:
+                node = put.server_cpu_us_per_op - put.edge_cpu_us_per_op
+                split = f" (edge {put.edge_cpu_us_per_op:,.0f}, node {node:,.0f})"
+            lines.append(
+                _row(["single put x16, server CPU per call",
+                      f"{put.server_cpu_us_per_op:,.0f} µs{split}", f"<= {PUT_CPU_GOAL:.0f} µs",
+                      _verdict(put.server_cpu_us_per_op <= PUT_CPU_GOAL)])
+            )  # fmt: skip
+    if repl is not None:
+        counts = [c.clients for c in repl.cells]
+        top = 64 if 64 in counts else max(counts, default=0)
+        zs, etcd = repl.find("zonestore3", "raw grpc", top), repl.find("etcd", "raw grpc", top)
+        if zs is not None and etcd is not None and zs.ops_per_s and etcd.ops_per_s:
+            r = zs.ops_per_s / etcd.ops_per_s
+            measured = (
+                f"{r:.2f}x ({zs.ops_per_s:,.0f} vs {etcd.ops_per_s:,.0f} writes/s); CPU µs/write "
+                f"zonestore {_members(zs)}; etcd {_members(etcd)}"
+            )
+            lines.append(
+                _row([f"replicated writes x{top}, zonestore3 / etcd", measured,
+                      f">= {ETCD_GOAL:.1f}x", _verdict(r >= ETCD_GOAL)])
+            )  # fmt: skip
+        else:
+            lines.append(_row([f"replicated writes x{top}, zonestore3 / etcd", "not measured",
+                               f">= {ETCD_GOAL:.1f}x", "-"]))  # fmt: skip
+    return "\n".join(lines)

@@ -45,10 +45,12 @@ from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench import hotspots, pool, replicated, report, scale, targets, workloads
+from bench import hotspots, pool, replicas, replicated, report, scale, targets, workloads
 
 PROJECT = "bench"
-EMULATOR_SUITE = ("zonestore", "emulator")
+EMULATOR_SUITE = ("zonestore", "emulator", "makerun3")
+# make run's three replicas are measured on what a client of `make run` does most.
+MAKERUN_WORKLOADS = ("put", "lookup")
 REPLICATED_SUITE = ("zonestore3", "etcd")
 DISPATCH_SLACK = 0.15  # seconds for commands to reach every worker before warm-up counts
 
@@ -87,7 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         default=",".join(EMULATOR_SUITE + REPLICATED_SUITE),
-        help="emulator suite: zonestore, emulator; replicated suite: zonestore3, etcd",
+        help="emulator suite: zonestore, emulator, makerun3 (make run's three replicas, "
+        "put and lookup through the first port); replicated suite: zonestore3, etcd",
     )
     p.add_argument("--repl-clients", default="1,16,64", help="replicated suite client counts")
     p.add_argument("--kills", type=int, default=None, help="leader kills per group (3; quick: 1)")
@@ -160,6 +163,9 @@ def percentile(sorted_values: array[float], q: float) -> float:
     return sorted_values[index]
 
 
+Server = targets.Target | replicas.FirstPort
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, workers: pool.Pool) -> None:
         self.args = args
@@ -172,7 +178,7 @@ class Bench:
         procs = min(clients, self.pool.size)
         return [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
 
-    def preload(self, target: targets.Target, kind: str, entities: int) -> report.LoadResult:
+    def preload(self, target: Server, kind: str, entities: int) -> report.LoadResult:
         procs = min(self.pool.size, 4, max(1, entities // self.args.sizes.preload_batch))
         bounds = [entities * i // procs for i in range(procs + 1)]
         commands = [
@@ -192,7 +198,7 @@ class Bench:
 
     def cell(
         self,
-        target: targets.Target,
+        target: Server,
         workload: str,
         clients: int,
         params: workloads.Params,
@@ -213,6 +219,7 @@ class Bench:
             conn.send(command)
         time.sleep(max(0.0, start_at - time.monotonic()))
         server0 = target.cpu_seconds()
+        edge0 = target.edge_cpu_seconds()
         busy0, _ = targets.machine_busy_seconds()
         spy = None
         if record and self.args.profile is not None and target.name == "zonestore":
@@ -221,6 +228,7 @@ class Bench:
             spy = (hotspots.start(target.pid, seconds, raw), raw)
         time.sleep(max(0.0, end_at - time.monotonic()))
         server1 = target.cpu_seconds()
+        edge1 = target.edge_cpu_seconds()
         busy1, _ = targets.machine_busy_seconds()
         load1 = os.getloadavg()[0]
         replies = []
@@ -280,6 +288,9 @@ class Bench:
             p99_ms=percentile(lat, 0.99) * 1000,
             server_cpu_us_per_op=server_cpu / ops * 1e6,
             client_cpu_us_per_op=client_cpu / ops * 1e6,
+            edge_cpu_us_per_op=(
+                (edge1 - edge0) / ops * 1e6 if edge0 is not None and edge1 is not None else None
+            ),
         )
 
 
@@ -315,6 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     if replicated_run is not None:
         print()
         print(report.render_replicated(replicated_run), flush=True)
+    if emulator_run is not None or replicated_run is not None:
+        print()
+        print(
+            "# Issue 14's goals (medians of the rounds above)"
+            if args.rounds > 1
+            else "# Issue 14's goals (one round; the goals are medians of three: --rounds 3)"
+        )
+        print()
+        print(report.goals_table(emulator_run, replicated_run), flush=True)
     if args.json is not None:
         report.write_json(emulator_run, args.json, replicated_run)
         print(f"results written to {args.json}")
@@ -354,10 +374,13 @@ def emulator_suite(args: argparse.Namespace, workers: pool.Pool, scratch: Path) 
         },
     )  # fmt: skip
     run.loadavg["start"] = list(os.getloadavg())
-    servers: list[targets.Target] = []
+    servers: list[Server] = []
     for name in args.target_list:
         if name == "zonestore":
             servers.append(targets.Zonestore(scratch, args.zonestore_rev))
+        elif name == "makerun3":
+            src = targets.export_node(args.zonestore_rev, scratch / "makerun3-src")
+            servers.append(replicas.FirstPort(scratch, src))
         else:
             found = targets.find_emulator()
             if found is None:
@@ -374,11 +397,14 @@ def emulator_suite(args: argparse.Namespace, workers: pool.Pool, scratch: Path) 
             run.startup_s[server.name] = server.start()
             run.targets.append(server.name)
             print(f"{server.name} ready at {server.addr} (pid {server.pid})", flush=True)
+            if isinstance(server, replicas.FirstPort):
+                run.settings["makerun3_leader"] = server.leader_name()
         wanted = set(args.workload_list)
         query_sizes = [sizes.query_small, sizes.query] if workloads.QUERY in wanted else []
         for server in servers:
             kinds = [(workloads.LOOKUP_KIND, sizes.lookup)]
-            kinds += [(workloads.query_kind(n), n) for n in query_sizes]
+            if server.name != "makerun3":
+                kinds += [(workloads.query_kind(n), n) for n in query_sizes]
             for kind, n in kinds:
                 load = bench.preload(server, kind, n)
                 run.loads.append(load)
@@ -388,24 +414,26 @@ def emulator_suite(args: argparse.Namespace, workers: pool.Pool, scratch: Path) 
         warm = [workloads.PUT, workloads.LOOKUP, workloads.PUT_MULTI]
         warm += [w for w in (workloads.QUERY, workloads.TXN_COUNTER) if w in wanted]
         for server in servers:
-            for w in warm:
-                bench.cell(server, w, 4, params, 0.0, args.warmup / len(warm), record=False)
+            mine = [w for w in warm if _runs(server, w)]
+            for w in mine:
+                bench.cell(server, w, 4, params, 0.0, args.warmup / len(mine), record=False)
             print(f"{server.name}: warmed up for {args.warmup:.1f} s", flush=True)
         run.loadavg["after preload"] = list(os.getloadavg())
         for workload in args.workload_list:
             for clients in args.clients:
                 rounds: dict[str, list[report.CellResult]] = {s.name: [] for s in servers}
+                here = [s for s in servers if _runs(s, workload)]
                 for r in range(args.rounds):
                     # Alternate who goes first: machine load drifts within a cell pair.
-                    for server in servers if r % 2 == 0 else servers[::-1]:
+                    for server in here if r % 2 == 0 else here[::-1]:
                         result = bench.cell(
                             server, workload, clients, params, args.cell_warmup, args.seconds
                         )
                         rounds[server.name].append(result)
                         print(_progress(result), flush=True)
-                run.cells.extend(median_round(rounds[s.name]) for s in servers)
+                run.cells.extend(median_round(rounds[s.name]) for s in here)
         if query_sizes:
-            for server in servers:
+            for server in [s for s in servers if _runs(s, workloads.QUERY)]:
                 small = workloads.Params(sizes.lookup, sizes.query_small)
                 result = bench.cell(
                     server, workloads.QUERY, 1, small, args.cell_warmup, args.seconds
@@ -425,6 +453,10 @@ def emulator_suite(args: argparse.Namespace, workers: pool.Pool, scratch: Path) 
         for server in servers:
             server.stop()
     return run
+
+
+def _runs(server: Server, workload: str) -> bool:
+    return server.name != "makerun3" or workload in MAKERUN_WORKLOADS
 
 
 def median_round(results: list[report.CellResult]) -> report.CellResult:

@@ -175,6 +175,18 @@ class Target:
         # With the edge (zonestore serve --edge auto) the client port is a child process.
         return tree_cpu_seconds(self.pid)
 
+    def edge_cpu_seconds(self) -> float | None:
+        """The part of cpu_seconds spent in child processes (zonestore's edge); None for
+        a server without any (the emulator)."""
+        children = children_of(self.pid)
+        if not children:
+            return None
+        total = 0.0
+        for child in children:
+            with contextlib.suppress(OSError):
+                total += tree_cpu_seconds(child)
+        return total
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
