@@ -222,6 +222,7 @@ class ZonestoreGroup(Group):
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(rev_src), os.environ.get("PYTHONPATH", "")) if p
             )
+            env["PATH"] = targets.edge_path()
         for n, (node_id, peer_port) in enumerate(zip(ids, peer_ports, strict=True)):
             command = [
                 sys.executable, "-m", "zonestore_node.cli", "serve",

@@ -96,6 +96,14 @@ def find_emulator() -> tuple[str, str] | None:
     return None
 
 
+def edge_path() -> str:
+    """$PATH with the repository's .cache/bin first: a node run from an exported
+    revision (--zonestore-rev) finds `make edge`'s zonestore-edge there, as the work
+    tree's node does beside it, rather than falling back to grpc.aio."""
+    tools = Path(__file__).resolve().parent.parent / ".cache" / "bin"
+    return os.pathsep.join(p for p in (str(tools), os.environ.get("PATH", "")) if p)
+
+
 def export_node(rev: str | None, out: Path) -> Path | None:
     """That commit's node/ (from `git archive`) under `out`; None for the work tree."""
     if rev is None:
@@ -232,6 +240,7 @@ class Zonestore(Target):
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(self.src), os.environ.get("PYTHONPATH", "")) if p
             )
+            env["PATH"] = edge_path()
         return env
 
     def command(self) -> list[str]:
