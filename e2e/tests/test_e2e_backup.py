@@ -207,3 +207,79 @@ def test_backup_under_load_then_recover_a_new_datastore_to_a_point_in_time(
         f"recovered_keys={len(found)} backup_bytes={status['sizeBytes']} "
         f"total_s={time.monotonic() - t_start:.1f}"
     )
+
+
+def test_backup_crds_on_the_api_server_and_a_schedule_that_fires(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The API server applies the backup fields' defaults and refuses what the CEL rules
+    and patterns refuse; a DatastoreBackup's spec is immutable. A ScheduledDatastoreBackup firing every minute creates a DatastoreBackup
+    owned by it, which fails (its Datastore does not exist) with the reason and an Event."""
+    with cluster.api() as api:
+        custom = client.CustomObjectsApi(api)
+
+        def create(plural: str, body: dict[str, Any], dry_run: str | None = "All") -> Any:
+            return custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, body, dry_run=dry_run
+            )
+
+        created = create("datastores", manifest("defaults", namespace))
+        assert created["spec"]["backup"]["archiving"] == {"enabled": False, "maxDelaySeconds": 60}
+        assert created["spec"]["bootstrap"] == {}
+        bad = {
+            "archiving without a destination": {"backup": {"archiving": {"enabled": True}}},
+            "an http destination": {"backup": {"destination": "http://x/y"}},
+            "a recovery without a source": {"bootstrap": {"recovery": {"backupID": "x"}}},
+        }
+        for what, patch in bad.items():
+            with pytest.raises(client.ApiException) as info:
+                create("datastores", manifest("bad", namespace, **patch))
+            assert info.value.status == 422, (what, info.value.body)
+
+        ghost = {"apiVersion": f"{GROUP}/{VERSION}", "metadata": {"namespace": namespace}}
+        with pytest.raises(client.ApiException) as info:
+            create("datastorebackups", {**ghost, "kind": "DatastoreBackup",
+                                        "metadata": {"name": "x"}, "spec": {}})  # fmt: skip
+        assert info.value.status == 422
+        with pytest.raises(client.ApiException) as info:
+            create("scheduleddatastorebackups", {**ghost, "kind": "ScheduledDatastoreBackup",
+                   "metadata": {"name": "x"},
+                   "spec": {"datastore": "ghost", "schedule": "nightly"}})  # fmt: skip
+        assert info.value.status == 422
+
+        schedule = {
+            **ghost,
+            "kind": "ScheduledDatastoreBackup",
+            "metadata": {"name": "every-minute", "namespace": namespace},
+            "spec": {"datastore": "ghost", "schedule": "* * * * *"},
+        }
+        made = create("scheduleddatastorebackups", schedule, dry_run=None)
+        assert made["spec"]["retention"] == {"keepLast": 7} and made["spec"]["suspend"] is False
+
+        def fired() -> dict[str, Any] | None:
+            items = custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, "datastorebackups"
+            )["items"]
+            done = [b for b in items if (b.get("status") or {}).get("phase") == "Failed"]
+            return done[0] if done else None
+
+        backup = wait_for("the schedule's DatastoreBackup, failed", fired, 150, 2.0)
+        md = backup["metadata"]
+        assert md["name"].startswith("every-minute-")
+        assert md["ownerReferences"][0]["uid"] == made["metadata"]["uid"]
+        assert "Datastore 'ghost' not found" in backup["status"]["reason"]
+        assert backup["status"]["conditions"][0]["status"] == "False"
+        with pytest.raises(client.ApiException) as info:
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "datastorebackups", md["name"],
+                {"spec": {"datastore": "other"}},
+            )  # fmt: skip
+        assert info.value.status == 422 and "immutable" in str(info.value.body)
+        sched = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "scheduleddatastorebackups", "every-minute"
+        )
+        assert sched["status"]["lastBackup"] == md["name"]
+        events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+        reasons = {(e.involved_object.name, e.reason) for e in events}
+        assert (md["name"], "BackupFailed") in reasons, reasons
+        assert ("every-minute", "BackupScheduled") in reasons, reasons
