@@ -470,8 +470,9 @@ def test_a_recovered_group_of_one_adds_and_promotes_the_other_replicas(failover:
 
 
 def test_the_readme_backup_examples_fit_the_crds_and_parse(crd_schema: dict) -> None:
-    text = (REPO / "README.md").read_text()
-    section = text.split("### Backups and point-in-time recovery", 1)[1].split("\n### ", 1)[0]
+    kubernetes = (REPO / "README.md").read_text().split("\n## Kubernetes\n", 1)[1]
+    section = kubernetes.split("### Backups and point-in-time recovery", 1)[1]
+    section = section.split("\n### ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
     docs = [d for b in blocks for d in yaml.safe_load_all(b)]
     assert len(docs) == 4
