@@ -82,7 +82,9 @@ def test_restore_to_a_time_between_two_commits_holds_exactly_the_commits_at_or_b
     writes.write(leader, IDS, 60)
     before_change = len(writes.events)
     # Archiving goes on across a leader change: the new leader resumes after the highest
-    # archived index.
+    # archived index (once the old leader has shipped its writes; a successor listing the
+    # archive before that ships them again, which restore tolerates).
+    history.wait_archived(store, "", writes.events[-1][0])
     successor = next(n for n in cluster.nodes if n is not leader)
     transfer_leadership(cluster, leader, successor)
     assert cluster.leader() is successor

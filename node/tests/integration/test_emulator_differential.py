@@ -537,7 +537,24 @@ def query_corners(client: Any, record: Callable[[str, Callable[[], Any]], None])
     record("distinct", run(projection=["odd"], distinct_on=["odd"]))
     record("limit 0", run(limit=0))
     record("offset past the end", run(offset=50))
-    record("kindless", run(kind=None, keys_only=True))
+
+    def kindless() -> Any:
+        # Auto-allocated ids differ (a zonestore node's counter spans every project of the
+        # session); the keys, their order and every other id must not.
+        rows = run(kind=None, keys_only=True)()
+        return [(auto_id_masked(path), props) for path, props in rows]
+
+    record("kindless", kindless)
+
+
+# Kinds whose entities the sequence writes with incomplete keys.
+AUTO_ID_KINDS = frozenset({"Auto", "L"})
+
+
+def auto_id_masked(path: tuple[Any, ...]) -> tuple[Any, ...]:
+    if path[0] in AUTO_ID_KINDS and isinstance(path[-1], int):
+        return (*path[:-1], "<auto id>")
+    return path
 
 
 # Where the emulator (legacy Datastore semantics, default mode) and zonestore's query

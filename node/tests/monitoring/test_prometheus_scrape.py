@@ -68,6 +68,9 @@ NO_LOCAL_DATA = {
     "zonestore_operator_failovers_total": "the operator's own metrics (no operator runs here)",
     "zonestore_operator_member_actions_total": "the operator's own metrics (no operator runs here)",
     'up{job="zonestore-operator"}': "the operator's scrape target (no operator runs here)",
+    "zonestore_operator_backup_last_success_timestamp_seconds": (
+        "the operator's own metrics (no operator runs here)"
+    ),
 }
 # Dashboard panels with a query that needs one of the metrics above, and why.
 PANELS_WITHOUT_LOCAL_DATA = {
