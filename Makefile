@@ -181,6 +181,7 @@ bench: setup $(EDGE)
 	$(PY) -m bench.run $(ARGS)
 	$(PY) -m zonestore_node.export.bench
 	$(PY) -m zonestore_node.backup.bench
+	$(PY) -m zonestore_node.backup.writecost
 	$(PY) -m bench.vectors
 
 clean-data:

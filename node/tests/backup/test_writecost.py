@@ -1,0 +1,48 @@
+"""Smoke test of `make bench`'s write cost of backup and archiving
+(zonestore_node.backup.writecost) with one replica per group and tiny windows: every phase
+took writes, the archiving group wrote segments, backups completed during the backup
+windows, and the report sets each drop beside the goal."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from zonestore_node.backup import writecost
+
+
+def test_the_write_cost_bench_takes_writes_in_every_phase_while_archiving_and_backups_run(
+    tmp_path: Path,
+) -> None:
+    result = writecost.run(
+        tmp_path / "scratch", replicas=1, clients=4, window=1.0, rounds=2, warmup=0.5, settle=1.0
+    )
+    assert set(result["writes_per_s"]) == set(writecost.PHASES)
+    for phase in writecost.PHASES:
+        assert len(result["writes_per_s"][phase]) == 2
+        assert result["writes"][phase] > 0, f"no writes in {phase}"
+        assert all(w > 0 for w in result["writes_per_s"][phase])
+        assert result["median_writes_per_s"][phase] == statistics.median(
+            result["writes_per_s"][phase]
+        )
+    assert result["errors"] == {}
+    assert result["archive_segments"] > 0, "archiving wrote no segment"
+    assert len(result["backups"]) == 2
+    assert all(run["completed"] >= 1 for run in result["backups"]), result["backups"]
+    none = result["median_writes_per_s"]["none"]
+    for phase in ("archive", "backup"):
+        drop = 100 * (none - result["median_writes_per_s"][phase]) / none
+        assert result["drop_pct"][phase] == pytest.approx(drop)
+        assert result["met"][phase] is (drop <= writecost.GOAL_DROP_PCT)
+    text = writecost.report(result)
+    assert text.count("goal <= 10% fewer: ") == 2
+    json.dumps(result)  # what --json writes
+
+
+def test_the_phase_order_rotates_so_each_phase_goes_first_once_in_three_rounds() -> None:
+    orders = [writecost._order(r) for r in range(3)]
+    assert [o[0] for o in orders] == ["none", "archive", "backup"]
+    assert all(sorted(o) == sorted(writecost.PHASES) for o in orders)

@@ -1,0 +1,409 @@
+"""What a running base backup and continuous archiving cost the writes, for `make bench`:
+
+    python -m zonestore_node.backup.writecost [--replicas 3] [--clients 16] [--window 8]
+                                              [--rounds 3] [--json FILE]
+
+Two groups of `make run`'s shape (3 replicas of `zonestore serve` on loopback, the same
+command line `zonestore run` gives them, the edge as `--edge auto` finds it), each in a
+scratch folder: group A plain, group B started with `--archive-to file://...` (and
+`--archive-max-delay-seconds 1`, so that segments are uploaded inside every window
+rather than once a minute; the bytes archived are the same). One worker process (raw
+gRPC, grpc.aio, `--clients` closed-loop coroutines) sends non-transactional Commits
+upserting one new ~200-byte entity each to the group's leader, and counts the writes
+completed inside a `--window`-second window. Three phases per round:
+
+  none     group A, no backup, no archiving;
+  archive  group B, archiving (the cost compares it with `none`: same shape, same load);
+  backup   group A while `base.create` (as `zonestore backup create` runs it, in this
+           process, to a file:// folder) runs back to back for the whole window; each
+           backup is deleted when done so the disk does not fill.
+
+The phase order rotates each round (none/archive/backup, archive/backup/none, ...) so a
+drift of the shared machine's load does not favour one phase; the report gives every
+window's writes/s, the median, and the median's drop against `none`'s median beside the
+goal (at most 10% fewer writes/s). Both groups run throughout, so the idle one's
+heartbeats weigh on every phase alike. With 2 cores the backup's own work (reading the
+checkpoint from a follower over HTTP, hashing, writing the copy) competes with the
+group for CPU: a backup run from another machine would cost the writes less.
+
+Imports no test code; grpc only inside the worker process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zonestore_node.backup import base, catalog, objstore
+
+PROJECT = "bench-writecost"
+KIND = "Row"
+GOAL_DROP_PCT = 10.0
+PHASES = ("none", "archive", "backup")
+ARCHIVE_MAX_DELAY_S = 1.0
+READY_TIMEOUT_S = 60.0
+RPC_TIMEOUT_S = 30.0
+RAMP_S = 0.5  # writes before a window opens: connections made, clients running
+SETTLE_S = 2.0  # between windows: the archiver ships the last one's tail (delay + poll)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(slots=True)
+class _Replica:
+    node_id: str
+    client: str
+    admin: str
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass(slots=True)
+class Group:
+    """`size` replicas of `zonestore serve` in `folder`, as `zonestore run` starts them."""
+
+    folder: Path
+    size: int
+    extra: list[str] = field(default_factory=list)
+    replicas: list[_Replica] = field(default_factory=list)
+
+    def start(self) -> None:
+        ids = [f"local-{i}" for i in range(self.size)]
+        peers = [f"127.0.0.1:{_free_port()}" for _ in ids]
+        cluster = ",".join(f"{n}={p}" for n, p in zip(ids, peers, strict=True))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for i, node_id in enumerate(ids):
+            client, admin = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+            cmd = [
+                sys.executable, "-m", "zonestore_node.cli", "serve",
+                "--node-id", node_id, "--zone", f"zone-{chr(ord('a') + i % 3)}",
+                "--data-dir", str(self.folder / node_id),
+                "--client-addr", client, "--admin-addr", admin,
+                *self.extra,
+            ]  # fmt: skip
+            if self.size > 1:
+                cmd += ["--peer-addr", peers[i], "--initial-cluster", cluster]
+            with open(self.folder / f"{node_id}.log", "ab") as log:
+                proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
+            self.replicas.append(_Replica(node_id, client, admin, proc))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for replica in self.replicas:
+            while not _get_ok(f"http://{replica.admin}/readyz"):
+                if replica.proc.poll() is not None:
+                    raise RuntimeError(f"{replica.node_id} exited: see {self.folder}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{replica.node_id} not ready: see {self.folder}")
+                time.sleep(0.1)
+        self.leader()
+
+    def leader(self) -> _Replica:
+        """The replica every replica names as leader (waits for one, bounded)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            views = set()
+            for replica in self.replicas:
+                try:
+                    with urllib.request.urlopen(
+                        f"http://{replica.admin}/admin/status", timeout=5
+                    ) as r:
+                        views.add(json.loads(r.read()).get("leader"))
+                except (OSError, ValueError):
+                    views.add(None)
+            if len(views) == 1 and None not in views:
+                leader_id = views.pop()
+                for replica in self.replicas:
+                    if replica.node_id == leader_id:
+                        return replica
+            time.sleep(0.1)
+        raise RuntimeError(f"no agreed leader in {self.folder}")
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            if replica.proc.poll() is None:
+                replica.proc.send_signal(signal.SIGTERM)
+        for replica in self.replicas:
+            try:
+                replica.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                replica.proc.kill()
+                replica.proc.wait()
+
+
+def _get_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+# --- the load (runs in the worker process) ---------------------------------------------
+
+
+def load_window(addr: str, clients: int, seconds: float, tag: str) -> tuple[int, dict[str, int]]:
+    """Writes completed in a `seconds` window by `clients` closed-loop writers to `addr`,
+    and the errors by description. Runs in the worker process."""
+    import asyncio
+
+    return asyncio.run(_load(addr, clients, seconds, tag))
+
+
+async def _load(addr: str, clients: int, seconds: float, tag: str) -> tuple[int, dict[str, int]]:
+    import asyncio
+
+    import grpc
+    from google.cloud.datastore_v1.types import datastore, entity
+
+    commit_pb, key_pb, value_pb = datastore.CommitRequest.pb(), entity.Key.pb(), entity.Value.pb()
+    errors: dict[str, int] = {}
+    counted = 0
+    clock = time.monotonic
+
+    def request(name: str, n: int) -> bytes:
+        upsert = entity.Entity.pb()(
+            key=key_pb(
+                partition_id=entity.PartitionId.pb()(project_id=PROJECT),
+                path=[key_pb.PathElement(kind=KIND, name=name)],
+            ),
+            properties={
+                "n": value_pb(integer_value=n),
+                "name": value_pb(string_value=f"row {name}"),
+                "pad": value_pb(string_value="x" * 120, exclude_from_indexes=True),
+            },
+        )
+        return bytes(
+            commit_pb(
+                project_id=PROJECT,
+                mode=commit_pb.Mode.NON_TRANSACTIONAL,
+                mutations=[datastore.Mutation.pb()(upsert=upsert)],
+            ).SerializeToString()
+        )
+
+    async with grpc.aio.insecure_channel(addr, options=[("grpc.enable_retries", 0)]) as channel:
+        await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_S)
+        call = channel.unary_unary("/google.datastore.v1.Datastore/Commit")
+        opens = clock() + RAMP_S  # once connected
+        closes = opens + seconds
+
+        async def writer(c: int) -> None:
+            nonlocal counted
+            n = 0
+            while clock() < closes:
+                try:
+                    await call(request(f"{tag}-c{c}-{n}", n), timeout=RPC_TIMEOUT_S)
+                except grpc.aio.AioRpcError as exc:
+                    what = f"{exc.code().name}: {exc.details()}"[:120]
+                    errors[what] = errors.get(what, 0) + 1
+                    await asyncio.sleep(0.01)
+                    continue
+                n += 1
+                if opens <= clock() <= closes:
+                    counted += 1
+
+        async with asyncio.TaskGroup() as tg:
+            for c in range(clients):
+                tg.create_task(writer(c))
+    return counted, errors
+
+
+# --- backups back to back (in this process) ---------------------------------------------
+
+
+class _BackupLoop:
+    """`base.create` of a group into `store`, again and again until stopped; each backup
+    deleted once complete."""
+
+    def __init__(self, admin_addr: str, store: objstore.ObjectStore) -> None:
+        self.admin_addr = admin_addr
+        self.store = store
+        self.stop = threading.Event()
+        self.completed = 0
+        self.bytes = 0
+        self.seconds: list[float] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="backup-loop", daemon=True)
+
+    def _run(self) -> None:
+        admin = base.AdminClient()
+        try:
+            while not self.stop.is_set():
+                made = base.create(admin, self.admin_addr, self.store)
+                self.completed += 1
+                self.bytes += made.manifest.total_bytes
+                self.seconds.append(made.seconds)
+                catalog.delete(self.store, made.manifest.backup_id)
+        except BaseException as exc:  # reported by the caller
+            self.error = exc
+
+    def __enter__(self) -> _BackupLoop:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=300)
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def _order(round_no: int) -> list[str]:
+    k = round_no % len(PHASES)
+    return list(PHASES[k:] + PHASES[:k])
+
+
+def run(
+    scratch: Path,
+    replicas: int = 3,
+    clients: int = 16,
+    window: float = 8.0,
+    rounds: int = 3,
+    warmup: float = 2.0,
+    settle: float = SETTLE_S,
+) -> dict[str, Any]:
+    archive_url = (scratch / "archive").as_uri()
+    plain = Group(scratch / "plain", replicas)
+    archiving = Group(
+        scratch / "archiving",
+        replicas,
+        ["--archive-to", archive_url, "--archive-max-delay-seconds", str(ARCHIVE_MAX_DELAY_S)],
+    )
+    backups = objstore.open_store((scratch / "backups").as_uri())
+    windows: dict[str, list[float]] = {p: [] for p in PHASES}
+    writes: dict[str, int] = dict.fromkeys(PHASES, 0)
+    errors: dict[str, int] = {}
+    backup_runs: list[dict[str, Any]] = []
+    spawn = multiprocessing.get_context("spawn")
+    try:
+        plain.start()
+        archiving.start()
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as worker:
+            for group, name in ((plain, "warm-a"), (archiving, "warm-b")):  # warm-up, unreported
+                worker.submit(load_window, group.leader().client, clients, warmup, name).result()
+            for r in range(rounds):
+                for phase in _order(r):
+                    time.sleep(settle)
+                    group = archiving if phase == "archive" else plain
+                    args = (group.leader().client, clients, window, f"r{r}-{phase}")
+                    if phase == "backup":
+                        with _BackupLoop(plain.leader().admin, backups) as loop:
+                            count, errs = worker.submit(load_window, *args).result()
+                        if loop.error is not None:
+                            raise RuntimeError(f"backup failed: {loop.error}") from loop.error
+                        backup_runs.append(
+                            {
+                                "completed": loop.completed,
+                                "bytes": loop.bytes,
+                                "seconds": loop.seconds,
+                            }
+                        )
+                    else:
+                        count, errs = worker.submit(load_window, *args).result()
+                    windows[phase].append(count / window)
+                    writes[phase] += count
+                    for what, n in errs.items():
+                        errors[what] = errors.get(what, 0) + n
+        segments = [
+            info.key
+            for info in objstore.open_store(archive_url).list(catalog.ARCHIVE)
+            if info.key.endswith(".seg")
+        ]
+    finally:
+        plain.stop()
+        archiving.stop()
+        backups.close()
+    medians = {p: statistics.median(windows[p]) for p in PHASES}
+    drops = {
+        p: 100.0 * (medians["none"] - medians[p]) / max(medians["none"], 1e-9)
+        for p in ("archive", "backup")
+    }
+    return {
+        "replicas": replicas,
+        "clients": clients,
+        "window_seconds": window,
+        "rounds": rounds,
+        "writes_per_s": windows,
+        "median_writes_per_s": medians,
+        "writes": writes,
+        "drop_pct": drops,
+        "goal_drop_pct": GOAL_DROP_PCT,
+        "met": {p: drops[p] <= GOAL_DROP_PCT for p in drops},
+        "archive_segments": len(segments),
+        "backups": backup_runs,
+        "errors": errors,
+        "load_average": os.getloadavg(),
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    medians, drops = result["median_writes_per_s"], result["drop_pct"]
+    done = sum(b["completed"] for b in result["backups"])
+    took = [s for b in result["backups"] for s in b["seconds"]]
+    each_s = statistics.median(took) if took else 0.0
+    label = {
+        "none": "no backup, no archiving",
+        "archive": f"archiving to a folder ({result['archive_segments']} segments)",
+        "backup": f"base backups back to back ({done}, {each_s:.2f} s each)",
+    }
+    lines = [
+        f"write cost of backup and archiving: {result['replicas']} replica(s) on loopback, "
+        f"{result['clients']} clients putting one ~200-byte entity per commit, "
+        f"{result['rounds']} windows of {result['window_seconds']:g} s per phase "
+        f"(load average {result['load_average'][0]:.1f} at the end):"
+    ]
+    for phase in PHASES:
+        each = ", ".join(f"{w:,.0f}" for w in result["writes_per_s"][phase])
+        line = f"  {label[phase]:<44} {medians[phase]:>7,.0f} writes/s (median of {each})"
+        if phase in drops:
+            verdict = "met" if result["met"][phase] else "not met"
+            drop = drops[phase]
+            change = f"{drop:.1f}% fewer" if drop >= 0 else f"{-drop:.1f}% more"
+            line += f"  {change}; goal <= {GOAL_DROP_PCT:g}% fewer: {verdict}"
+        lines.append(line)
+    if result["errors"]:
+        lines.append(f"  errors: {result['errors']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="zonestore_node.backup.writecost", description=__doc__)
+    p.add_argument("--replicas", type=int, default=3, help="per group (odd)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent writers")
+    p.add_argument("--window", type=float, default=8.0, help="seconds per window")
+    p.add_argument("--rounds", type=int, default=3, help="windows per phase")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="zs-writecost-"))
+    try:
+        result = run(scratch, args.replicas, args.clients, args.window, args.rounds)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(report(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
