@@ -54,7 +54,7 @@ class Member:
         return int(entity.properties["v"].integer_value)
 
 
-def _make(tmp: Path, node_id: str, cluster: dict[str, str], seed: int) -> Member:
+def _make(tmp: Path, node_id: str, cluster: dict[str, str], seed: int, **config: int) -> Member:
     engine = Engine(tmp / node_id)
     group = RaftGroup(
         GroupConfig(
@@ -66,6 +66,7 @@ def _make(tmp: Path, node_id: str, cluster: dict[str, str], seed: int) -> Member
             admin_addr="",
             initial_cluster=cluster,
             tick_seconds=0.02,
+            **config,  # type: ignore[arg-type]
         ),
         engine,
         mvcc.Store(engine),
@@ -79,10 +80,10 @@ def _make(tmp: Path, node_id: str, cluster: dict[str, str], seed: int) -> Member
 
 
 @asynccontextmanager
-async def cluster(tmp: Path, n: int) -> AsyncIterator[list[Member]]:
+async def cluster(tmp: Path, n: int, **config: int) -> AsyncIterator[list[Member]]:
     ids = [f"n{i}" for i in range(n)]
     addrs = {i: f"127.0.0.1:{free_port()}" for i in ids}
-    members = [_make(tmp, i, addrs, seed) for seed, i in enumerate(ids)]
+    members = [_make(tmp, i, addrs, seed, **config) for seed, i in enumerate(ids)]
     for m in members:
         m.task = asyncio.create_task(m.group.run())
     try:
@@ -114,6 +115,47 @@ async def test_a_group_of_one_commits_and_applies(tmp_path: Path) -> None:
         barrier = leader.group.read_barrier()
         assert barrier.done()  # one voter: no ReadIndex round to wait for
         assert barrier.result() >= result.commit_ts
+
+
+def _big_write(name: str, size: int, commit_ts: int) -> CommitCommand:
+    key = keys.build("p", "", "", (("K", name),))
+    entity = EntityPb()
+    entity.key.CopyFrom(key)
+    entity.properties["v"].integer_value = size
+    entity.properties["pad"].blob_value = b"x" * size
+    entity.properties["pad"].exclude_from_indexes = True
+    return CommitCommand(
+        commit_ts, (Write(Op.UPSERT, keys.encode(key), entity.SerializeToString()),)
+    )
+
+
+async def test_the_log_held_in_memory_is_bounded_in_bytes_not_only_in_entries(
+    tmp_path: Path,
+) -> None:
+    """Large commands trigger a snapshot by the bytes applied since the last one, and
+    compaction keeps at most snapshot_keep_bytes of applied entries (the entry counts are
+    far from their limits); followers still converge."""
+    limits = {"snapshot_bytes": 64 << 10, "snapshot_keep_bytes": 16 << 10}
+    async with cluster(tmp_path, 3, **limits) as members:
+        leader = await leader_of(members)
+        for i in range(40):  # 40 commands of ~4 KiB: 160 KiB in all
+            result = await leader.group.submit(_big_write(f"b{i}", 4096, leader.group.clock.now()))
+            assert result.error is None
+        async with asyncio.timeout(5):
+            while any(m.group.applied_index < leader.group.applied_index for m in members):
+                await asyncio.sleep(0.02)
+        for m in members:
+            storage = m.group.storage
+            assert storage.snapshot().metadata.index > 0, "no snapshot was taken by size"
+            assert m.group.applied_index < 100  # the entry-count limits were not reached
+            held = sum(
+                len(e.data)
+                for e in storage.entries(storage.first_index(), m.group.applied_index + 1)
+            )
+            # Kept behind the snapshot (<= 16 KiB + one entry) plus applied since (< 64 KiB).
+            assert held < (16 << 10) + 4200 + (64 << 10), held
+            assert storage.first_index() > 10, "nothing was compacted"
+            assert m.value("b39") == 4096
 
 
 async def test_three_replicas_apply_the_same_writes_in_the_same_order(tmp_path: Path) -> None:

@@ -8,6 +8,13 @@ from zonestore_node.replica.transport import TlsFiles
 
 SNAPSHOT_EVERY = 20_000
 SNAPSHOT_KEEP = 5_000
+# The log is mirrored in memory (replica/raftlog.py), so it is bounded in bytes too: a
+# snapshot once this much was applied since the last one, and at most KEEP_BYTES of
+# applied entries kept behind it for followers just behind (20,000 imports of 500
+# entities held ~250 MiB before). KEEP_BYTES also bounds how far the archiver (reading
+# every second) may trail before compaction makes a gap: far above what a node applies.
+SNAPSHOT_BYTES = 64 << 20
+SNAPSHOT_KEEP_BYTES = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +34,8 @@ class GroupConfig:
     heartbeat_tick: int = 1
     snapshot_every: int = SNAPSHOT_EVERY
     snapshot_keep: int = SNAPSHOT_KEEP
+    snapshot_bytes: int = SNAPSHOT_BYTES
+    snapshot_keep_bytes: int = SNAPSHOT_KEEP_BYTES
     # TEST ONLY: serve strong reads from whatever this replica has applied, with no
     # ReadIndex round and on followers too. A deliberately broken build, for showing that
     # the consistency tests catch stale reads. Never set it in production.

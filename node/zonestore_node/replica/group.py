@@ -143,6 +143,10 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
         if stored:
             self.applied_index, self.applied_ts = APPLIED_VALUE.unpack(stored)
         self.clock.observe(self.applied_ts)
+        # Bytes of log entries applied since the last snapshot (SnapshotMixin).
+        self.applied_bytes_since_snapshot = self._held_bytes(
+            self.storage.snapshot().metadata.index, self.applied_index
+        )
         if self.storage.is_empty and not config.join:
             self._bootstrap()
         self.node = Node(

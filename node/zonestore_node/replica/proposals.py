@@ -53,6 +53,7 @@ class ProposalMixin:
     leader: str
     term_start_index: int
     applied_index: int
+    applied_bytes_since_snapshot: int
     applied_ts: int
     _apply: ApplyFn
     _decode: DecodeFn
@@ -106,6 +107,7 @@ class ProposalMixin:
         for entry in entries:
             result: Any = None
             pending = self._pending.pop(entry.index, None)
+            self.applied_bytes_since_snapshot += len(entry.data)
             if entry.type is rmsg.EntryType.CONF_CHANGE:
                 try:
                     change = ConfChange.from_bytes(entry.data)
@@ -148,6 +150,7 @@ class ProposalMixin:
         if (
             self.applied_index - self.storage.snapshot().metadata.index
             >= self.config.snapshot_every
+            or self.applied_bytes_since_snapshot >= self.config.snapshot_bytes
         ):
             self.take_snapshot()
         # Proposals at or below the applied index that no applied entry matched were

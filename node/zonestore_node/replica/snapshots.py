@@ -81,6 +81,7 @@ class SnapshotMixin:
     clock: Any
     applied_index: int
     applied_ts: int
+    applied_bytes_since_snapshot: int
     group_id: str
     snapshots_sent: int
     snapshots_received: int
@@ -120,12 +121,33 @@ class SnapshotMixin:
         batch = self.engine.batch()
         if index > current:
             self.storage.create_snapshot(index, conf, batch)
-        compact_to = index - self.config.snapshot_keep
+        compact_to = self._compact_point(index)
         if compact_to >= self.storage.first_index():
             self.storage.compact(compact_to, batch)
         self.engine.write(batch)
+        self.applied_bytes_since_snapshot = 0
         log.info("raft.snapshot_taken node=%s index=%d", self.config.node_id, index)
         return index
+
+    def _compact_point(self, index: int) -> int:
+        """The log index to compact up to behind a snapshot at `index`: at most
+        `snapshot_keep` entries and `snapshot_keep_bytes` of them stay."""
+        compact_to = index - self.config.snapshot_keep
+        lo = max(self.storage.first_index(), compact_to + 1)
+        kept = 0
+        for entry in reversed(self.storage.entries(lo, index + 1)):
+            kept += len(entry.data)
+            if kept > self.config.snapshot_keep_bytes:
+                return entry.index
+        return compact_to
+
+    def _held_bytes(self, after: int, upto: int) -> int:
+        """Bytes of the log entries held in (after, upto]."""
+        lo = max(after + 1, self.storage.first_index())
+        hi = min(upto, self.storage.last_index())
+        if hi < lo:
+            return 0
+        return sum(len(entry.data) for entry in self.storage.entries(lo, hi + 1))
 
     async def _send_snapshot(self, msg: rmsg.Message) -> None:
         assert msg.snapshot is not None
@@ -255,6 +277,7 @@ class SnapshotMixin:
                 it.next()
         self.storage.apply_snapshot(snap, batch)
         self.applied_index = index
+        self.applied_bytes_since_snapshot = 0
         self.applied_ts = max(self.applied_ts, incoming.applied_ts)
         self.clock.observe(self.applied_ts)
         batch.put(Family.META, APPLIED_KEY, APPLIED_VALUE.pack(self.applied_index, self.applied_ts))
