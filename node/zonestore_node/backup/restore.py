@@ -4,13 +4,20 @@
        is at or before the target) and the chain of archived segments that continues
        its log without a gap; refuse a target the backups and archive cannot reach
        exactly (before the oldest backup, or after the newest archived commit: what
-       happened after it is unknown);
+       happened after it is unknown). A gap in the archive (segments after a missing
+       range: the archiver dropped entries, archive.gap) ends what can be replayed:
+       the latest, or a time after the gap, is refused naming the missing indexes and
+       the last restorable time (`--to-time` it), never restored short in silence;
     2. download every file of the backup into a staging folder, checking size and
        SHA-256 against the manifest (a missing or corrupted object is refused, named);
     3. replay archived commands after the backup's index through the same
        deterministic apply every replica runs (txn/apply.py), stopping before the first
        commit stamped after the target: commit timestamps increase in log order, so the
-       result holds exactly the commits at or before it;
+       result holds exactly the commits at or before it. A segment whose header
+       disagrees with its name (group, first or last index), or a commit stamped
+       before the one replayed ahead of it (two histories in one archive folder: two
+       groups without a group id archiving to one URL both write archive/default/), is
+       refused, named;
     4. make it a new group of one: drop the old log, hard state and address book, record
        a log snapshot at the restored index whose only voter is `--node-id`, and a fresh
        group id (`group/id`) — replicas refuse peers of another group
@@ -46,12 +53,32 @@ _U64x2 = struct.Struct(">QQ")
 LATEST = 2**63 - 1
 
 
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Archived log indexes [first, last] that no segment holds, with segments after."""
+
+    first: int
+    last: int
+    before_ts: int  # the newest commit the backup + chain before the gap hold
+    after_ts: int  # the newest commit archived after it
+
+    def describe(self, group_id: str) -> str:
+        return (
+            f"the archive of group {group_id or 'default'} has a gap after index "
+            f"{self.first - 1} (commit time {catalog.rfc3339(self.before_ts)}): indexes "
+            f"{self.first}..{self.last} are missing (the archiver dropped them: "
+            "archive.gap in its log, zonestore_archive_gaps_total), and commits archived "
+            f"after them, up to {catalog.rfc3339(self.after_ts)}, cannot be replayed"
+        )
+
+
 @dataclass(slots=True)
 class Plan:
     manifest: catalog.Manifest
     segments: list[archive.SegmentInfo]  # a gapless chain after the backup's index
     target_ts: int  # replay commits with commit_ts <= this (LATEST: all archived)
     reach_ts: int  # the newest commit the backup + chain hold
+    notes: list[str] = field(default_factory=list)  # what the operator should know
 
 
 @dataclass(slots=True)
@@ -87,6 +114,16 @@ def chain(
     return picked, next_index
 
 
+def gap(segments: list[archive.SegmentInfo], next_index: int, reach_ts: int) -> Gap | None:
+    """The missing range at `next_index` (where `chain` stopped), if anything was
+    archived after it; None when the archive simply ends there."""
+    later = [s for s in segments if s.first > next_index]
+    if not later:
+        return None
+    resume = min(s.first for s in later)
+    return Gap(next_index, resume - 1, reach_ts, max(s.last_ts for s in later))
+
+
 def plan(store: objstore.ObjectStore, backup_id: str, target_ts: int | None) -> Plan:
     """Choose the backup and segments for a target (None: the latest restorable)."""
     if backup_id:
@@ -106,8 +143,27 @@ def plan(store: objstore.ObjectStore, backup_id: str, target_ts: int | None) -> 
             )
         candidates = fitting
     manifest = max(candidates, key=lambda m: (m.commit_ts, m.backup_id))
-    segments, _ = chain(archive.list_segments(store, manifest.group_id), manifest.applied_index)
+    group = manifest.group_id or "default"
+    notes = []
+    groups = sorted({m.group_id or "default" for m in candidates})
+    if not backup_id and len(groups) > 1:
+        notes.append(
+            f"{store} holds backups of {len(groups)} groups ({', '.join(groups)}); chose "
+            f"{manifest.backup_id} of group {group}, the newest that fits: name another "
+            "with --backup ID"
+        )
+    archived = archive.list_segments(store, manifest.group_id)
+    segments, next_index = chain(archived, manifest.applied_index)
     reach_ts = max([manifest.commit_ts, *(s.last_ts for s in segments)])
+    missing = gap(archived, next_index, reach_ts)
+    if missing is not None and (target_ts is None or target_ts > reach_ts):
+        wanted = "the latest" if target_ts is None else catalog.rfc3339(target_ts)
+        raise catalog.BackupError(
+            f"cannot restore to {wanted}: {missing.describe(manifest.group_id)}. The last "
+            f"restorable time from backup {manifest.backup_id} is {catalog.rfc3339(reach_ts)}:"
+            f" restore to it with --to-time {catalog.rfc3339(reach_ts)} (a base backup "
+            f"taken after index {missing.last} starts a new restorable window)"
+        )
     if target_ts is not None and target_ts > reach_ts:
         raise catalog.BackupError(
             f"cannot restore to {catalog.rfc3339(target_ts)}: backup {manifest.backup_id} and "
@@ -115,7 +171,15 @@ def plan(store: objstore.ObjectStore, backup_id: str, target_ts: int | None) -> 
             "archived commit; what came after is unknown). Choose a time at or before it, "
             "or --to-latest"
         )
-    return Plan(manifest, segments, LATEST if target_ts is None else target_ts, reach_ts)
+    if target_ts is None and not segments:
+        notes.append(
+            f"the archive holds no segment of group {group} after index "
+            f"{manifest.applied_index} (looked in {store.url}"
+            f"{archive.group_folder(manifest.group_id)}): the latest restorable state is the "
+            f"backup's own, {catalog.rfc3339(manifest.commit_ts)}; is --archive-to this URL?"
+        )
+    target = LATEST if target_ts is None else target_ts
+    return Plan(manifest, segments, target, reach_ts, notes)
 
 
 def _download(store: objstore.ObjectStore, manifest: catalog.Manifest, into: Path) -> int:
@@ -145,7 +209,8 @@ def _replay(
             raw = store.get_bytes(segment.key)
         except objstore.ObjectNotFound:
             raise catalog.BackupError(f"archive segment {where} is missing") from None
-        _, entries = archive.decode_segment(raw, where)
+        header, entries = archive.decode_segment(raw, where)
+        _check_segment(segment, header, entries, the_plan.manifest.group_id, where)
         for entry_index, _term, entry_type, data in entries:
             if entry_index <= index:
                 continue
@@ -157,6 +222,16 @@ def _replay(
                 cmd = command.decode(data[1:])
                 if cmd.commit_ts > the_plan.target_ts:
                     return index, commit_ts, replayed
+                if cmd.commit_ts < commit_ts:
+                    # Commit timestamps increase in log order within one group's log.
+                    raise catalog.BackupError(
+                        f"archive segment {where}: the commit at index {entry_index} is "
+                        f"stamped {catalog.rfc3339(cmd.commit_ts)}, before the one replayed "
+                        f"ahead of it ({catalog.rfc3339(commit_ts)}): the folder mixes two "
+                        "histories (groups without a group id all archive to "
+                        f"{archive.group_folder('')}); restore from a backup of one group, "
+                        "with its archive alone"
+                    )
                 batch = engine.batch()
                 applier(state, cmd, batch)
                 commit_ts = max(commit_ts, cmd.commit_ts)
@@ -167,6 +242,30 @@ def _replay(
             else:  # a leader's no-op or a membership change: no state to replay
                 index = entry_index
     return index, commit_ts, replayed
+
+
+def _check_segment(
+    segment: archive.SegmentInfo,
+    header: dict[str, object],
+    entries: list[list[object]],
+    group_id: str,
+    where: str,
+) -> None:
+    """Refuse a segment whose content is not what its name promises: another group's
+    (copied into the wrong folder), or other indexes (a truncated or renamed upload,
+    which would end the replay short in silence)."""
+    said = (header.get("group_id", ""), header.get("first"), header.get("last"))
+    held = (entries[0][0], entries[-1][0]) if entries else (None, None)
+    if said[0] != group_id:
+        raise catalog.BackupError(
+            f"archive segment {where} belongs to group {said[0] or 'default'!s}, not to the "
+            f"backup's group {group_id or 'default'}"
+        )
+    if (said[1], said[2]) != (segment.first, segment.last) or held != (said[1], said[2]):
+        raise catalog.BackupError(
+            f"archive segment {where}: its name says indexes {segment.first}..{segment.last}, "
+            f"its header {said[1]}..{said[2]}, its entries {held[0]}..{held[1]}"
+        )
 
 
 def _new_group(engine: Engine, node_id: str, index: int, commit_ts: int) -> str:
@@ -254,4 +353,6 @@ def run_cli(args: argparse.Namespace, store: objstore.ObjectStore) -> int:
         f"new group {result.group_id}, one voter {args.node_id}; serve it with:\n"
         f"  zonestore serve --data-dir {data_dir} --node-id {args.node_id}"
     )
+    for note in the_plan.notes:
+        print(f"note: {note}")
     return 0

@@ -1,0 +1,237 @@
+"""What can go wrong in point-in-time restore, said out loud (issue 16).
+
+- A gap in the archive (a missing middle segment): restoring to the latest, or to a
+  time after the gap, is refused naming the missing indexes and the last restorable
+  time; restoring to that time works and holds exactly the commits at or before it.
+- A segment whose content is not what its name says, or commits stamped out of order
+  (two histories in one archive folder), are refused naming the segment; a restore to
+  the latest that finds no archive says so.
+
+The archive and backups come from a real node (`zonestore serve --archive-to`, `zonestore
+backup create`); the planner's refusals are also checked on a file:// store holding a
+manifest and segment names only.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backup import history, support
+from tests.backup.support import ok, zs
+from tests.harness import NodeProcess
+from zonestore_node.backup import archive, catalog, objstore, restore
+from zonestore_node.raft.messages import EntryType
+from zonestore_node.replica.group import COMMIT_PREFIX
+from zonestore_node.txn.command import CommitCommand
+
+IDS = range(1, 21)
+REFUSED_WITHIN_S = 60
+
+
+@dataclass(slots=True)
+class Source:
+    """A file:// destination holding one base backup and, after its index, at least three
+    archived segments of one node's group; the history of every commit."""
+
+    folder: Path
+    writes: history.History
+    manifest: catalog.Manifest
+    after: list[archive.SegmentInfo]  # the chain after the backup's index, in order
+
+    def copy(self, to: Path) -> tuple[str, objstore.ObjectStore]:
+        shutil.copytree(self.folder, to)
+        return to.as_uri(), objstore.open_store(to.as_uri())
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
+    root = tmp_path_factory.mktemp("source")
+    folder = root / "backups"
+    url = folder.as_uri()
+    node = NodeProcess(
+        root / "node",
+        node_id="solo-0",
+        extra=["--archive-to", url, "--archive-max-delay-seconds", "0.3"],
+    )
+    node.start()
+    store = objstore.open_store(url)
+    writes = history.History()
+    try:
+        writes.write(node, IDS, 10)
+        ok(zs("backup", "create", "--admin", node.admin_addr, "--to", url))
+        # Three rounds, each archived before the next starts: a segment (at least) each.
+        for _ in range(3):
+            writes.write(node, IDS, 10)
+            history.wait_archived(store, "", writes.events[-1][0])
+    finally:
+        node.stop()
+    [listed] = support.backup_ids(url)["backups"]
+    manifest = catalog.read_manifest(store, listed["id"])
+    segments = archive.list_segments(store, manifest.group_id)
+    after, _ = restore.chain(segments, manifest.applied_index)
+    assert len(after) >= 3, f"want three segments after the backup: {after}"
+    assert max(s.last_ts for s in after) == writes.events[-1][0]
+    return Source(folder, writes, manifest, after)
+
+
+def restore_cli(url: str, data: Path, *when: str, node_id: str = "restored-0") -> Any:
+    return zs("restore", "--from", url, *when, "--data-dir", str(data), "--node-id", node_id)
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused command prints (exit status 1)."""
+    assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def served_state(root: Path, ids: list[int]) -> dict[int, tuple[int, str]]:
+    node = support.serve_restored(root)
+    try:
+        return history.read_state(node, ids)
+    finally:
+        node.stop()
+
+
+# The archive: a gap ---------------------------------------------------------------------
+
+
+def test_a_missing_middle_segment_refuses_the_latest_naming_the_gap_and_the_time_that_works(
+    source: Source, tmp_path: Path
+) -> None:
+    url, store = source.copy(tmp_path / "backups")
+    before, lost, later = source.after[0], source.after[1], source.after[-1]
+    store.delete(lost.key)
+    last_good = catalog.rfc3339(before.last_ts)
+
+    for when in (["--to-latest"], []):  # --to-latest is also the default
+        line = refusal(restore_cli(url, tmp_path / "latest" / "data", *when))
+        assert f"archive of group default has a gap after index {before.last}" in line, line
+        assert f"(commit time {last_good})" in line, line
+        assert f"indexes {lost.first}..{lost.last} are missing" in line, line
+        assert f"--to-time {last_good}" in line, line
+        assert not (tmp_path / "latest" / "data" / "db").exists(), "a partial restore was left"
+
+    # A time after the gap, or inside it (after the last commit before it), is refused too.
+    for target in (later.last_ts, before.last_ts + 1):
+        line = refusal(restore_cli(url, tmp_path / "after", "--to-time", catalog.rfc3339(target)))
+        assert f"gap after index {before.last}" in line and f"--to-time {last_good}" in line
+
+    # The time it suggests restores exactly the commits at or before it.
+    out = ok(restore_cli(url, tmp_path / "suggested" / "data", "--to-time", last_good))
+    assert f"(index {before.last})" in out, out
+    expected = source.writes.state_at(before.last_ts)
+    assert expected != source.writes.state_at(later.last_ts), "the gap lost nothing?"
+    got = served_state(tmp_path / "suggested", source.writes.ids)
+    assert got == expected
+
+
+def test_the_planner_refuses_a_gap_on_a_store_holding_only_names(tmp_path: Path) -> None:
+    store = objstore.open_store((tmp_path / "names").as_uri())
+    manifest = catalog.Manifest("20261206T070000Z-0000aaaa", "g-1", 100, 1_000, files=())
+    store.put_bytes(catalog.manifest_key(manifest.backup_id), manifest.to_json())
+    for first, last, last_ts in ((90, 120, 1_200), (121, 150, 1_500), (181, 200, 2_000)):
+        store.put_bytes(archive.segment_key("g-1", first, last, last_ts), b"-")
+
+    with pytest.raises(catalog.BackupError) as latest:
+        restore.plan(store, "", None)
+    text = str(latest.value)
+    assert "archive of group g-1 has a gap after index 150" in text, text
+    assert "indexes 151..180 are missing" in text, text
+    assert f"--to-time {catalog.rfc3339(1_500)}" in text, text
+    assert f"up to {catalog.rfc3339(2_000)}" in text, text
+    with pytest.raises(catalog.BackupError, match="gap after index 150"):
+        restore.plan(store, "", 1_501)
+
+    fits = restore.plan(store, "", 1_500)
+    assert [(s.first, s.last) for s in fits.segments] == [(90, 120), (121, 150)]
+    assert (fits.target_ts, fits.reach_ts, fits.notes) == (1_500, 1_500, [])
+
+    # Filled: the latest goes to the end, no note.
+    store.put_bytes(archive.segment_key("g-1", 151, 180, 1_800), b"-")
+    whole = restore.plan(store, "", None)
+    assert whole.segments[-1].last == 200 and whole.reach_ts == 2_000 and not whole.notes
+    assert restore.gap(whole.segments, 201, 2_000) is None
+
+
+def test_the_planner_notes_a_latest_without_archive_and_backups_of_two_groups(
+    tmp_path: Path,
+) -> None:
+    store = objstore.open_store((tmp_path / "names").as_uri())
+    for backup_id, group, ts in (("20261206T070000Z-0000aaaa", "g-1", 1_000),
+                                 ("20261206T080000Z-0000bbbb", "g-2", 2_000)):  # fmt: skip
+        manifest = catalog.Manifest(backup_id, group, 100, ts, files=())
+        store.put_bytes(catalog.manifest_key(backup_id), manifest.to_json())
+    store.put_bytes(archive.segment_key("g-1", 101, 150, 1_500), b"-")
+
+    latest = restore.plan(store, "", None)
+    assert latest.manifest.group_id == "g-2"
+    [groups, no_archive] = latest.notes
+    assert "backups of 2 groups (g-1, g-2)" in groups and "--backup ID" in groups
+    assert "no segment of group g-2 after index 100" in no_archive, no_archive
+    assert "archive/g-2/" in no_archive
+    # Named, one backup: no note about groups; its archive is there.
+    chosen = restore.plan(store, "20261206T070000Z-0000aaaa", None)
+    assert chosen.notes == [] and chosen.reach_ts == 1_500
+
+
+def test_a_latest_restore_that_finds_no_archive_says_the_state_is_the_backups_own(
+    source: Source, tmp_path: Path
+) -> None:
+    url, store = source.copy(tmp_path / "backups")
+    for segment in archive.list_segments(store, ""):
+        store.delete(segment.key)
+    out = ok(restore_cli(url, tmp_path / "r" / "data", "--to-latest"))
+    assert "+ 0 archived commits" in out, out
+    assert re.search(r"^note: the archive holds no segment of group default after index", out, re.M)
+    assert catalog.rfc3339(source.manifest.commit_ts) in out.splitlines()[-1]
+
+
+# The archive: segments that are not what they say ---------------------------------------
+
+
+def test_a_segment_holding_other_indexes_than_its_name_is_refused_named(
+    source: Source, tmp_path: Path
+) -> None:
+    url, store = source.copy(tmp_path / "backups")
+    first, second = source.after[0], source.after[1]
+    store.put_bytes(second.key, store.get_bytes(first.key))  # a misnamed upload
+    line = refusal(restore_cli(url, tmp_path / "r" / "data"))
+    assert second.key in line, line
+    assert f"its name says indexes {second.first}..{second.last}" in line, line
+    assert f"its header {first.first}..{first.last}" in line, line
+    assert not (tmp_path / "r" / "data" / "db").exists()
+
+
+def test_commits_stamped_out_of_order_two_histories_in_one_folder_are_refused(
+    source: Source, tmp_path: Path
+) -> None:
+    url, store = source.copy(tmp_path / "backups")
+    second = source.after[1]
+    # Another group without a group id archived the same indexes, with older commits.
+    foreign = [
+        [i, 1, int(EntryType.NORMAL), COMMIT_PREFIX + CommitCommand(1_000 + i, ()).encode()]
+        for i in range(second.first, second.last + 1)
+    ]
+    store.put_bytes(second.key, archive.encode_segment("", foreign, 1_000 + second.last))
+    line = refusal(restore_cli(url, tmp_path / "r" / "data"))
+    assert second.key in line and "mixes two histories" in line, line
+
+
+def test_a_segment_of_another_group_in_the_backups_folder_is_refused(
+    source: Source, tmp_path: Path
+) -> None:
+    url, store = source.copy(tmp_path / "backups")
+    second = source.after[1]
+    _, entries = archive.decode_segment(store.get_bytes(second.key), second.key)
+    store.put_bytes(second.key, archive.encode_segment("g-other", entries, second.last_ts))
+    line = refusal(restore_cli(url, tmp_path / "r" / "data"))
+    assert "belongs to group g-other, not to the backup's group default" in line, line
