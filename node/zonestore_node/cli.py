@@ -381,6 +381,13 @@ def _format_status(status: dict[str, Any]) -> str:
         f"commit index {status['commit_index']}, applied index {status['applied_index']}, "
         f"ready {status.get('ready')}\n"
     )
+    if status.get("member") is False:
+        voters = [str(m["id"]) for m in status.get("members", []) if m.get("role") == "voter"]
+        head += (
+            f"NOT A MEMBER: {status['node_id']} is not in the configuration of the group in "
+            f"its data folder (voters: {', '.join(voters) or 'none yet'}); it waits for the "
+            f"leader to add it (zonestore members add {status['node_id']})\n"
+        )
     return head + _format_members(status)
 
 
@@ -459,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
         except server.ConfigError as exc:
             print(f"zonestore serve: {exc}", file=sys.stderr)
             return 2
-        server.run(config)
+        try:
+            server.run(config)
+        except server.ConfigError as exc:  # found once the data folder is open
+            print(f"zonestore serve: {exc}", file=sys.stderr)
+            return 2
         return 0
     return run_cluster(args)
 

@@ -237,6 +237,7 @@ class Node:
             touches=apply.touches,
             clock_guard=self.clock_guard,
         )
+        self._check_membership()
         self.service = DatastoreService(self.store, self.group, IdAllocator(self.engine))
         self.service.retention_us = int(config.retention_seconds * 1_000_000)
         self.service.legacy_limits = config.legacy_limits
@@ -305,6 +306,28 @@ class Node:
         self.ready = False
         self._last_groups = 0
         self._last_leader_changes = 0
+
+    def _check_membership(self) -> None:
+        """A replica outside its folder's configuration waits for a leader to add it:
+        say so at start, and refuse when no leader ever can (a restored folder served
+        with another --node-id, or no --peer-addr to be reached at)."""
+        outsider = self.group.outsider()
+        if outsider is None:
+            return
+        advice = outsider.advice(str(self.config.data_dir))
+        if outsider.hopeless:
+            self.engine.close()
+            raise ConfigError(f"{outsider.describe()}; {outsider.why_hopeless}: {advice}")
+        log.warning(
+            "replica.not_a_member node=%s voters=%s learners=%s: %s; it waits for the "
+            "leader to add it (zonestore members add %s), or %s",
+            outsider.node_id,
+            ",".join(outsider.voters),
+            ",".join(outsider.learners) or "-",
+            outsider.describe(),
+            outsider.node_id,
+            advice,
+        )
 
     def _leader_client_addr(self) -> str | None:
         """Where to forward: None while no other replica is known to lead (an election,

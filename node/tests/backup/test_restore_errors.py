@@ -1,5 +1,9 @@
 """What can go wrong in point-in-time restore, said out loud (issue 16).
 
+- A restored folder served with another --node-id (or the default one) is refused at
+  start with one line naming both ids and the flag; a replica outside its folder's
+  configuration that a leader could still add starts, says so in its log and in
+  `zonestore status`; a replica joining the restored group with --join is unaffected.
 - A gap in the archive (a missing middle segment): restoring to the latest, or to a
   time after the gap, is refused naming the missing indexes and the last restorable
   time; restoring to that time works and holds exactly the commits at or before it.
@@ -14,9 +18,11 @@ manifest and segment names only.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,7 @@ import pytest
 
 from tests.backup import history, support
 from tests.backup.support import ok, zs
-from tests.harness import NodeProcess
+from tests.harness import NodeProcess, free_port
 from zonestore_node.backup import archive, catalog, objstore, restore
 from zonestore_node.raft.messages import EntryType
 from zonestore_node.replica.group import COMMIT_PREFIX
@@ -235,3 +241,111 @@ def test_a_segment_of_another_group_in_the_backups_folder_is_refused(
     store.put_bytes(second.key, archive.encode_segment("g-other", entries, second.last_ts))
     line = refusal(restore_cli(url, tmp_path / "r" / "data"))
     assert "belongs to group g-other, not to the backup's group default" in line, line
+
+
+# The node: a restored folder served under another id -------------------------------------
+
+
+@pytest.fixture
+def restored(source: Source, tmp_path: Path) -> Path:
+    """A fresh restore of the intact source for `restored-0`: <root>/data."""
+    root = tmp_path / "restored"
+    out = ok(restore_cli(source.folder.as_uri(), root / "data"))
+    assert "one voter restored-0" in out
+    return root
+
+
+def refused_at_start(node: NodeProcess) -> str:
+    """Start `node`; it must exit 2 by itself, soon, with one line on its console."""
+    offset = node.log_path.stat().st_size if node.log_path.exists() else 0
+    node.spawn()
+    assert node.proc is not None
+    try:
+        code = node.proc.wait(timeout=REFUSED_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        pytest.fail(f"{node.node_id} did not refuse to start: {node.log_tail()}")
+    assert code == 2, node.log_tail()
+    printed = node.log_path.read_bytes()[offset:].decode().splitlines()
+    [line] = [x for x in printed if x.startswith("zonestore serve")]
+    return line
+
+
+def test_a_restored_folder_served_with_another_node_id_is_refused_naming_both_ids(
+    restored: Path, source: Source
+) -> None:
+    line = refused_at_start(NodeProcess(restored, node_id="other-0"))
+    assert "this replica (other-0) is not a member" in line, line
+    assert "(voters: restored-0)" in line, line
+    assert "was restored for --node-id restored-0" in line, line
+    # With a peer address too: a new group nobody else can add it to.
+    peer = ["--peer-addr", f"127.0.0.1:{free_port()}"]
+    line = refused_at_start(NodeProcess(restored, node_id="other-0", extra=peer))
+    assert "a restored folder is a new group that only its own voter can serve" in line, line
+    assert "was restored for --node-id restored-0" in line, line
+    # The refusals changed nothing: the right id serves every restored commit.
+    got = served_state(restored, source.writes.ids)
+    assert got == source.writes.state_at(source.writes.events[-1][0])
+
+
+def test_a_served_folder_under_another_id_warns_and_status_says_not_a_member(
+    restored: Path,
+) -> None:
+    node = support.serve_restored(restored)  # served once: no longer a fresh restore
+    node.stop()
+    peer = ["--peer-addr", f"127.0.0.1:{free_port()}"]
+    other = NodeProcess(restored, node_id="other-0", extra=peer)
+    other.spawn()
+    try:
+        deadline = time.monotonic() + 30
+        while (status := other.admin("GET", "/admin/status"))[0] != 200:
+            assert other.alive(), other.log_tail()
+            assert time.monotonic() < deadline, other.log_tail()
+            time.sleep(0.1)
+        assert status[1]["member"] is False and status[1]["role"] == "learner", status
+        text = other.log_path.read_text()
+        assert "replica.not_a_member node=other-0 voters=restored-0" in text, text
+        assert "zonestore members add other-0" in text and "--node-id restored-0" in text
+        shown = ok(zs("status", "--admin", other.admin_addr))
+        assert "NOT A MEMBER: other-0 is not in the configuration" in shown, shown
+        assert "(voters: restored-0)" in shown, shown
+    finally:
+        other.stop()
+    # Without --peer-addr no leader could ever reach it: refused.
+    line = refused_at_start(NodeProcess(restored, node_id="other-0"))
+    assert "without --peer-addr no leader can reach it" in line, line
+    assert "with --node-id restored-0" in line, line
+
+
+def test_a_replica_joining_the_restored_group_with_join_is_added_as_usual(
+    restored: Path, tmp_path: Path, source: Source
+) -> None:
+    first_peer, joiner_peer = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    first = NodeProcess(restored, node_id="restored-0", extra=["--peer-addr", first_peer])
+    first.start()
+    # --initial-cluster: how the joiner reaches the voter (a founding member's address
+    # travels in no conf change; tests/replication/test_failover.py rejoins the same way).
+    joiner = NodeProcess(tmp_path / "joiner", node_id="joiner-1",
+                         extra=["--peer-addr", joiner_peer, "--join",
+                                "--initial-cluster", f"restored-0={first_peer}"])  # fmt: skip
+    try:
+        joiner.spawn()
+        deadline = time.monotonic() + 30
+        while joiner.admin("GET", "/admin/status")[0] != 200:
+            assert joiner.alive(), joiner.log_tail()
+            assert time.monotonic() < deadline, joiner.log_tail()
+            time.sleep(0.1)
+        assert "replica.not_a_member" not in joiner.log_path.read_text()
+        ok(zs("members", "add", "joiner-1", joiner_peer, "--admin", first.admin_addr))
+        joiner.wait_ready(60)
+        deadline = time.monotonic() + 30
+        while not (status := joiner.admin("GET", "/admin/status")[1])["member"]:
+            assert time.monotonic() < deadline, json.dumps(status)
+            time.sleep(0.1)
+        assert status["role"] == "learner", status
+        assert history.read_state(joiner, source.writes.ids) == source.writes.state_at(
+            source.writes.events[-1][0]
+        )
+    finally:
+        joiner.stop()
+        first.stop()

@@ -24,8 +24,9 @@
        (replica/group.py), so the folder can never join the group it came from;
     5. move the staging folder into place as <data dir>/db.
 
-`zonestore serve --data-dir DIR --node-id ID` then serves it as a group of one; more
-replicas join as learners (`zonestore members add`) and are promoted as usual.
+`zonestore serve --data-dir DIR --node-id ID` then serves it as a group of one (served
+with another --node-id, it refuses to start, naming ID: server.Node._check_membership);
+more replicas join as learners (`zonestore members add`) and are promoted as usual.
 """
 
 from __future__ import annotations

@@ -61,6 +61,49 @@ def hand_off_target(
     return max(candidates)[1] if candidates else None
 
 
+@dataclass(frozen=True, slots=True)
+class Outsider:
+    """This replica is not in the configuration its data folder holds (neither voter nor
+    learner), so it only waits for a leader to add it."""
+
+    node_id: str
+    voters: tuple[str, ...]
+    learners: tuple[str, ...]
+    # The folder as `zonestore restore` left it (backup/restore.py: a log snapshot of one
+    # voter, term 1, no entry since): a new group that only that voter can ever serve.
+    fresh_restore: bool
+    reachable: bool  # peers can dial it (--peer-addr); without, nobody can add it
+
+    @property
+    def hopeless(self) -> bool:
+        """No leader can ever add it: refuse to start rather than wait forever."""
+        return self.fresh_restore or not self.reachable
+
+    @property
+    def why_hopeless(self) -> str:
+        if self.fresh_restore:
+            return "a restored folder is a new group that only its own voter can serve"
+        return "without --peer-addr no leader can reach it"
+
+    def describe(self) -> str:
+        learners = f", learners: {', '.join(self.learners)}" if self.learners else ""
+        return (
+            f"this replica ({self.node_id}) is not a member of the group in its data folder "
+            f"(voters: {', '.join(self.voters)}{learners})"
+        )
+
+    def advice(self, data_dir: str) -> str:
+        if len(self.voters) == 1:
+            [voter] = self.voters
+            if self.fresh_restore:
+                return f"{data_dir} was restored for --node-id {voter}: serve it with that id"
+            return f"serve {data_dir} with --node-id {voter}"
+        return (
+            f"serve {data_dir} with the --node-id of one of its voters, or give --peer-addr "
+            f"and add this replica with `zonestore members add {self.node_id}`"
+        )
+
+
 class MembershipMixin:
     """Members, peer identity and leadership transfer, for `RaftGroup`."""
 
@@ -79,6 +122,29 @@ class MembershipMixin:
     _pending: dict[int, tuple[int, asyncio.Future[Any], Any]]
     _wake: asyncio.Event
     check_leader: Callable[[], None]
+
+    def outsider(self) -> Outsider | None:
+        """Why this replica is outside its folder's configuration, or None when it is a
+        member (or holds no configuration yet: a replica started with --join)."""
+        conf = self.node.status().conf_state
+        me = self.config.node_id
+        if me in conf.voters or me in conf.learners or not conf.voters:
+            return None
+        snapshot = self.storage.snapshot().metadata
+        fresh = (
+            len(conf.voters) == 1
+            and not conf.learners
+            and snapshot.index > 0
+            and self.storage.last_index() == snapshot.index
+            and self.storage.hard_state.term == 1
+        )
+        return Outsider(
+            me,
+            tuple(sorted(conf.voters)),
+            tuple(sorted(conf.learners)),
+            fresh,
+            bool(self.config.peer_addr),
+        )
 
     def _load_address_book(self) -> None:
         raw = self.engine.get(Family.META, PEERS_KEY)

@@ -73,6 +73,8 @@ class StatusMixin:
             "last_index": st.last_index,
             "applied_ts": self.applied_ts,
             "group_id": self.group_id,
+            # False: not in the configuration this replica holds (waits to be added).
+            "member": self.config.node_id in conf.voters or self.config.node_id in conf.learners,
             "clock_offset_ms": (
                 self.clock_guard.offset_us() / 1000 if self.clock_guard is not None else 0.0
             ),
