@@ -77,11 +77,20 @@ class AdminClient:
         except OSError as exc:
             raise catalog.BackupError(f"cannot read http://{addr}{path}: {exc}") from exc
         with response:
+            expected = response.length  # Content-Length (None: chunked)
+            read = 0
             try:
                 while chunk := response.read(CHUNK):
+                    read += len(chunk)
                     yield chunk
             except OSError as exc:  # the replica died or the connection broke mid-file
                 raise catalog.BackupError(f"reading http://{addr}{path} broke off: {exc}") from exc
+            # http.client ends a body cut short by a closed connection without an error.
+            if expected is not None and read < expected:
+                raise catalog.BackupError(
+                    f"reading http://{addr}{path} broke off after {read} of {expected} bytes:"
+                    " the connection closed"
+                )
 
 
 def choose_sources(admin: AdminClient, addr: str) -> list[str]:
