@@ -77,11 +77,12 @@ def test_the_readme_backup_and_point_in_time_recipe_works_as_written(
     history.wait_archived(store, "", writes.events[-1][0])
     lo, hi = writes.events[50][0], writes.events[51][0]
     target = (lo + hi) // 2
-    client_port, admin_port = free_port(), free_port()
+    client_port, admin_port, peer_port = free_port(), free_port(), free_port()
     restores = [
         line.replace(EXAMPLE_TIME, catalog.rfc3339(target))
         .replace("127.0.0.1:8091", f"127.0.0.1:{client_port}")
         .replace("127.0.0.1:9091", f"127.0.0.1:{admin_port}")
+        .replace("127.0.0.1:7091", f"127.0.0.1:{peer_port}")
         for line in restores
     ]
     # The same shell session as the lines above: `dest` is still set.

@@ -323,11 +323,10 @@ def test_a_replica_joining_the_restored_group_with_join_is_added_as_usual(
     first_peer, joiner_peer = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     first = NodeProcess(restored, node_id="restored-0", extra=["--peer-addr", first_peer])
     first.start()
-    # --initial-cluster: how the joiner reaches the voter (a founding member's address
-    # travels in no conf change; tests/replication/test_failover.py rejoins the same way).
+    # As the README's "Adding a replica" says: no --initial-cluster, the joiner learns
+    # the voter's address from its hello (a founding member's address is in no log entry).
     joiner = NodeProcess(tmp_path / "joiner", node_id="joiner-1",
-                         extra=["--peer-addr", joiner_peer, "--join",
-                                "--initial-cluster", f"restored-0={first_peer}"])  # fmt: skip
+                         extra=["--peer-addr", joiner_peer, "--join"])  # fmt: skip
     try:
         joiner.spawn()
         deadline = time.monotonic() + 30
@@ -346,6 +345,9 @@ def test_a_replica_joining_the_restored_group_with_join_is_added_as_usual(
         assert history.read_state(joiner, source.writes.ids) == source.writes.state_at(
             source.writes.events[-1][0]
         )
+        ok(zs("members", "promote", "joiner-1", "--admin", first.admin_addr))
+        members = {m["id"]: m for m in first.admin("GET", "/admin/status")[1]["members"]}
+        assert members["joiner-1"]["role"] == "voter", members
     finally:
         joiner.stop()
         first.stop()

@@ -182,6 +182,9 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
                 "client": config.client_addr,
                 "admin": config.admin_addr,
                 "zone": config.zone,
+                # How to reach this replica: a replica added at run time knows the
+                # founding voters' addresses from nowhere else (membership._on_hello).
+                "peer": config.advertise_peer_addr if config.peer_addr else "",
                 "group": self.group_id,
                 "fresh": "1" if self.storage.is_empty else "",
             },

@@ -230,6 +230,12 @@ class MembershipMixin:
                 self._foreign.add(peer)
                 return
             self._foreign.discard(peer)
+            addr = str(meta.get("peer", ""))
+            if addr and peer not in self.transport.addresses:
+                # A founding voter (its address was in --initial-cluster, never in the
+                # log) dialling a replica added at run time: the way back to it.
+                self.transport.set_address(peer, addr)
+                log.info("replica.peer_learned peer=%s addr=%s", peer, addr)
             info = self.peers.setdefault(peer, PeerInfo())
             info.client_addr = str(meta.get("client", "")) or info.client_addr
             info.admin_addr = str(meta.get("admin", "")) or info.admin_addr
