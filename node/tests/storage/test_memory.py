@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,12 @@ def test_memtables_beyond_the_write_buffers_are_flushed(tmp_path: Path) -> None:
                 for family in (Family.ENTITIES, Family.INDEXES, Family.RAFTLOG):
                     batch.put(family, key, b"y" * 128)
             engine.write(batch)
-        assert engine.memory_usage()["memtables"] <= 8 * MiB + 2 * MiB
+        # The manager schedules the flushes; RocksDB's background threads run them (on a
+        # busy machine, a moment after the write returns).
+        deadline = time.monotonic() + 20
+        while (held := engine.memory_usage()["memtables"]) > 8 * MiB + 2 * MiB:
+            assert time.monotonic() < deadline, f"memtables still hold {held} bytes"
+            time.sleep(0.05)
         assert engine.get(Family.INDEXES, (0).to_bytes(2, "big") + (7).to_bytes(4, "big"))
     finally:
         engine.close()
