@@ -11,10 +11,11 @@ SNAPSHOT_KEEP = 5_000
 # The log is mirrored in memory (replica/raftlog.py), so it is bounded in bytes too: a
 # snapshot once this much was applied since the last one, and at most KEEP_BYTES of
 # applied entries kept behind it for followers just behind (20,000 imports of 500
-# entities held ~250 MiB before). KEEP_BYTES also bounds how far the archiver (reading
-# every second) may trail before compaction makes a gap: far above what a node applies.
+# entities held ~250 MiB before). A follower further behind than KEEP_BYTES gets a whole
+# snapshot, and so would the archiver (reading every second) record a gap: at the ~1-2
+# MB/s a node applies, 64 MiB is about a minute of a bulk import.
 SNAPSHOT_BYTES = 64 << 20
-SNAPSHOT_KEEP_BYTES = 16 << 20
+SNAPSHOT_KEEP_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
