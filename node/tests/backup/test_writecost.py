@@ -37,6 +37,9 @@ def test_the_write_cost_bench_takes_writes_in_every_phase_while_archiving_and_ba
         drop = 100 * (none - result["median_writes_per_s"][phase]) / none
         assert result["drop_pct"][phase] == pytest.approx(drop)
         assert result["met"][phase] is (drop <= writecost.GOAL_DROP_PCT)
+    assert set(result["spread_pct"]) == set(writecost.PHASES)
+    assert all(spread >= 0 for spread in result["spread_pct"].values())
+    assert all(len(result["round_drops_pct"][p]) == 2 for p in ("archive", "backup"))
     text = writecost.report(result)
     assert text.count("goal <= 10% fewer: ") == 2
     json.dumps(result)  # what --json writes

@@ -1,7 +1,7 @@
 """What a running base backup and continuous archiving cost the writes, for `make bench`:
 
-    python -m zonestore_node.backup.writecost [--replicas 3] [--clients 16] [--window 8]
-                                              [--rounds 3] [--json FILE]
+    python -m zonestore_node.backup.writecost [--replicas 3] [--clients 16] [--window 5]
+                                              [--rounds 5] [--json FILE]
 
 Two groups of `make run`'s shape (3 replicas of `zonestore serve` on loopback, the same
 command line `zonestore run` gives them, the edge as `--edge auto` finds it), each in a
@@ -277,8 +277,8 @@ def run(
     scratch: Path,
     replicas: int = 3,
     clients: int = 16,
-    window: float = 8.0,
-    rounds: int = 3,
+    window: float = 5.0,
+    rounds: int = 5,
     warmup: float = 2.0,
     settle: float = SETTLE_S,
 ) -> dict[str, Any]:
@@ -295,6 +295,7 @@ def run(
     errors: dict[str, int] = {}
     backup_runs: list[dict[str, Any]] = []
     spawn = multiprocessing.get_context("spawn")
+    load_before = os.getloadavg()
     try:
         plain.start()
         archiving.start()
@@ -334,8 +335,17 @@ def run(
         archiving.stop()
         backups.close()
     medians = {p: statistics.median(windows[p]) for p in PHASES}
+    spread = {
+        p: 100.0 * (max(windows[p]) - min(windows[p])) / max(medians[p], 1e-9) for p in PHASES
+    }
     drops = {
         p: 100.0 * (medians["none"] - medians[p]) / max(medians["none"], 1e-9)
+        for p in ("archive", "backup")
+    }
+    paired = {  # each round's drop against that round's own `none` window
+        p: [
+            100.0 * (n - x) / max(n, 1e-9) for n, x in zip(windows["none"], windows[p], strict=True)
+        ]
         for p in ("archive", "backup")
     }
     return {
@@ -346,12 +356,15 @@ def run(
         "writes_per_s": windows,
         "median_writes_per_s": medians,
         "writes": writes,
+        "spread_pct": spread,
+        "round_drops_pct": paired,
         "drop_pct": drops,
         "goal_drop_pct": GOAL_DROP_PCT,
         "met": {p: drops[p] <= GOAL_DROP_PCT for p in drops},
         "archive_segments": len(segments),
         "backups": backup_runs,
         "errors": errors,
+        "load_average_before": load_before,
         "load_average": os.getloadavg(),
     }
 
@@ -370,7 +383,8 @@ def report(result: dict[str, Any]) -> str:
         f"write cost of backup and archiving: {result['replicas']} replica(s) on loopback, "
         f"{result['clients']} clients putting one ~200-byte entity per commit, "
         f"{result['rounds']} windows of {result['window_seconds']:g} s per phase "
-        f"(load average {result['load_average'][0]:.1f} at the end):"
+        f"(1-minute load average {result['load_average_before'][0]:.1f} before, "
+        f"{result['load_average'][0]:.1f} at the end):"
     ]
     for phase in PHASES:
         each = ", ".join(f"{w:,.0f}" for w in result["writes_per_s"][phase])
@@ -379,8 +393,18 @@ def report(result: dict[str, Any]) -> str:
             verdict = "met" if result["met"][phase] else "not met"
             drop = drops[phase]
             change = f"{drop:.1f}% fewer" if drop >= 0 else f"{-drop:.1f}% more"
-            line += f"  {change}; goal <= {GOAL_DROP_PCT:g}% fewer: {verdict}"
+            rounds = ", ".join(f"{d:.0f}" for d in result["round_drops_pct"][phase])
+            line += (
+                f"  {change}; goal <= {GOAL_DROP_PCT:g}% fewer: {verdict}"
+                f" (round by round: {rounds}%)"
+            )
         lines.append(line)
+    spread = result["spread_pct"]
+    lines.append(
+        "  spread of each phase's windows (max - min over median): "
+        + ", ".join(f"{p} {spread[p]:.0f}%" for p in PHASES)
+        + "; a drop inside that is not told apart from noise"
+    )
     if result["errors"]:
         lines.append(f"  errors: {result['errors']}")
     return "\n".join(lines)
@@ -390,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="zonestore_node.backup.writecost", description=__doc__)
     p.add_argument("--replicas", type=int, default=3, help="per group (odd)")
     p.add_argument("--clients", type=int, default=16, help="concurrent writers")
-    p.add_argument("--window", type=float, default=8.0, help="seconds per window")
-    p.add_argument("--rounds", type=int, default=3, help="windows per phase")
+    p.add_argument("--window", type=float, default=5.0, help="seconds per window")
+    p.add_argument("--rounds", type=int, default=5, help="windows per phase")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="zs-writecost-"))
