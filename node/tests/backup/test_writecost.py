@@ -1,7 +1,9 @@
 """Smoke test of `make bench`'s write cost of backup and archiving
-(zonestore_node.backup.writecost) with one replica per group and tiny windows: every phase
-took writes, the archiving group wrote segments, backups completed during the backup
-windows, and the report sets each drop beside the goal."""
+(zonestore_node.backup.writecost) with one replica per group, a tiny preload and tiny
+windows: both groups hold the preloaded entities, every phase took writes, the archiving
+group wrote segments, backups of the preloaded database completed during the backup
+windows with their sizes and durations reported, and the report sets each drop beside
+the goal."""
 
 from __future__ import annotations
 
@@ -18,8 +20,21 @@ def test_the_write_cost_bench_takes_writes_in_every_phase_while_archiving_and_ba
     tmp_path: Path,
 ) -> None:
     result = writecost.run(
-        tmp_path / "scratch", replicas=1, clients=4, window=1.0, rounds=2, warmup=0.5, settle=1.0
+        tmp_path / "scratch",
+        replicas=1,
+        clients=4,
+        window=1.0,
+        rounds=2,
+        warmup=0.5,
+        settle=1.0,
+        entities=2_000,
+        pad=8_000,
     )
+    assert set(result["preload"]) == {"plain", "archiving"}
+    for loaded in result["preload"].values():
+        assert loaded["entities"] == 2_000
+        assert loaded["bytes"] > 2_000 * 8_000
+        assert loaded["seconds"] > 0
     assert set(result["writes_per_s"]) == set(writecost.PHASES)
     for phase in writecost.PHASES:
         assert len(result["writes_per_s"][phase]) == 2
@@ -32,6 +47,10 @@ def test_the_write_cost_bench_takes_writes_in_every_phase_while_archiving_and_ba
     assert result["archive_segments"] > 0, "archiving wrote no segment"
     assert len(result["backups"]) == 2
     assert all(run["completed"] >= 1 for run in result["backups"]), result["backups"]
+    for run in result["backups"]:
+        assert len(run["seconds"]) == len(run["bytes"]) == run["completed"]
+        assert all(s > 0 for s in run["seconds"])
+        assert all(n > 2_000 * 8_000 for n in run["bytes"]), "the backup missed the preload"
     none = result["median_writes_per_s"]["none"]
     for phase in ("archive", "backup"):
         drop = 100 * (none - result["median_writes_per_s"][phase]) / none
@@ -42,6 +61,9 @@ def test_the_write_cost_bench_takes_writes_in_every_phase_while_archiving_and_ba
     assert all(len(result["round_drops_pct"][p]) == 2 for p in ("archive", "backup"))
     text = writecost.report(result)
     assert text.count("goal <= 10% fewer: ") == 2
+    assert "preloaded with 2,000 entities" in text
+    took = [s for run in result["backups"] for s in run["seconds"]]
+    assert f"each backup took {min(took):.1f}-{max(took):.1f} s" in text
     json.dumps(result)  # what --json writes
 
 
