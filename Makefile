@@ -180,7 +180,7 @@ e2e-kind: setup tools $(MONITORING_CRDS)/.built
 bench: setup $(EDGE)
 	$(PY) -m bench.run $(ARGS)
 	$(PY) -m zonestore_node.export.bench
-	$(PY) -m zonestore_node.backup.bench
+	$(PY) -m zonestore_node.backup.bench --million
 	$(PY) -m zonestore_node.backup.writecost
 	$(PY) -m bench.vectors
 
