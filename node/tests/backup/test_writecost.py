@@ -59,9 +59,15 @@ def test_the_write_cost_bench_takes_writes_in_every_phase_while_archiving_and_ba
     assert set(result["spread_pct"]) == set(writecost.PHASES)
     assert all(spread >= 0 for spread in result["spread_pct"].values())
     assert all(len(result["round_drops_pct"][p]) == 2 for p in ("archive", "backup"))
+    assert len(result["quiesce_seconds"]) == 1 + 2 * len(writecost.PHASES)
+    for phase in writecost.PHASES:
+        assert len(result["cores"][phase]["replicas"]) == 2
+        assert all(c > 0 for c in result["cores"][phase]["replicas"]), "replicas used no CPU"
+    assert all(c > 0 for c in result["cores"]["backup"]["backup"]), "backups used no CPU"
     text = writecost.report(result)
     assert text.count("goal <= 10% fewer: ") == 2
     assert "preloaded with 2,000 entities" in text
+    assert "the backup client (this process) " in text
     took = [s for run in result["backups"] for s in run["seconds"]]
     assert f"each backup took {min(took):.1f}-{max(took):.1f} s" in text
     json.dumps(result)  # what --json writes

@@ -84,6 +84,9 @@ READY_TIMEOUT_S = 60.0
 RPC_TIMEOUT_S = 30.0
 RAMP_S = 0.5  # writes before a window opens: connections made, clients running
 SETTLE_S = 2.0  # between windows: the archiver ships the last one's tail (delay + poll)
+QUIET_CORES = 0.3  # the six replicas idle with their heartbeats use ~0.1
+QUIESCE_PRELOAD_S = 60.0
+QUIESCE_WINDOW_S = 15.0
 PRELOAD_ENTITIES = 250_000  # ~1 GB imported into each group, 1.4 GB on disk per replica
 PRELOAD_PAD_BYTES = 4_000
 BACKUP_DELAY_S = RAMP_S + 0.3  # the first backup's checkpoint lands inside the window
@@ -352,6 +355,37 @@ def preload(group: Group, overall: Path, count: int) -> dict[str, Any]:
     return {"entities": imported.entities, "bytes": imported.bytes, "seconds": imported.seconds}
 
 
+# --- CPU: what the replicas and the backup use, and waiting for them to go quiet ---------
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds so far of these processes (Linux /proc; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (proc(5))
+    return total
+
+
+def _quiesce(pids: list[int], most_s: float) -> float:
+    """Wait until these processes use less than QUIET_CORES for a second (RocksDB's
+    compactions after the preload, the archiver's backlog), at most `most_s`; returns
+    the seconds waited."""
+    started = time.monotonic()
+    before = _cpu_seconds(pids)
+    while time.monotonic() - started < most_s:
+        time.sleep(1.0)
+        now = _cpu_seconds(pids)
+        if now - before < QUIET_CORES:
+            break
+        before = now
+    return time.monotonic() - started
+
+
 # --- the run ---------------------------------------------------------------------------
 
 
@@ -383,6 +417,8 @@ def run(
     writes: dict[str, int] = dict.fromkeys(PHASES, 0)
     errors: dict[str, int] = {}
     backup_runs: list[dict[str, Any]] = []
+    cores: dict[str, dict[str, list[float]]] = {p: {"replicas": [], "backup": []} for p in PHASES}
+    waited: list[float] = []
     spawn = multiprocessing.get_context("spawn")
     load_before = os.getloadavg()
     try:
@@ -394,17 +430,24 @@ def run(
             for group, name in ((plain, "plain"), (archiving, "archiving"))
         }
         shutil.rmtree(scratch / "preload")
+        pids = [r.proc.pid for g in (plain, archiving) for r in g.replicas]
+        waited.append(_quiesce(pids, QUIESCE_PRELOAD_S))
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as worker:
             for group, name in ((plain, "warm-a"), (archiving, "warm-b")):  # warm-up, unreported
                 worker.submit(load_window, group.leader().client, clients, warmup, name).result()
             for r in range(rounds):
                 for phase in _order(r):
                     time.sleep(settle)
+                    waited.append(_quiesce(pids, QUIESCE_WINDOW_S))
                     group = archiving if phase == "archive" else plain
                     args = (group.leader().client, clients, window, f"r{r}-{phase}")
+                    group_pids = [replica.proc.pid for replica in group.replicas]
+                    cpu_before = (_cpu_seconds(group_pids), time.process_time(), time.monotonic())
                     if phase == "backup":
                         with _BackupLoop(plain.leader().admin, backups, BACKUP_DELAY_S) as loop:
                             count, errs = worker.submit(load_window, *args).result()
+                            cpu_after = (_cpu_seconds(group_pids), time.process_time())
+                        os.sync()  # the copy's dirty pages: written back now, not in the next window
                         if loop.error is not None:
                             raise RuntimeError(f"backup failed: {loop.error}") from loop.error
                         backup_runs.append(
@@ -416,6 +459,10 @@ def run(
                         )
                     else:
                         count, errs = worker.submit(load_window, *args).result()
+                        cpu_after = (_cpu_seconds(group_pids), time.process_time())
+                    elapsed = time.monotonic() - cpu_before[2]
+                    cores[phase]["replicas"].append((cpu_after[0] - cpu_before[0]) / elapsed)
+                    cores[phase]["backup"].append((cpu_after[1] - cpu_before[1]) / elapsed)
                     windows[phase].append(count / window)
                     writes[phase] += count
                     for what, n in errs.items():
@@ -457,6 +504,8 @@ def run(
         "drop_pct": drops,
         "goal_drop_pct": GOAL_DROP_PCT,
         "met": {p: drops[p] <= GOAL_DROP_PCT for p in drops},
+        "cores": cores,  # per window (with its ramp): the group's replicas, this process
+        "quiesce_seconds": waited,  # after the preload, then before each window
         "archive_segments": len(segments),
         "backups": backup_runs,
         "errors": errors,
@@ -506,6 +555,15 @@ def report(result: dict[str, Any]) -> str:
                 f" (round by round: {rounds}%)"
             )
         lines.append(line)
+    cores = result["cores"]
+    lines.append(
+        "  CPU in the windows (cores of the machine's "
+        f"{os.cpu_count()}, medians): the group's replicas "
+        + ", ".join(f"{p} {statistics.median(cores[p]['replicas']):.2f}" for p in PHASES)
+        + f"; the backup client (this process) {statistics.median(cores['backup']['backup']):.2f}"
+        f"; waited for quiet {result['quiesce_seconds'][0]:.0f} s after the preload, "
+        f"{sum(result['quiesce_seconds'][1:]):.0f} s before the windows in all"
+    )
     spread = result["spread_pct"]
     lines.append(
         "  spread of each phase's windows (max - min over median): "
