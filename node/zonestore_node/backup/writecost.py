@@ -39,9 +39,24 @@ store over a network would, so the backup's work is packed into fewer seconds he
 
 Until 2026-12-06 (53ccdcf) the backup phase ran backups of the tiny database the load
 itself had written (3-11 MB, ~0.14 s each: a checkpoint on a follower every ~0.15 s):
-34-39% fewer writes/s. That is a checkpoint-rate stress figure (each checkpoint holds
-the follower's event loop ~34 ms: a memtable flush, then opening the copy read-only),
-not the goal's cell; it is no longer measured.
+34-39% fewer writes/s (checkpoints alone at that rate, nothing downloaded, 20-40% in a
+trial). That is a checkpoint-rate stress figure (each checkpoint holds the follower's
+event loop ~34 ms: a memtable flush, then opening the copy read-only), not the goal's
+cell; it is no longer measured.
+
+On 2026-12-06 (cd7b85f, this repository's 2-core machine, nothing else running: 1-minute
+load average 1.7-2.0 before, 3.0-3.9 at the end, all of it this bench's own), defaults,
+two runs: no backup 2,322 / 2,319 writes/s; archiving to a folder 3.2% / 7.0% fewer
+(goal <= 10% fewer: met; round by round -5% to +27%); one base backup at a time of the
+preloaded database (1.06-1.27 GB, 13 backups per run, 0.9-7.8 s each, median 1.7 s,
+~650 MB/s) 62.9% / 60.9% fewer (goal not met; round by round 54-83%). Each phase's
+windows spread 16-100% (one no-backup window at 458 writes/s in the second run). Where
+it goes: the writing group's replicas used 1.12-1.14 cores without a backup and
+0.65-0.66 with one, the backup client 0.55: streaming 1 GB in under 2 s (the follower
+serving its checkpoint over HTTP, the client hashing and writing the copy) takes about
+half of this machine from the writes. A backup to an object store over a network goes
+slower and costs the replicas' machines less per second; there is no bandwidth limit on
+`backup create` that would spread it here.
 
 Imports no test code; grpc only inside the worker process.
 """
