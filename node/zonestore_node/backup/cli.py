@@ -54,6 +54,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     create.add_argument("--to", required=True, metavar="URL", help="file:///dir or s3://b/p")
     create.add_argument("--parallel", type=int, default=4, help="files uploaded at a time")
+    create.add_argument(
+        "--max-rate",
+        default=os.environ.get("ZONESTORE_BACKUP_MAX_RATE", "64MB"),
+        metavar="SIZE",
+        help="read at most SIZE per second from the source replica, e.g. 64MB, 200MiB; "
+        "0: no limit (default 64MB: an unpaced copy takes CPU and disk from the writes)",
+    )
     _store_flags(create)
     listing = bsub.add_parser("list", help="the complete backups at a destination")
     listing.add_argument("url", metavar="URL")
@@ -145,8 +152,9 @@ def _create(args: argparse.Namespace) -> int:
             token = Path(args.admin_token_file).read_text().strip()
         except OSError as exc:
             raise ValueError(f"cannot read the admin token file: {exc}") from exc
+    max_rate = _rate(args.max_rate)
     store = _open(args.to, args)
-    result = base.create(base.AdminClient(token), args.admin, store, args.parallel)
+    result = base.create(base.AdminClient(token), args.admin, store, args.parallel, max_rate)
     manifest = result.manifest
     print(
         f"backup {manifest.backup_id} complete: {len(manifest.files)} files, "
@@ -155,6 +163,17 @@ def _create(args: argparse.Namespace) -> int:
         f"(index {manifest.applied_index})"
     )
     return 0
+
+
+def _rate(text: str) -> int | None:
+    """--max-rate: bytes per second, None for 0 (no limit)."""
+    from zonestore_node.storage import memory
+
+    try:
+        rate = memory.parse_size(text)
+    except memory.BudgetError as exc:
+        raise ValueError(f"--max-rate {exc}") from None
+    return rate or None
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
     python -m zonestore_node.backup.writecost [--replicas 3] [--clients 16] [--window 5]
                                               [--rounds 5] [--entities 250000] [--pad 4000]
-                                              [--json FILE]
+                                              [--backup-to elsewhere|same-disk]
+                                              [--max-rate 64MB] [--json FILE]
 
 Two groups of `make run`'s shape (3 replicas of `zonestore serve` on loopback, the same
 command line `zonestore run` gives them, the edge as `--edge auto` finds it), each in a
@@ -20,12 +21,15 @@ completed inside a `--window`-second window. Three phases per round:
   none     group A, no backup, no archiving;
   archive  group B, archiving (the cost compares it with `none`: same data, same load);
   backup   group A while `base.create` (as `zonestore backup create` runs it, in this
-           process, to a file:// folder) runs one backup at a time, back to back, the
-           first starting just after the window opens (so its checkpoint on a follower
-           falls inside the window); each backup is deleted when done so the disk does
-           not fill, and the one under way when the window closes runs to its end
+           process, with its --max-rate, 64 MB/s by default) runs one backup at a time,
+           back to back, the first starting just after the window opens (so its
+           checkpoint on a follower falls inside the window); each backup is deleted
+           when done, and the one under way when the window closes runs to its end
            before the next phase. The report gives the database's size (each backup's
-           bytes) and how long each backup took.
+           bytes) and how long each backup took. `--backup-to elsewhere` (the default
+           where /dev/shm exists) writes the copies to tmpfs, standing for an object
+           store on another machine; `same-disk` writes them beside the replicas' data,
+           where their writeback competes with the replicas' fsyncs.
 
 The phase order rotates each round (none/archive/backup, archive/backup/none, ...) so a
 drift of the shared machine's load does not favour one phase; the report gives every
@@ -37,26 +41,19 @@ group for CPU: a backup run from another machine would cost the writes less; and
 folder on the same disk takes the copy at hundreds of MB/s, faster than an object
 store over a network would, so the backup's work is packed into fewer seconds here.
 
-Until 2026-12-06 (53ccdcf) the backup phase ran backups of the tiny database the load
-itself had written (3-11 MB, ~0.14 s each: a checkpoint on a follower every ~0.15 s):
-34-39% fewer writes/s (checkpoints alone at that rate, nothing downloaded, 20-40% in a
-trial). That is a checkpoint-rate stress figure (each checkpoint holds the follower's
-event loop ~34 ms: a memtable flush, then opening the copy read-only), not the goal's
-cell; it is no longer measured.
-
-On 2026-12-06 (cd7b85f, this repository's 2-core machine, nothing else running: 1-minute
-load average 1.7-2.0 before, 3.0-3.9 at the end, all of it this bench's own), defaults,
-two runs: no backup 2,322 / 2,319 writes/s; archiving to a folder 3.2% / 7.0% fewer
-(goal <= 10% fewer: met; round by round -5% to +27%); one base backup at a time of the
-preloaded database (1.06-1.27 GB, 13 backups per run, 0.9-7.8 s each, median 1.7 s,
-~650 MB/s) 62.9% / 60.9% fewer (goal not met; round by round 54-83%). Each phase's
-windows spread 16-100% (one no-backup window at 458 writes/s in the second run). Where
-it goes: the writing group's replicas used 1.12-1.14 cores without a backup and
-0.65-0.66 with one, the backup client 0.55: streaming 1 GB in under 2 s (the follower
-serving its checkpoint over HTTP, the client hashing and writing the copy) takes about
-half of this machine from the writes. A backup to an object store over a network goes
-slower and costs the replicas' machines less per second; there is no bandwidth limit on
-`backup create` that would spread it here.
+Figures, 2026-12-06, this repository's 2-core machine, nothing else running (1-minute
+load 1-2 before, 2-4 at the end, the bench's own); each backup copies 1.06-1.27 GB:
+- unpaced, to the same disk (cd7b85f): 61-63% fewer writes/s (no backup ~2,320
+  writes/s): the copy at ~650 MB/s took about half of the two cores;
+- paced at 64 MB/s (the default since), same disk: 30.9% fewer (16.5-19.3 s per
+  backup; round by round -6% to 44%): the copy's writeback delays the replicas' fsyncs
+  on the one disk;
+- paced at 64 MB/s, elsewhere (the default destination here): 1.6% more (round by round
+  -38% to +33%; windows spread 43-52%): met, within the noise;
+- archiving to a folder: 3.2% / 7.0% fewer, 3.1% / 11.8% more in four runs: met.
+Before, backups of the load's own 3-11 MB database back to back (a checkpoint on a
+follower every ~0.15 s, each holding its event loop ~34 ms) gave 34-39% fewer: a
+checkpoint-rate stress figure, no longer measured.
 
 Imports no test code; grpc only inside the worker process.
 """
@@ -92,6 +89,7 @@ from zonestore_node.export import entities, layout, records, transfer
 
 PROJECT = "bench-writecost"
 KIND = "Row"
+SHM = Path("/dev/shm")  # tmpfs: a backup destination off the replicas' disk
 GOAL_DROP_PCT = 10.0
 PHASES = ("none", "archive", "backup")
 ARCHIVE_MAX_DELAY_S = 1.0
@@ -279,10 +277,13 @@ class _BackupLoop:
     stopped; each backup deleted once complete. The first starts `delay` seconds after
     entering, so that its checkpoint falls inside the load's window, not in its ramp."""
 
-    def __init__(self, admin_addr: str, store: objstore.ObjectStore, delay: float) -> None:
+    def __init__(
+        self, admin_addr: str, store: objstore.ObjectStore, delay: float, max_rate: int | None
+    ) -> None:
         self.admin_addr = admin_addr
         self.store = store
         self.delay = delay
+        self.max_rate = max_rate
         self.stop = threading.Event()
         self.completed = 0
         self.bytes: list[int] = []
@@ -295,7 +296,7 @@ class _BackupLoop:
         try:
             self.stop.wait(self.delay)
             while not self.stop.is_set():
-                made = base.create(admin, self.admin_addr, self.store)
+                made = base.create(admin, self.admin_addr, self.store, max_rate=self.max_rate)
                 self.completed += 1
                 self.bytes.append(made.manifest.total_bytes)
                 self.seconds.append(made.seconds)
@@ -419,7 +420,11 @@ def run(
     settle: float = SETTLE_S,
     entities: int = PRELOAD_ENTITIES,
     pad: int = PRELOAD_PAD_BYTES,
+    backup_dir: Path | None = None,
+    max_rate: int | None = base.DEFAULT_MAX_RATE,
 ) -> dict[str, Any]:
+    """`backup_dir`: where backups go (default: in `scratch`, on the replicas' disk);
+    `max_rate`: backup create's --max-rate in bytes/s (None: unpaced)."""
     archive_url = (scratch / "archive").as_uri()
     plain = Group(scratch / "plain", replicas)
     archiving = Group(
@@ -427,7 +432,8 @@ def run(
         replicas,
         ["--archive-to", archive_url, "--archive-max-delay-seconds", str(ARCHIVE_MAX_DELAY_S)],
     )
-    backups = objstore.open_store((scratch / "backups").as_uri())
+    backup_dir = backup_dir or scratch / "backups"
+    backups = objstore.open_store(backup_dir.as_uri())
     windows: dict[str, list[float]] = {p: [] for p in PHASES}
     writes: dict[str, int] = dict.fromkeys(PHASES, 0)
     errors: dict[str, int] = {}
@@ -459,9 +465,15 @@ def run(
                     group_pids = [replica.proc.pid for replica in group.replicas]
                     cpu_before = (_cpu_seconds(group_pids), time.process_time(), time.monotonic())
                     if phase == "backup":
-                        with _BackupLoop(plain.leader().admin, backups, BACKUP_DELAY_S) as loop:
+                        with _BackupLoop(
+                            plain.leader().admin, backups, BACKUP_DELAY_S, max_rate
+                        ) as loop:
                             count, errs = worker.submit(load_window, *args).result()
-                            cpu_after = (_cpu_seconds(group_pids), time.process_time())
+                            cpu_after = (
+                                _cpu_seconds(group_pids),
+                                time.process_time(),
+                                time.monotonic(),
+                            )
                         os.sync()  # the copy's dirty pages: written back now, not in the next window
                         if loop.error is not None:
                             raise RuntimeError(f"backup failed: {loop.error}") from loop.error
@@ -474,8 +486,12 @@ def run(
                         )
                     else:
                         count, errs = worker.submit(load_window, *args).result()
-                        cpu_after = (_cpu_seconds(group_pids), time.process_time())
-                    elapsed = time.monotonic() - cpu_before[2]
+                        cpu_after = (
+                            _cpu_seconds(group_pids),
+                            time.process_time(),
+                            time.monotonic(),
+                        )
+                    elapsed = cpu_after[2] - cpu_before[2]  # the window, not the wait after it
                     cores[phase]["replicas"].append((cpu_after[0] - cpu_before[0]) / elapsed)
                     cores[phase]["backup"].append((cpu_after[1] - cpu_before[1]) / elapsed)
                     windows[phase].append(count / window)
@@ -523,6 +539,8 @@ def run(
         "quiesce_seconds": waited,  # after the preload, then before each window
         "archive_segments": len(segments),
         "backups": backup_runs,
+        "backup_destination": str(backup_dir),
+        "backup_max_rate": max_rate,
         "errors": errors,
         "load_average_before": load_before,
         "load_average": os.getloadavg(),
@@ -540,6 +558,8 @@ def report(result: dict[str, Any]) -> str:
         "archive": f"archiving to a folder ({result['archive_segments']} segments)",
         "backup": f"one base backup at a time ({done}, {each_s:.1f} s each)",
     }
+    rate = result.get("backup_max_rate")
+    paced = f"paced at {rate / 1e6:g} MB/s" if rate else "unpaced"
     loaded = result["preload"]["plain"]
     lines = [
         f"write cost of backup and archiving: {result['replicas']} replica(s) on loopback, "
@@ -552,7 +572,8 @@ def report(result: dict[str, Any]) -> str:
         + (
             f"the database a backup copies: {min(sizes):,.0f}-{max(sizes):,.0f} MB; "
             f"each backup took {min(took):.1f}-{max(took):.1f} s "
-            f"({', '.join(f'{t:.1f}' for t in took)})"
+            f"({', '.join(f'{t:.1f}' for t in took)}), {paced}, "
+            f"to {result.get('backup_destination', '?')}"
             if took
             else "no backup completed"
         ),
@@ -602,9 +623,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--pad", type=int, default=PRELOAD_PAD_BYTES, help="random bytes per preloaded entity"
     )
+    p.add_argument(
+        "--backup-to",
+        choices=("elsewhere", "same-disk"),
+        default="elsewhere" if SHM.is_dir() else "same-disk",
+        help="elsewhere: a folder on tmpfs (/dev/shm), standing for an object store on "
+        "another machine; same-disk: a folder beside the replicas' data (its writes compete "
+        "with their fsyncs)",
+    )
+    p.add_argument(
+        "--max-rate",
+        default="64MB",
+        metavar="SIZE",
+        help="backup create's --max-rate (0: unpaced)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
+    from zonestore_node.backup import cli
+
+    max_rate = cli._rate(args.max_rate)
     scratch = Path(tempfile.mkdtemp(prefix="zs-writecost-"))
+    elsewhere = (
+        Path(tempfile.mkdtemp(prefix="zs-writecost-", dir=SHM))
+        if args.backup_to == "elsewhere"
+        else None
+    )
     try:
         result = run(
             scratch,
@@ -614,9 +657,13 @@ def main(argv: list[str] | None = None) -> int:
             args.rounds,
             entities=args.entities,
             pad=args.pad,
+            backup_dir=elsewhere,
+            max_rate=max_rate,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if elsewhere is not None:
+            shutil.rmtree(elsewhere, ignore_errors=True)
     print(report(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
