@@ -246,6 +246,20 @@ def test_a_segment_of_another_group_in_the_backups_folder_is_refused(
 # The node: a restored folder served under another id -------------------------------------
 
 
+def test_a_restore_killed_before_it_finished_leaves_nothing_the_next_one_keeps(
+    source: Source, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    leftover = data / ".restore-0badc0de"  # as a restore killed mid-download leaves it
+    leftover.mkdir(parents=True)
+    (leftover / "000012.sst").write_bytes(b"half a file")
+    ok(restore_cli(source.folder.as_uri(), data))
+    assert sorted(p.name for p in data.iterdir()) == ["db"]
+    assert served_state(tmp_path, source.writes.ids) == source.writes.state_at(
+        source.writes.events[-1][0]
+    )
+
+
 @pytest.fixture
 def restored(source: Source, tmp_path: Path) -> Path:
     """A fresh restore of the intact source for `restored-0`: <root>/data."""

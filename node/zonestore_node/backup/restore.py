@@ -32,6 +32,7 @@ more replicas join as learners (`zonestore members add`) and are promoted as usu
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
 import shutil
@@ -49,6 +50,8 @@ from zonestore_node.replica.raftlog import HARD_STATE_KEY, SNAPSHOT_KEY
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply, command
+
+log = logging.getLogger("zonestore.backup")
 
 _U64x2 = struct.Struct(">QQ")
 LATEST = 2**63 - 1
@@ -301,6 +304,9 @@ def restore(store: objstore.ObjectStore, the_plan: Plan, data_dir: Path, node_id
             f"{target} already holds a database: restore into a new --data-dir"
         )
     data_dir.mkdir(parents=True, exist_ok=True)
+    for stale in data_dir.glob(".restore-*"):  # a restore killed before it finished
+        log.warning("restore.removed_interrupted staging=%s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     staging = data_dir / f".restore-{secrets.token_hex(4)}"
     manifest = the_plan.manifest
     try:
