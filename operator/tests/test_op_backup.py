@@ -17,6 +17,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from zonestore_operator import backups
 from zonestore_operator.model import backup as model
 from zonestore_operator.model.ref import DatastoreRef
 from zonestore_operator.model.spec import SpecError, parse_spec
@@ -62,6 +63,29 @@ def test_backup_spec_names_the_store_credentials_and_archiving() -> None:
     )
     assert spec.backup.archiving and spec.backup.archive_max_delay_seconds == 5
     assert spec.recovery is None
+    assert spec.backup.max_rate == "64M"  # backup create's own default, unset here
+
+
+@pytest.mark.parametrize(
+    ("max_rate", "paced"),
+    [("64M", 64_000_000), ("200Mi", 200 << 20), ("1.5G", 1_500_000_000), ("0", None)],
+)
+def test_backup_max_rate_is_a_quantity_handed_to_backup_create_in_bytes(
+    max_rate: str, paced: int | None, crd_schema: dict
+) -> None:
+    raw = {"zones": ZONES, "backup": {**S3, "maxRate": max_rate}}
+    assert crdschema.validate(crd_schema["properties"]["spec"], raw) == []
+    assert backups.rate_bytes(parse_spec(raw).backup.max_rate) == paced
+
+
+@pytest.mark.parametrize("bad", ["fast", "64MB", "-1", "64 M"])
+def test_a_max_rate_that_is_no_quantity_is_refused_by_the_crd_and_the_operator(
+    bad: str, crd_schema: dict
+) -> None:
+    raw = {"zones": ZONES, "backup": {**S3, "maxRate": bad}}
+    assert crdschema.validate(crd_schema["properties"]["spec"], raw) != []
+    with pytest.raises(SpecError, match=r"spec\.backup\.maxRate must be a quantity"):
+        parse_spec(raw)
 
 
 @pytest.mark.parametrize(
@@ -480,6 +504,7 @@ def test_the_readme_backup_examples_fit_the_crds_and_parse(crd_schema: dict) -> 
     ds = {"zones": ZONES, **fragment["spec"]}
     parsed = parse_spec(ds)
     assert parsed.backup.archiving and parsed.backup.store is not None
+    assert backups.rate_bytes(parsed.backup.max_rate) == 64_000_000
     assert model.parse_backup_spec(backup_now["spec"]).datastore == "demo"
     assert model.parse_schedule_spec(nightly["spec"]).max_age == timedelta(hours=336)
     recovery = parse_spec(restored["spec"], "demo-restored").recovery

@@ -119,6 +119,13 @@ async def _source_address(kube: Kube, datastore: Mapping[str, Any]) -> str:
     raise RuntimeError("no replica of the Datastore has a pod address yet")
 
 
+def rate_bytes(max_rate: str) -> int | None:
+    """spec.backup.maxRate in bytes/s for `base.create`; None: no limit ("0")."""
+    from zonestore_operator.resources.memory import quantity_bytes
+
+    return quantity_bytes(max_rate) or None
+
+
 async def _take(
     kube: Kube, datastore: Mapping[str, Any], store_ref: ObjectStore
 ) -> tuple[str, str, int, str]:
@@ -126,12 +133,15 @@ async def _take(
     from zonestore_node.backup import base, catalog
 
     ref = DatastoreRef.from_body(datastore)
+    max_rate = rate_bytes(parse_spec(datastore.get("spec"), ref.name).backup.max_rate)
     token_data = await _secret(kube, ref.namespace, meta.admin_token_secret_name(ref))
     token = token_data.get(security.ADMIN_TOKEN, b"").decode().strip()
     addr = await _source_address(kube, datastore)
     store = await open_store(kube, ref.namespace, store_ref)
     try:
-        result = await asyncio.to_thread(base.create, base.AdminClient(token), addr, store)
+        result = await asyncio.to_thread(
+            base.create, base.AdminClient(token), addr, store, base.PARALLEL_UPLOADS, max_rate
+        )
     finally:
         store.close()
     m = result.manifest

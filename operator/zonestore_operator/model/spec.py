@@ -208,6 +208,10 @@ class ObjectStore:
     credentials_secret: str | None = None
 
 
+DEFAULT_BACKUP_MAX_RATE = "64M"  # zonestore backup create's default, as a quantity
+_RATE = re.compile(r"^[0-9]+(\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$")
+
+
 @dataclass(frozen=True, slots=True)
 class Backup:
     """spec.backup. Archiving (the nodes' --archive-to) needs a store."""
@@ -215,6 +219,7 @@ class Backup:
     store: ObjectStore | None = None
     archiving: bool = False
     archive_max_delay_seconds: int = 60
+    max_rate: str = DEFAULT_BACKUP_MAX_RATE  # a quantity; "0": no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,10 +456,16 @@ def parse_backup(raw_backup: Any) -> Backup:
     archiving = _bool(arch, "enabled", f"{p}.archiving", False)
     if archiving and store is None:
         raise SpecError(f"{p}.archiving.enabled needs {p}.destination")
+    max_rate = _str(raw, "maxRate", p, DEFAULT_BACKUP_MAX_RATE) or DEFAULT_BACKUP_MAX_RATE
+    if not _RATE.match(max_rate):
+        raise SpecError(
+            f"{p}.maxRate must be a quantity such as 64M, 200Mi or 0 (no limit), got {max_rate!r}"
+        )
     return Backup(
         store=store,
         archiving=archiving,
         archive_max_delay_seconds=_int(arch, "maxDelaySeconds", f"{p}.archiving", 60, 1, 3600),
+        max_rate=max_rate,
     )
 
 
