@@ -92,11 +92,6 @@ func finish(a answer) ([]byte, metadata.MD, error) {
 func (b *edgeBackend) route(ctx context.Context, call Call, hops int) ([]byte, metadata.MD, error) {
 	deadline := time.NewTimer(leaderWait)
 	defer deadline.Stop()
-	// At the hop limit the relays are chasing a leader change (a transfer: the old
-	// leader already names its successor, which does not lead yet): forward once more
-	// only after this replica's own view of the leader has moved, or give up at the
-	// deadline. Every extra hop needs a real change of view, so relays cannot loop.
-	atLimit, viewMoved := false, false
 	for {
 		state, changed := b.node.leaderView()
 		var retry <-chan time.Time
@@ -110,22 +105,18 @@ func (b *edgeBackend) route(ctx context.Context, call Call, hops int) ([]byte, m
 			}
 			retry = time.After(20 * time.Millisecond) // lost it again at once: route anew
 		} else if state.addr != "" {
-			if hops < maxHops || viewMoved {
-				return b.relay.forward(ctx, state.addr, call, hops)
+			if hops >= maxHops {
+				return nil, answered, status.Error(codes.Unavailable,
+					"The leader changed while the request was relayed; retry it.")
 			}
-			atLimit = true
+			return b.relay.forward(ctx, state.addr, call, hops)
 		}
 		select {
 		case <-changed:
-			viewMoved = atLimit
 		case <-retry:
 		case <-b.node.Done():
 			return nil, answered, status.Error(codes.Unavailable, "The node is not connected to its edge.")
 		case <-deadline.C:
-			if atLimit {
-				return nil, answered, status.Error(codes.Unavailable,
-					"The leader changed while the request was relayed; retry it.")
-			}
 			return nil, answered, status.Error(codes.Unavailable,
 				"no leader is known; the replica group may have lost quorum")
 		case <-ctx.Done():
