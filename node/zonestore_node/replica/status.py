@@ -32,11 +32,6 @@ class StatusMixin:
     def status(self) -> dict[str, Any]:
         st = self.node.status()
         now = time.time()
-        # Healthy: Raft heard from it since the last quorum check (recent_active), or the
-        # transport within an election timeout: every check clears recent_active on
-        # every follower at once, so alone it shows them all unhealthy for a moment
-        # each timeout (a backup then chose the leader as its source).
-        timeout_s = self.config.tick_seconds * self.config.election_tick
         members = []
         conf = st.conf_state
         for member in sorted(conf.members()):
@@ -61,12 +56,7 @@ class StatusMixin:
                     else None,
                     "healthy": True
                     if member == self.config.node_id
-                    else (
-                        bool(progress.recent_active)
-                        or bool(info.last_contact and now - info.last_contact <= timeout_s)
-                        if progress
-                        else None
-                    ),
+                    else (bool(progress.recent_active) if progress else None),
                 }
             )
         role = st.role.value
