@@ -51,3 +51,11 @@ def test_the_flag_reads_sizes_and_zero_means_no_limit() -> None:
         cli._rate("fast")
     with pytest.raises(ValueError, match="above 0"):
         base.Pacer(-1)
+
+
+def test_a_follower_heard_from_within_a_second_is_a_source_even_between_quorum_checks() -> None:
+    # Each Raft quorum check clears every follower's `healthy` for a moment.
+    assert base._recently_heard({"healthy": False, "last_contact_ms": 40})
+    assert base._recently_heard({"healthy": True, "last_contact_ms": None})
+    assert not base._recently_heard({"healthy": False, "last_contact_ms": 5000})
+    assert not base._recently_heard({"healthy": None, "last_contact_ms": None})

@@ -100,6 +100,14 @@ class AdminClient:
                 )
 
 
+def _recently_heard(member: dict[str, Any]) -> bool:
+    """Healthy in the leader's status, or heard from within the last second: each Raft
+    quorum check clears every follower's `healthy` for a moment, and a backup asked
+    then would otherwise land on the leader."""
+    contact = member.get("last_contact_ms")
+    return bool(member.get("healthy")) or (contact is not None and contact < 1000)
+
+
 def choose_sources(admin: AdminClient, addr: str) -> list[str]:
     """Admin addresses to back up from, best first: healthy followers by lag, then the
     leader, then the replica asked."""
@@ -118,7 +126,7 @@ def choose_sources(admin: AdminClient, addr: str) -> list[str]:
         (
             m
             for m in members.values()
-            if m["id"] != leader and m.get("healthy") and m.get("admin_address")
+            if m["id"] != leader and _recently_heard(m) and m.get("admin_address")
         ),
         key=lambda m: (m.get("role") != "voter", m.get("lag") or 0),
     )
