@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import io
 import json
 import multiprocessing
 import os
@@ -77,15 +76,13 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.cloud.datastore_v1.types import entity as v1
-
 from zonestore_node.backup import base, catalog, objstore
-from zonestore_node.export import entities, layout, records, transfer
+from zonestore_node.export import bench as export_bench
+from zonestore_node.export import transfer
 
 PROJECT = "bench-writecost"
 KIND = "Row"
@@ -314,42 +311,19 @@ class _BackupLoop:
 
 
 def write_export(root: Path, count: int, pad: int) -> Path:
-    """An export (the managed format, export/bench.py's layout) of `count` entities of
-    kind Row, ids 1..count, each with `pad` random bytes in an unindexed blob (random so
-    that RocksDB's compression does not shrink the database the backup copies); returns
-    its overall metadata file."""
-    store = objstore.open_store(root.as_uri())
-    entity_set = layout.EntitySet()
+    """An export (export/bench.py's writer) of `count` entities of kind Row, ids
+    1..count, each with `pad` random bytes in an unindexed blob (random so that RocksDB's
+    compression does not shrink the database the backup copies); returns its overall
+    metadata file."""
     rng = random.Random(16)
 
-    def framed() -> Iterator[bytes]:
-        out = io.BytesIO()
-        writer = records.Writer(out)
-        row = v1.Entity.pb()()
-        row.key.partition_id.project_id = PROJECT
-        element = row.key.path.add()
-        element.kind = KIND
-        for i in range(count):
-            element.id = i + 1
-            row.properties["n"].integer_value = i
-            row.properties["name"].string_value = f"row number {i}"
-            row.properties["pad"].blob_value = rng.randbytes(pad)
-            row.properties["pad"].exclude_from_indexes = True
-            writer.write(entities.encode(row))
-            if out.tell() > 1 << 20:
-                yield out.getvalue()
-                out.seek(0)
-                out.truncate()
-        yield out.getvalue()
+    def fill(row: Any, i: int) -> None:
+        row.properties["n"].integer_value = i
+        row.properties["name"].string_value = f"row number {i}"
+        row.properties["pad"].blob_value = rng.randbytes(pad)
+        row.properties["pad"].exclude_from_indexes = True
 
-    size = store.put_stream(f"preload/{entity_set.folder}/output-0", framed())
-    store.put_bytes(
-        f"preload/{entity_set.metadata_key}",
-        layout.encode_backup("preload", 0, 0, entity_set, ["output-0"]),
-    )
-    pointer = layout.Pointer(entity_set, entity_set.metadata_key, count, size)
-    store.put_bytes("preload/preload.overall_export_metadata", layout.encode_overall([pointer]))
-    return root / "preload" / "preload.overall_export_metadata"
+    return export_bench.write_rows(root, "preload", count, fill, project=PROJECT)
 
 
 def preload(group: Group, overall: Path, count: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_export(root: Path, count: int) -> Path:
-    """An export of `count` entities of kind Row; returns its overall metadata file."""
+def write_rows(
+    root: Path, name: str, count: int, fill: Callable[[Any, int], None], project: str = PROJECT
+) -> Path:
+    """An export (the managed format) of `count` entities of kind Row, ids 1..count, in
+    `root/name`; `fill(entity, i)` sets the properties of the i-th. Returns its overall
+    metadata file."""
     store = objstore.open_store(root.as_uri())
     entity_set = layout.EntitySet()
 
@@ -51,17 +55,12 @@ def write_export(root: Path, count: int) -> Path:
         out = io.BytesIO()
         writer = records.Writer(out)
         entity = v1.Entity.pb()()
-        entity.key.partition_id.project_id = PROJECT
+        entity.key.partition_id.project_id = project
         element = entity.key.path.add()
         element.kind = "Row"
         for i in range(count):
             element.id = i + 1
-            entity.properties["i"].integer_value = i
-            entity.properties["name"].string_value = f"row number {i}"
-            entity.properties["score"].double_value = i * 0.5
-            entity.properties["even"].boolean_value = i % 2 == 0
-            entity.properties["pad"].string_value = "x" * 100
-            entity.properties["pad"].exclude_from_indexes = True
+            fill(entity, i)
             writer.write(entities.encode(entity))
             if out.tell() > 1 << 20:
                 yield out.getvalue()
@@ -69,14 +68,28 @@ def write_export(root: Path, count: int) -> Path:
                 out.truncate()
         yield out.getvalue()
 
-    size = store.put_stream(f"bench/{entity_set.folder}/output-0", framed())
+    size = store.put_stream(f"{name}/{entity_set.folder}/output-0", framed())
     store.put_bytes(
-        f"bench/{entity_set.metadata_key}",
-        layout.encode_backup("bench", 0, 0, entity_set, ["output-0"]),
+        f"{name}/{entity_set.metadata_key}",
+        layout.encode_backup(name, 0, 0, entity_set, ["output-0"]),
     )
     pointer = layout.Pointer(entity_set, entity_set.metadata_key, count, size)
-    store.put_bytes("bench/bench.overall_export_metadata", layout.encode_overall([pointer]))
-    return root / "bench" / "bench.overall_export_metadata"
+    store.put_bytes(f"{name}/{name}.overall_export_metadata", layout.encode_overall([pointer]))
+    return root / name / f"{name}.overall_export_metadata"
+
+
+def _bench_row(entity: Any, i: int) -> None:
+    entity.properties["i"].integer_value = i
+    entity.properties["name"].string_value = f"row number {i}"
+    entity.properties["score"].double_value = i * 0.5
+    entity.properties["even"].boolean_value = i % 2 == 0
+    entity.properties["pad"].string_value = "x" * 100
+    entity.properties["pad"].exclude_from_indexes = True
+
+
+def write_export(root: Path, count: int) -> Path:
+    """An export of `count` entities of kind Row; returns its overall metadata file."""
+    return write_rows(root, "bench", count, _bench_row)
 
 
 class _Node:
