@@ -4,6 +4,15 @@
 // answers NOT_LEADER (it lost leadership meanwhile) or no leader is known, the call
 // waits up to leaderWait for one, then is relayed (at most maxHops times) or served
 // here once this replica leads: the semantics of api/forward.py.
+//
+// No bounce: a relayed call carries the addresses it was relayed to
+// (x-zonestore-relayed-to). Those edges had it and could not serve it, so while this
+// replica's view of the leader is still the one it held when the call arrived, a view
+// naming one of them is stale (during a transfer A -> B, A names B before B knows it
+// leads, and B still names A): the call waits for the view to change instead of
+// going back, for at most bounceWait (an origin edge is not in the list, and its view
+// can be the right one), then is relayed anyway. The hop limit stays the backstop and
+// still fails at once.
 package main
 
 import (
@@ -11,6 +20,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,11 +38,18 @@ import (
 const (
 	serviceName  = "google.datastore.v1.Datastore"
 	forwardedKey = "x-zonestore-forwarded"
+	relayedToKey = "x-zonestore-relayed-to"
 	answeredKey  = "x-zonestore-answered"
 	maxHops      = 3
 )
 
-var leaderWait = 5 * time.Second
+var (
+	leaderWait = 5 * time.Second
+	// bounceWait: how long a call may be held back from an edge it was already relayed
+	// to while this replica's view does not move (far above a view's lag behind a
+	// transfer: the node publishes every 10 ms).
+	bounceWait = 250 * time.Millisecond
+)
 
 // answered marks a status as a deliberate answer (not a broken connection), so a
 // relaying replica passes it on unchanged.
@@ -68,14 +85,14 @@ func (b *edgeBackend) serve(ctx context.Context, call Call) ([]byte, metadata.MD
 	hops := hopsOf(call.MD)
 	state, _ := b.node.leaderView()
 	if !state.servesHere && needsLeader(call.Method, call.Body) && !(state.localReads && isRead(call.Method)) {
-		return b.route(ctx, call, hops)
+		return b.route(ctx, call, hops, state)
 	}
 	a, err := b.node.invoke(ctx, call.Method, call.MD, call.Body)
 	if err != nil {
 		return nil, answered, err
 	}
 	if a.notLeader {
-		return b.route(ctx, call, hops)
+		return b.route(ctx, call, hops, state)
 	}
 	return finish(a)
 }
@@ -88,13 +105,22 @@ func finish(a answer) ([]byte, metadata.MD, error) {
 }
 
 // route waits for somewhere to serve the call: here once this replica leads, or the
-// leader's edge.
-func (b *edgeBackend) route(ctx context.Context, call Call, hops int) ([]byte, metadata.MD, error) {
+// leader's edge, unless that edge already had the call and this replica's view is
+// still `arrival`, the one it held when the call came in (the no-bounce rule, above).
+func (b *edgeBackend) route(ctx context.Context, call Call, hops int, arrival *leaderState) ([]byte, metadata.MD, error) {
+	relayedTo := relayedToOf(call.MD)
 	deadline := time.NewTimer(leaderWait)
 	defer deadline.Stop()
+	var bounce *time.Timer // runs while a relay back is held
+	bounced := false       // bounceWait ran out: relay back all the same
+	defer func() {
+		if bounce != nil {
+			bounce.Stop()
+		}
+	}()
 	for {
 		state, changed := b.node.leaderView()
-		var retry <-chan time.Time
+		var retry, held <-chan time.Time
 		if state.servesHere {
 			a, err := b.node.invoke(ctx, call.Method, call.MD, call.Body)
 			if err != nil {
@@ -109,11 +135,19 @@ func (b *edgeBackend) route(ctx context.Context, call Call, hops int) ([]byte, m
 				return nil, answered, status.Error(codes.Unavailable,
 					"The leader changed while the request was relayed; retry it.")
 			}
-			return b.relay.forward(ctx, state.addr, call, hops)
+			if bounced || state != arrival || !slices.Contains(relayedTo, state.addr) {
+				return b.relay.forward(ctx, state.addr, call, hops, relayedTo)
+			}
+			if bounce == nil {
+				bounce = time.NewTimer(bounceWait)
+			}
+			held = bounce.C
 		}
 		select {
 		case <-changed:
 		case <-retry:
+		case <-held:
+			bounced = true
 		case <-b.node.Done():
 			return nil, answered, status.Error(codes.Unavailable, "The node is not connected to its edge.")
 		case <-deadline.C:
@@ -135,6 +169,20 @@ func hopsOf(md metadata.MD) int {
 		return maxHops
 	}
 	return n
+}
+
+// relayedToOf: the client addresses a call was relayed to, in order (comma-separated,
+// in one value or several).
+func relayedToOf(md metadata.MD) []string {
+	var addrs []string
+	for _, v := range md.Get(relayedToKey) {
+		for _, addr := range strings.Split(v, ",") {
+			if addr = strings.TrimSpace(addr); addr != "" {
+				addrs = append(addrs, addr)
+			}
+		}
+	}
+	return addrs
 }
 
 func isRead(method string) bool {
@@ -263,7 +311,7 @@ func (r *relayer) conn(addr string) (*grpc.ClientConn, error) {
 // Relayed calls whose effect a lost connection leaves in doubt.
 func notIdempotent(method string) bool { return method == "Commit" || method == "AllocateIds" }
 
-func (r *relayer) forward(ctx context.Context, addr string, call Call, hops int) ([]byte, metadata.MD, error) {
+func (r *relayer) forward(ctx context.Context, addr string, call Call, hops int, relayedTo []string) ([]byte, metadata.MD, error) {
 	c, err := r.conn(addr)
 	if err != nil {
 		r.metrics.relayed(call.Method, "error")
@@ -276,6 +324,7 @@ func (r *relayer) forward(ctx context.Context, addr string, call Call, hops int)
 		}
 	}
 	out.Set(forwardedKey, strconv.Itoa(hops+1))
+	out.Set(relayedToKey, strings.Join(append(slices.Clip(relayedTo), addr), ","))
 	ctx = metadata.NewOutgoingContext(ctx, out)
 	request := call.Body
 	var response []byte

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -350,6 +351,142 @@ func TestRoutingFollowsTheLeaderTheNodePublishes(t *testing.T) {
 	node.respond(f.id, 0, nil, []byte("found"))
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fakeEdge stands for another replica's edge: it answers every call with its name and
+// hands the call's metadata to the test.
+type fakeEdge struct {
+	addr  string
+	calls chan metadata.MD
+}
+
+func startFakeEdge(t *testing.T, name string) *fakeEdge {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &fakeEdge{addr: lis.Addr().String(), calls: make(chan metadata.MD, 8)}
+	server := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}),
+		grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+			var body []byte
+			if err := stream.RecvMsg(&body); err != nil {
+				return err
+			}
+			md, _ := metadata.FromIncomingContext(stream.Context())
+			e.calls <- md
+			response := []byte(name)
+			return stream.SendMsg(&response)
+		}))
+	go server.Serve(lis)
+	t.Cleanup(server.Stop)
+	return e
+}
+
+// No bounce: a call relayed here from edges that could not serve it is not sent back to
+// one of them while this replica's view is the one it had when the call came: it waits
+// for the view to move (a transfer finishing: this replica leads, or another one
+// does), for at most bounceWait; the hop limit still fails at once.
+func TestARelayedCallIsNotSentBackToAnEdgeItCameThroughUntilTheViewMoves(t *testing.T) {
+	n, node := connected(t, 8)
+	m := newEdgeMetrics()
+	b := &edgeBackend{node: n, metrics: m, relay: newRelayer(nil, m)}
+	defer b.relay.close()
+	old, other := startFakeEdge(t, "old"), startFakeEdge(t, "other")
+	savedWait, savedBounce := leaderWait, bounceWait
+	leaderWait, bounceWait = 10*time.Second, 10*time.Second
+	defer func() { leaderWait, bounceWait = savedWait, savedBounce }()
+	const self = "127.0.0.1:2" // how `old` named this edge
+	came := func() metadata.MD {
+		return metadata.Pairs(forwardedKey, "2", relayedToKey, old.addr+","+self)
+	}
+	type result struct {
+		body []byte
+		err  error
+	}
+	serve := func(md metadata.MD) chan result {
+		done := make(chan result, 1)
+		go func() {
+			body, _, err := b.serve(context.Background(), Call{Method: "Commit", MD: md})
+			done <- result{body, err}
+		}()
+		return done
+	}
+	held := func(done chan result, what string) {
+		t.Helper()
+		select {
+		case r := <-done:
+			t.Fatalf("%s: answered at once (%q, %v) instead of waiting for the view to move", what, r.body, r.err)
+		case md := <-old.calls:
+			t.Fatalf("%s: bounced back to the edge it came through: %v", what, md)
+		case <-time.After(150 * time.Millisecond):
+		}
+	}
+
+	// The view still names the edge the call came through: held; then this replica
+	// leads, and its node serves the call.
+	node.leader(false, old.addr)
+	waitFor(t, func() bool { s, _ := n.leaderView(); return s.addr == old.addr })
+	done := serve(came())
+	held(done, "view naming the old leader")
+	node.leader(true, "")
+	f := node.read()
+	if f.kind != frameRequest {
+		t.Fatalf("not handed to the node once this replica leads: %+v", f)
+	}
+	node.respond(f.id, 0, nil, []byte("here"))
+	if r := <-done; r.err != nil || string(r.body) != "here" {
+		t.Fatalf("after the view moved: %q %v", r.body, r.err)
+	}
+
+	// Held again; the view moves to a third replica: relayed there, one hop more, the
+	// list of edges grown by it.
+	node.leader(false, old.addr)
+	waitFor(t, func() bool { s, _ := n.leaderView(); return s.addr == old.addr })
+	done = serve(came())
+	held(done, "view naming the old leader, again")
+	node.leader(false, other.addr)
+	if r := <-done; r.err != nil || string(r.body) != "other" {
+		t.Fatalf("relay to the new leader: %q %v", r.body, r.err)
+	}
+	md := <-other.calls
+	if got := md.Get(forwardedKey); len(got) != 1 || got[0] != "3" {
+		t.Errorf("hops: %v", got)
+	}
+	if got, want := md.Get(relayedToKey), old.addr+","+self+","+other.addr; len(got) != 1 || got[0] != want {
+		t.Errorf("relayed-to: %v, want %s", got, want)
+	}
+
+	// A view naming an edge the call has not been through: relayed at once, the list
+	// started.
+	if r := <-serve(metadata.MD{}); r.err != nil || string(r.body) != "other" {
+		t.Fatalf("plain relay: %q %v", r.body, r.err)
+	}
+	if got := (<-other.calls).Get(relayedToKey); len(got) != 1 || got[0] != other.addr {
+		t.Errorf("relayed-to of a first relay: %v", got)
+	}
+
+	// At the hop limit it fails at once, whatever the view.
+	node.leader(false, old.addr)
+	waitFor(t, func() bool { s, _ := n.leaderView(); return s.addr == old.addr })
+	started := time.Now()
+	_, _, err := b.serve(context.Background(), Call{Method: "Commit",
+		MD: metadata.Pairs(forwardedKey, "3", relayedToKey, old.addr)})
+	if status.Code(err) != codes.Unavailable || time.Since(started) > time.Second {
+		t.Fatalf("hop limit: %v after %v", err, time.Since(started))
+	}
+
+	// The view never moves (the edge the call came from was the origin and its view is
+	// right): after bounceWait the call goes back all the same.
+	bounceWait = 100 * time.Millisecond
+	started = time.Now()
+	if r := <-serve(came()); r.err != nil || string(r.body) != "old" {
+		t.Fatalf("after bounceWait: %q %v", r.body, r.err)
+	}
+	<-old.calls
+	if waited := time.Since(started); waited < bounceWait {
+		t.Errorf("relayed back after %v, before bounceWait", waited)
 	}
 }
 

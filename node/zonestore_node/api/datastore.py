@@ -315,6 +315,7 @@ class DatastoreApi:
         if self.forwarder is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "This replica is not the leader.")
         assert self.forwarder is not None
+        visited = forward.Visited(context)
         try:
             while True:
                 addr = await self.forwarder.route()
@@ -329,6 +330,9 @@ class DatastoreApi:
                         grpc.StatusCode.UNAVAILABLE,
                         "The leader changed while the request was relayed; retry it.",
                     )
+                if visited.holds(addr):
+                    await asyncio.sleep(0.02)  # it came through there: wait for the view
+                    continue
                 return await self.forwarder.forward(addr, method, request, context)
         except forward.NoLeader as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

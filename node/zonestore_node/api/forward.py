@@ -7,6 +7,16 @@ status codes included. Each relay counts a hop in metadata and a request makes a
 leader handing over leadership relays what reaches it to its successor); while no
 leader is known (an election, a transfer), the request waits up to `LEADER_WAIT_S`.
 
+No bounce: each relay also adds the address it goes to (`RELAYED_TO`, comma-separated).
+Those replicas had the request and could not serve it, so while this replica's view of
+the leader has not changed since the request came in, a view naming one of them is
+stale (during a transfer A -> B, A names B before B knows it leads, and B still names
+A; relaying back would spend the hops in a ping-pong). The request waits for the view
+to move instead, for at most `BOUNCE_WAIT_S` (the replica where the request started is
+not in the list, and its view can be the right one), then goes back all the same. The
+hop limit stays the backstop and still fails at once. The edge (node/edge/edge.go)
+applies the same rule.
+
 The client's `authorization` metadata is relayed and the leader checks it again (api/
 auth.py). When the client port speaks TLS, so does the relay: `credentials` verify the
 leader's client-port certificate against the cluster CA (grpc checks the leader's
@@ -18,16 +28,21 @@ the cluster CA to the client CAs).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 FORWARDED = "x-zonestore-forwarded"
+RELAYED_TO = "x-zonestore-relayed-to"
 ANSWERED = (("x-zonestore-answered", "1"),)
 # Relayed calls whose effect a lost connection leaves in doubt.
 _NOT_IDEMPOTENT = frozenset({"Commit", "AllocateIds"})
 LEADER_WAIT_S = 5.0
+# How long a request may be held back from a replica it was already relayed to while
+# this replica's view does not move (far above a view's lag behind a transfer).
+BOUNCE_WAIT_S = 0.25
 MAX_HOPS = 3
 _PASS_HEADERS = ("x-goog-request-params", "authorization")
 
@@ -55,6 +70,36 @@ def relayed_status(method: str, exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusC
             "may or may not have been applied.",
         )
     return grpc.StatusCode.UNAVAILABLE, f"The leader could not be reached: {details}"
+
+
+def relayed_to(context: Any) -> list[str]:
+    """The client addresses the request was relayed to, in order."""
+    return [
+        addr.strip()
+        for key, value in context.invocation_metadata() or ()
+        if key == RELAYED_TO
+        for addr in value.split(",")
+        if addr.strip()
+    ]
+
+
+class Visited:
+    """One request's no-bounce rule (above): `holds(addr)` says whether to hold it back
+    from `addr`, the leader the view names now. Made when the request comes in."""
+
+    def __init__(self, context: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self._relayed_to = frozenset(relayed_to(context))
+        self._clock = clock
+        self._arrival: str | None = None  # the first view asked about
+        self._held_until = 0.0
+        self._moved = False  # the view named another replica since
+
+    def holds(self, addr: str) -> bool:
+        if self._arrival is None:
+            self._arrival = addr
+            self._held_until = self._clock() + BOUNCE_WAIT_S
+        self._moved = self._moved or addr != self._arrival
+        return addr in self._relayed_to and not self._moved and self._clock() < self._held_until
 
 
 class NoLeader(Exception):
@@ -125,6 +170,7 @@ class Forwarder:
         )
         metadata = [(k, v) for k, v in (context.invocation_metadata() or ()) if k in _PASS_HEADERS]
         metadata.append((FORWARDED, str(self.hops(context) + 1)))
+        metadata.append((RELAYED_TO, ",".join([*relayed_to(context), addr])))
         remaining = context.time_remaining()
         response: bytes = await call(
             request.SerializeToString(), metadata=metadata, timeout=remaining
