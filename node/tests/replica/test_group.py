@@ -21,7 +21,7 @@ from zonestore_node.replica.group import (
     RaftGroup,
     hand_off_target,
 )
-from zonestore_node.replica.walsync import SyncThread
+from zonestore_node.replica.walsync import SyncPolicy, SyncThread
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn import apply
@@ -263,6 +263,48 @@ async def test_the_sync_thread_hands_back_each_result_and_error() -> None:
         assert await thread() == 0.5
     finally:
         thread.close()
+
+
+def test_the_sync_runs_inline_only_while_readies_are_small_and_syncs_short() -> None:
+    policy = SyncPolicy()
+    # One client: one entry per Ready, fast disk -> inline, Ready after Ready.
+    for _ in range(20):
+        assert policy.inline(1)
+        policy.observe(0.0003)
+    # Concurrent writers: a Ready of several entries moves it to the thread at once.
+    decisions = []
+    for _ in range(5):
+        decisions.append(policy.inline(6))
+        policy.observe(0.0003)
+    assert decisions == [False] * 5
+    # Two entries now and then among single ones stays inline.
+    assert [policy.inline(n) for n in (1, 1, 1, 1, 1, 1, 1, 1, 1, 1)][-1]
+    assert policy.inline(2)
+    # Quiet again: back inline once the average falls.
+    for _ in range(30):
+        quiet = policy.inline(1)
+        policy.observe(0.0003)
+    assert quiet
+    # A slow disk: never inline, however small the Readies.
+    for _ in range(10):
+        policy.inline(1)
+        policy.observe(0.05)
+    assert not policy.inline(1)
+
+
+async def test_a_quiet_group_syncs_inline_and_a_busy_one_in_the_thread(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 1) as (solo,):
+        leader = await leader_of([solo])
+        group = leader.group
+        before = group._sync_policy.inline_syncs
+        for i in range(5):
+            await group.submit(_write(f"q{i}", i, group.clock.now()))
+        assert group._sync_policy.inline_syncs >= before + 5
+        group._sync_policy.entries = 10.0  # as after a burst of concurrent writers
+        before = group._sync_policy.inline_syncs
+        await group.submit(_write("busy", 1, group.clock.now()))
+        assert group._sync_policy.inline_syncs == before
+        assert leader.value("busy") == 1 and leader.value("q4") == 4
 
 
 async def test_a_proposal_a_snapshot_covered_has_an_unknown_outcome(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 Owns the driver loop and the order of its steps, for every `Ready` (raft/node.py):
 
     1. persist   entries, hard state (and snapshot) into RocksDB, then one WAL
-                 fdatasync in the sync thread when the Ready says so (it releases the
-                 GIL; proposals arriving meanwhile join the next Ready: group commit);
+                 fdatasync when the Ready says so: in the sync thread (it releases the
+                 GIL; proposals arriving meanwhile join the next Ready: group commit),
+                 or inline while the replica is quiet (replica/walsync.py SyncPolicy);
     2. send      the messages, only now that what they promise is durable (a leader
                  whose term and vote are already durable sends its AppendEntries before
                  the fsync instead, thesis §10.2.1: it counts itself only through
@@ -69,7 +70,7 @@ from zonestore_node.replica.reads import ReadIndexMixin
 from zonestore_node.replica.snapshots import SNAP_CHUNK_BYTES, IncomingSnapshot, SnapshotMixin
 from zonestore_node.replica.status import StatusMixin
 from zonestore_node.replica.transport import PeerTls, Transport
-from zonestore_node.replica.walsync import SyncThread
+from zonestore_node.replica.walsync import SyncPolicy, SyncThread
 from zonestore_node.storage import mvcc
 from zonestore_node.storage.engine import Engine, Family
 from zonestore_node.txn.clock import ClockGuard
@@ -214,6 +215,7 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
         self.snapshots_received = 0
         self._wake = asyncio.Event()
         self._sync_thread = SyncThread(self._timed_sync)
+        self._sync_policy = SyncPolicy()
         # Proposed here: log index -> (term, future, the command as proposed). Applying
         # an entry this leader proposed in that term uses the command object instead of
         # decoding the entry's bytes again (they encode exactly that object).
@@ -369,7 +371,11 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
         if early:
             self._send(rd.messages)
         if rd.must_sync:
-            elapsed = await self._sync_thread()
+            if self._sync_policy.inline(len(rd.entries)):
+                elapsed = self._timed_sync()
+            else:
+                elapsed = await self._sync_thread()
+            self._sync_policy.observe(elapsed)
             self.stats.groups += 1
             if self.on_sync is not None:
                 self.on_sync(elapsed, len(rd.entries))
