@@ -447,6 +447,12 @@ class Node:
                 successor = await self.group.hand_off_leadership(HAND_OFF_TIMEOUT_S)
                 if successor is not None:
                     log.info("node.handed_off leader=%s", successor)
+                    # Drain: this replica's view names the successor now (hand-off's
+                    # contract), the others' a few ms later (each edge is told every
+                    # 10 ms). A call they relay here meanwhile must find the port open
+                    # and be relayed on, not be refused (their edges fail a refused
+                    # relay at once, as for a dead leader).
+                    await asyncio.sleep(min(HAND_OFF_DRAIN_S, self.config.shutdown_grace_seconds))
                 await server.stop(self.config.shutdown_grace_seconds)
                 await self.datastore_admin.close()
                 upkeep.cancel()
@@ -538,6 +544,9 @@ class Node:
 
 
 HAND_OFF_TIMEOUT_S = 2.0  # a leader's wait for its successor on a graceful stop
+# After a hand-off, how long the client port stays open before it closes: far above the
+# others' views' lag behind this one's (ms), far below a pod's termination grace (30 s).
+HAND_OFF_DRAIN_S = 0.5
 _Entity: Any = entity_types.Entity.pb()
 _Mutation: Any = ds_types.Mutation.pb()
 

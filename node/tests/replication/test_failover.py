@@ -216,6 +216,30 @@ def test_a_leader_stopped_gracefully_hands_over_and_no_relayed_write_fails(
     wait_caught_up(cluster, cluster.nodes)
 
 
+def test_a_leader_that_handed_off_keeps_its_client_port_open_and_relays_on(
+    cluster: Cluster,
+) -> None:
+    """After the hand-off the stopping replica drains: the other replicas' views name it
+    for a few ms more, so a call reaching its client port then is relayed on to the
+    successor instead of being refused because the port already closed."""
+    leader = cluster.leader()
+    followers = [n for n in cluster.nodes if n is not leader]
+    client = client_for(leader)
+    key = client.key("Acked", "after-hand-off")
+    assert leader.proc is not None
+    leader.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while "node.handed_off" not in leader.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, leader.log_tail()
+        time.sleep(0.002)
+    client.put(datastore.Entity(key), retry=None, timeout=5)  # no retry: refused fails
+    assert leader.proc.wait(timeout=20) == 0
+    successor = cluster.leader(among=followers, timeout=10)
+    assert client_for(successor).get(key) is not None
+    leader.start()
+    wait_caught_up(cluster, cluster.nodes)
+
+
 def test_a_paused_leader_is_replaced_and_steps_down_when_resumed(cluster: Cluster) -> None:
     leader = cluster.leader()
     followers = [n for n in cluster.nodes if n is not leader]
