@@ -79,6 +79,7 @@ class SnapshotMixin:
     node: Node
     transport: Transport
     clock: Any
+    _apply: Callable[..., Any]  # the state machine; its `invalidate()`, if any, on restore
     applied_index: int
     applied_ts: int
     applied_bytes_since_snapshot: int
@@ -287,6 +288,9 @@ class SnapshotMixin:
         self.group_id = (self.engine.get(Family.META, GROUP_ID_KEY) or b"").decode()
         self.transport.hello.update(group=self.group_id, fresh="")
         vectors.reset(self.engine)  # in-memory vector matrices rebuild from the new state
+        invalidate = getattr(self._apply, "invalidate", None)
+        if invalidate is not None:
+            invalidate()  # the state machine's caches describe the state just replaced
         self._drop_staged(lambda index: index <= snap.metadata.index)
         self.snapshots_received += 1
         with contextlib.suppress(OSError):

@@ -91,17 +91,26 @@ def _index_keys(
 
 
 class IndexKeyCache:
-    """Index keys of recently written entity versions, by (encoded key, commit_ts).
+    """Index keys of recently written entity versions, by (encoded key, commit_ts), and
+    the newest version of recently written keys.
 
     An overwrite needs the index keys of the version it replaces; recomputing them
     means parsing and walking the old entity. A version's index keys never change, so
     remembering them is pure memoization: results stay deterministic. They depend on
     the composite index registry too: the owner clears the cache when it changes.
+
+    The newest version of a key this replica applied (its commit_ts and create_ts, or
+    that it is a tombstone) spares the RocksDB seek an overwrite starts with, which
+    was a fifth of a follower's apply time on an overwrite workload. It is exact as
+    long as entities change only through `apply`: the owner clears it when a snapshot
+    replaces the state. Garbage collection may drop a tombstone the cache still names,
+    which `apply` reads the same way as no version at all.
     """
 
     def __init__(self, capacity: int = 20_000) -> None:
         self._capacity = capacity
         self._entries: dict[tuple[bytes, int], set[bytes]] = {}
+        self._newest: dict[bytes, tuple[int, int]] = {}  # encoded -> (commit_ts, create_ts)
 
     def get(
         self, encoded: bytes, commit_ts: int, payload: bytes, registry: indexing.Registry | None
@@ -111,35 +120,70 @@ class IndexKeyCache:
             cached = _index_keys(split_payload(payload)[1], registry)
         return cached
 
+    def newest(self, encoded: bytes) -> tuple[int, bytes, set[bytes]] | None:
+        """(commit_ts, a payload standing for the newest version, its index keys), when
+        known without reading the store. The payload carries create_ts and is empty
+        for a tombstone, but not the entity: only for writes that need no more of it."""
+        found = self._newest.get(encoded)
+        if found is None:
+            return None
+        commit_ts, create_ts = found
+        if create_ts < 0:
+            return commit_ts, mvcc.TOMBSTONE, set()
+        index = self._entries.get((encoded, commit_ts))
+        if index is None:
+            return None
+        return commit_ts, _U64.pack(create_ts), index
+
     def clear(self) -> None:
         self._entries.clear()
+        self._newest.clear()
 
     def put(self, encoded: bytes, commit_ts: int, index: set[bytes]) -> None:
         if len(self._entries) >= self._capacity:
             self._entries.clear()  # crude but bounded: the next overwrites recompute
         self._entries[(encoded, commit_ts)] = index
 
+    def wrote(self, encoded: bytes, commit_ts: int, payload: bytes) -> None:
+        """`encoded` now has its newest version at `commit_ts` (payload as stored)."""
+        if len(self._newest) >= self._capacity:
+            self._newest.clear()
+        self._newest[encoded] = (commit_ts, split_payload(payload)[0] if payload else -1)
+
 
 class Applier:
     """`apply` with an index-key cache and the composite index registry: what a
-    replica's state machine calls. The registry is re-read when its generation (one
-    META key, read per command) moves: also after a snapshot is installed underneath."""
+    replica's state machine calls. The registry changes only by applying a
+    Create/DropIndexCommand or installing a snapshot (`invalidate`): after either, its
+    generation (one META key) is read again by the next command, and the registry
+    reloaded when it moved."""
 
     def __init__(self) -> None:
         self.cache = IndexKeyCache()
         self._registry: indexing.Registry | None = None
+        self._fresh = False  # whether _registry is known current without reading META
 
     def registry(self, store: mvcc.Store) -> indexing.Registry:
+        if self._registry is not None and self._fresh:
+            return self._registry
         generation = indexing.registry_generation(store.engine)
         if self._registry is None or self._registry.generation != generation:
             self._registry = indexing.load_registry(store.engine)
             self.cache.clear()
+        self._fresh = True
         return self._registry
+
+    def invalidate(self) -> None:
+        """The state changed underneath (a snapshot installed): forget what was cached."""
+        self._fresh = False
+        self.cache.clear()
 
     def __call__(self, store: mvcc.Store, command: Command, batch: WriteBatch) -> ApplyResult:
         if isinstance(command, CreateIndexCommand):
+            self._fresh = False  # the registry changes: re-read it (from the batch's write)
             return create_index(store, command, batch)
         if isinstance(command, DropIndexCommand):
+            self._fresh = False
             return drop_index(store, command, batch)
         return apply(store, command, batch, self.cache, self.registry(store))
 
@@ -199,11 +243,19 @@ def apply(
             current_payload = overlay[write.encoded]
             old_index = overlay_index.get(write.encoded)
         else:
-            newest = store.newest(Family.ENTITIES, write.encoded)
-            current_payload = newest.payload if newest else None
-            current_ts = newest.commit_ts if newest else 0
-            if newest is not None and newest.payload and cache is not None:
-                old_index = cache.get(write.encoded, newest.commit_ts, newest.payload, registry)
+            known = (
+                cache.newest(write.encoded)
+                if cache is not None and write.mask is None and not write.transforms
+                else None
+            )
+            if known is not None:
+                current_ts, current_payload, old_index = known
+            else:
+                newest = store.newest(Family.ENTITIES, write.encoded)
+                current_payload = newest.payload if newest else None
+                current_ts = newest.commit_ts if newest else 0
+                if newest is not None and newest.payload and cache is not None:
+                    old_index = cache.get(write.encoded, newest.commit_ts, newest.payload, registry)
         exists = bool(current_payload)
         if write.encoded in overlay:
             current_ts = commit_ts if exists else 0
@@ -273,8 +325,10 @@ def apply(
 
     for encoded, payload in entity_puts:
         store.put_version(batch, Family.ENTITIES, encoded, commit_ts, payload)
-        if cache is not None and payload:
-            cache.put(encoded, commit_ts, overlay_index[encoded])
+        if cache is not None:
+            if payload:
+                cache.put(encoded, commit_ts, overlay_index[encoded])
+            cache.wrote(encoded, commit_ts, payload)
     for key, marker in index_puts.items():
         store.put_version(batch, Family.INDEXES, key, commit_ts, marker)
     vectors.note(store.engine, commit_ts, index_puts)  # query/vectors.py's matrices
