@@ -371,7 +371,8 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
         if early:
             self._send(rd.messages)
         if rd.must_sync:
-            if self._sync_policy.inline(len(rd.entries)):
+            # A snapshot's batch is the whole state: never synced on the loop.
+            if rd.snapshot is None and self._sync_policy.inline(len(rd.entries)):
                 elapsed = self._timed_sync()
             else:
                 elapsed = await self._sync_thread()
