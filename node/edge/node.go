@@ -111,7 +111,7 @@ type answer struct {
 // leaderState is the node's latest view of who leads.
 type leaderState struct {
 	servesHere bool   // this replica is the ready leader
-	localReads bool   // strong reads are served here too (TEST ONLY: --unsafe-local-reads)
+	localReads bool   // strong reads go to this node even on a follower (--follower-reads; or TEST ONLY --unsafe-local-reads)
 	addr       string // another replica's client address when it leads, else ""
 }
 

@@ -71,6 +71,13 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="TEST ONLY: serve strong reads locally without ReadIndex (breaks linearizability)",
     )
     p.add_argument(
+        "--follower-reads",
+        choices=("on", "off"),
+        default=_env("ZONESTORE_FOLLOWER_READS", "on"),
+        help="a follower serves strong (linearizable) reads itself after asking the leader "
+        "for a read index (on, the default), or relays them to the leader (off)",
+    )
+    p.add_argument(
         "--snapshot-keep",
         type=int,
         default=int(_env("ZONESTORE_SNAPSHOT_KEEP", "5000")),
@@ -443,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                 snapshot_every=args.snapshot_every,
                 snapshot_keep=args.snapshot_keep,
                 unsafe_local_reads=args.unsafe_local_reads,
+                follower_reads=args.follower_reads == "on",
                 auto_index=args.auto_index,
                 index_yaml=Path(args.index_yaml) if args.index_yaml else None,
                 peer_tls_cert=args.peer_tls_cert,

@@ -66,6 +66,7 @@ class NodeConfig:
     snapshot_every: int = 20_000
     snapshot_keep: int = 5_000
     unsafe_local_reads: bool = False  # TEST ONLY, see GroupConfig
+    follower_reads: bool = True  # see GroupConfig
     # A replica is ready to serve reads when its applied index is this close to the commit.
     ready_lag_entries: int = 1000
     retention_seconds: float = 3600.0
@@ -227,6 +228,7 @@ class Node:
                 snapshot_every=config.snapshot_every,
                 snapshot_keep=config.snapshot_keep,
                 unsafe_local_reads=config.unsafe_local_reads,
+                follower_reads=config.follower_reads,
                 peer_tls=peer_tls_files(config),
             ),
             self.engine,
@@ -292,7 +294,10 @@ class Node:
                 admin=self.datastore_admin,
                 reset=self.reset_data if config.allow_reset else None,
                 reset_refusal="reset is disabled: the node runs without --allow-reset",
-                local_reads=config.unsafe_local_reads,
+                # The edge hands strong reads to this node even on a follower: it
+                # serves them after a ReadIndex from the leader (or answers NOT_LEADER
+                # for a transaction's, which the edge then relays).
+                local_reads=config.unsafe_local_reads or config.follower_reads,
             )
             # The edge relays, and counts zonestore_forwarded_requests itself.
             self.metrics.registry.unregister(self.metrics.forwarded)

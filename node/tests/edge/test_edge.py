@@ -173,7 +173,7 @@ def test_the_handoff_socket_speaks_the_protocol(mode_node: NodeProcess) -> None:
         sock.settimeout(10)
         sock.connect(found[-1])
         kind, _, payload = _read_frame(sock)  # the leader, at once
-        assert kind == 4 and payload[0] == 1  # this replica leads
+        assert kind == 4 and payload[0] == 3  # this replica leads; it serves strong reads
         lookup = ds.LookupRequest.serialize(
             ds.LookupRequest(project_id="sock", keys=[{"path": [{"kind": "K", "name": "a"}]}])
         )
@@ -262,14 +262,23 @@ def test_a_follower_relays_without_its_python(tmp_path: Path, edge_binary: Path)
         )
         assert sample(on_follower, "zonestore_requests_total", method="Commit", code="OK") == 0
         assert sample(on_follower, "zonestore_forwarded_requests_total", method="Commit") == 5
-        assert (
-            sample(on_follower, "zonestore_edge_relays_total", method="Lookup", outcome="ok") >= 1
-        )
         assert sample(metrics(leader), "zonestore_requests_total", method="Commit", code="OK") >= 5
-        # An eventual read is the follower's own.
-        assert client.get(client.key("K", 1), eventual=True) is not None
-        on_follower = metrics(follower)
+        # A strong read is the follower's own, after a read index from the leader
+        # (--follower-reads, the default): it sees the writes just acknowledged.
         assert sample(on_follower, "zonestore_requests_total", method="Lookup", code="OK") >= 1
+        assert (
+            sample(on_follower, "zonestore_edge_relays_total", method="Lookup", outcome="ok") == 0
+        )
+        # So is an eventual one.
+        assert client.get(client.key("K", 1), eventual=True) is not None
+        # A transaction's read is the leader's (transactions live there): relayed.
+        with client.transaction():
+            assert client.get(client.key("K", 2)) is not None
+        relayed = eventually(
+            follower,
+            lambda t: sample(t, "zonestore_edge_relays_total", method="Lookup", outcome="ok") >= 1,
+        )
+        assert sample(relayed, "zonestore_edge_relays_total", method="Lookup", outcome="ok") >= 1
     finally:
         cluster.stop()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -305,6 +305,70 @@ async def test_a_quiet_group_syncs_inline_and_a_busy_one_in_the_thread(tmp_path:
         await group.submit(_write("busy", 1, group.clock.now()))
         assert group._sync_policy.inline_syncs == before
         assert leader.value("busy") == 1 and leader.value("q4") == 4
+
+
+async def test_followers_serve_strong_reads_after_a_read_index_from_the_leader(
+    tmp_path: Path,
+) -> None:
+    """Thesis §6.4.1: a follower's read point covers every write acknowledged before the
+    read began; both followers' rounds run at once at the leader without mixing."""
+    async with cluster(tmp_path, 3) as members:
+        leader = await leader_of(members)
+        followers = [m for m in members if m is not leader]
+        async with asyncio.timeout(5):
+            while not all(f.group.leader == leader.group.config.node_id for f in followers):
+                await asyncio.sleep(0.02)
+        for i in range(5):
+            result = await leader.group.submit(_write("r", i, leader.group.clock.now()))
+            acked_ts = result.commit_ts
+            points = await asyncio.gather(*(f.group.read_barrier() for f in followers))
+            for f, point in zip(followers, points, strict=True):
+                assert point >= acked_ts
+                assert f.group.applied_index >= leader.group.applied_index - 1
+                assert f.value("r") == i  # read at the replica's applied state
+        # Many reads at once from both followers: every one completes.
+        many = [f.group.read_barrier() for f in followers for _ in range(20)]
+        async with asyncio.timeout(5):
+            assert len(await asyncio.gather(*many)) == 40
+
+
+async def test_without_follower_reads_a_follower_refuses_strong_reads(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 3, follower_reads=False) as members:
+        leader = await leader_of(members)
+        follower = next(m for m in members if m is not leader)
+        with pytest.raises(NotLeader):
+            follower.group.read_barrier()
+
+
+async def test_a_follower_read_round_follows_a_new_leader(tmp_path: Path) -> None:
+    """A round sent to a leader that lost office goes again to the next one."""
+    async with cluster(tmp_path, 3) as members:
+        leader = await leader_of(members)
+        follower = next(m for m in members if m is not leader)
+        async with asyncio.timeout(5):
+            while follower.group.leader != leader.group.config.node_id:
+                await asyncio.sleep(0.02)
+        target = next(m for m in members if m is not leader and m is not follower)
+        leader.group.close()  # the old leader stops answering
+        assert leader.task is not None
+        await asyncio.wait_for(leader.task, 5)
+        pending = follower.group.read_barrier()
+        # The old leader never answers; the round must not hang: it ends as soon as the
+        # follower hears of the election (NotLeader: the edge waits for the next leader
+        # and sends the read again) or is answered by the next leader.
+        async with asyncio.timeout(5):
+            with suppress(NotLeader):
+                await pending
+        new_leader = await leader_of([follower, target], timeout=10)
+        reader = follower if follower is not new_leader else target
+        async with asyncio.timeout(5):
+            while reader.group.leader != new_leader.group.config.node_id:
+                await asyncio.sleep(0.02)
+        result = await new_leader.group.submit(_write("x", 7, new_leader.group.clock.now()))
+        async with asyncio.timeout(5):
+            assert await reader.group.read_barrier() >= result.commit_ts
+        assert reader.value("x") == 7
+        leader.task = None  # already stopped
 
 
 async def test_a_proposal_a_snapshot_covered_has_an_unknown_outcome(tmp_path: Path) -> None:

@@ -41,5 +41,9 @@ class GroupConfig:
     # ReadIndex round and on followers too. A deliberately broken build, for showing that
     # the consistency tests catch stale reads. Never set it in production.
     unsafe_local_reads: bool = False
+    # Strong reads on a follower: ask the leader for a read index (thesis §6.4.1), wait
+    # until this replica has applied it, read here. False: followers refuse strong reads
+    # (NotLeader) and the edge relays them to the leader.
+    follower_reads: bool = True
     # Mutual TLS between replicas (replica/transport.py); None: cleartext.
     peer_tls: TlsFiles | None = None

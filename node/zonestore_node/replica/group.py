@@ -441,6 +441,8 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
         elif self.role is not Role.LEADER and was_leader:
             self._leader_ready.clear()
             self._fail_reads(NotLeader(self.leader or None))
+        if self.leader != old_leader and not was_leader and self._read_rounds:
+            self._requeue_reads()  # a follower's rounds went to the old leader
 
     def close(self) -> None:
         self._closed = True
