@@ -80,3 +80,30 @@ def test_read_index_without_a_known_leader_is_refused() -> None:
     net = Net(ABC)
     with pytest.raises(ProposalDropped):
         net["b"].read_index(b"r")
+
+
+def test_rounds_taken_between_two_readies_send_one_heartbeat_per_peer() -> None:
+    """Reads from several replicas at once: the last heartbeat carries the newest round,
+    whose quorum confirms the earlier ones too; all three rounds are answered."""
+    net = Net(ABC)
+    net.elect("a")
+    index = net["a"].propose(b"w")
+    net.stabilize()
+    net["b"].read_index(b"rb")
+    net["c"].read_index(b"rc")
+    net.drive("b")
+    net.drive("c")
+    requests = [m for m in net.queue if m.type is MT.READ_INDEX]
+    assert len(requests) == 2
+    net.queue.clear()
+    for m in requests:  # both arrive before the leader's next Ready
+        net["a"].step(m)
+    net["a"].read_index(b"ra")
+    net.drive("a")
+    beats = [m for m in net.queue if m.type is MT.HEARTBEAT]
+    assert sorted(m.to for m in beats) == ["b", "c"]
+    assert {m.context for m in beats} == {b"ra"}  # the newest round's
+    net.stabilize()
+    assert net.read_states["a"] == [ReadState(index, b"ra")]
+    assert net.read_states["b"] == [ReadState(index, b"rb")]
+    assert net.read_states["c"] == [ReadState(index, b"rc")]

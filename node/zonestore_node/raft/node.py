@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 
 from zonestore_node.raft.confchange import ConfChange
 from zonestore_node.raft.core import Config, Raft, ReadState, Role, SoftState
-from zonestore_node.raft.messages import ConfState, Entry, HardState, Message, Snapshot
+from zonestore_node.raft.messages import (
+    ConfState,
+    Entry,
+    HardState,
+    Message,
+    MessageType,
+    Snapshot,
+)
 from zonestore_node.raft.progress import ProgressState
 from zonestore_node.raft.storage import LogStorage
 
@@ -174,7 +181,7 @@ class Node:
             entries=entries,
             snapshot=log.unstable.snapshot,
             committed_entries=log.next_committed(),
-            messages=r.msgs,
+            messages=_latest_heartbeats(r.msgs),
             read_states=r.read_states,
             must_sync=bool(entries)
             or hard.term != prev_hard.term
@@ -233,3 +240,24 @@ class Node:
             lead_transferee=r.lead_transferee,
             progress=progress,
         )
+
+
+def _latest_heartbeats(msgs: list[Message]) -> list[Message]:
+    """Only the last heartbeat to each peer of one Ready goes out.
+
+    Every ReadIndex request a leader takes broadcasts a heartbeat carrying the newest
+    pending read context (thesis §6.4 step 3), so reads arriving from several replicas
+    between two Readies queue several heartbeats per peer. The last one carries the
+    newest context and commit index: its acknowledgement confirms every earlier round
+    too (raft/readonly.py releases rounds in order), so the earlier ones are redundant
+    work for the peer and for this leader's answers to them.
+    """
+    if len(msgs) < 2:
+        return msgs
+    last: dict[str, int] = {}
+    for i, m in enumerate(msgs):
+        if m.type is MessageType.HEARTBEAT:
+            last[m.to] = i
+    if len(last) == sum(1 for m in msgs if m.type is MessageType.HEARTBEAT):
+        return msgs
+    return [m for i, m in enumerate(msgs) if m.type is not MessageType.HEARTBEAT or last[m.to] == i]
