@@ -106,6 +106,13 @@ async def leader_of(members: list[Member], timeout: float = 5.0) -> Member:
             await asyncio.sleep(0.02)
 
 
+async def names_leader(member: Member, leader: Member, timeout: float = 5.0) -> None:
+    """Wait until `member` has heard that `leader` leads."""
+    async with asyncio.timeout(timeout):
+        while member.group.leader != leader.group.config.node_id:
+            await asyncio.sleep(0.02)
+
+
 async def test_a_group_of_one_commits_and_applies(tmp_path: Path) -> None:
     async with cluster(tmp_path, 1) as (solo,):
         leader = await leader_of([solo])
@@ -208,9 +215,7 @@ async def test_followers_refuse_proposals_and_name_the_leader(tmp_path: Path) ->
     async with cluster(tmp_path, 3) as members:
         leader = await leader_of(members)
         follower = next(m for m in members if m is not leader)
-        async with asyncio.timeout(5):
-            while follower.group.leader != leader.group.config.node_id:
-                await asyncio.sleep(0.02)
+        await names_leader(follower, leader)
         with pytest.raises(NotLeader) as info:
             follower.group.submit(_write("x", 1, 1))
         assert info.value.leader == leader.group.config.node_id
@@ -315,9 +320,8 @@ async def test_followers_serve_strong_reads_after_a_read_index_from_the_leader(
     async with cluster(tmp_path, 3) as members:
         leader = await leader_of(members)
         followers = [m for m in members if m is not leader]
-        async with asyncio.timeout(5):
-            while not all(f.group.leader == leader.group.config.node_id for f in followers):
-                await asyncio.sleep(0.02)
+        for f in followers:
+            await names_leader(f, leader)
         for i in range(5):
             result = await leader.group.submit(_write("r", i, leader.group.clock.now()))
             acked_ts = result.commit_ts
@@ -345,9 +349,7 @@ async def test_a_follower_read_round_follows_a_new_leader(tmp_path: Path) -> Non
     async with cluster(tmp_path, 3) as members:
         leader = await leader_of(members)
         follower = next(m for m in members if m is not leader)
-        async with asyncio.timeout(5):
-            while follower.group.leader != leader.group.config.node_id:
-                await asyncio.sleep(0.02)
+        await names_leader(follower, leader)
         target = next(m for m in members if m is not leader and m is not follower)
         leader.group.close()  # the old leader stops answering
         assert leader.task is not None
@@ -361,9 +363,7 @@ async def test_a_follower_read_round_follows_a_new_leader(tmp_path: Path) -> Non
                 await pending
         new_leader = await leader_of([follower, target], timeout=10)
         reader = follower if follower is not new_leader else target
-        async with asyncio.timeout(5):
-            while reader.group.leader != new_leader.group.config.node_id:
-                await asyncio.sleep(0.02)
+        await names_leader(reader, new_leader)
         result = await new_leader.group.submit(_write("x", 7, new_leader.group.clock.now()))
         async with asyncio.timeout(5):
             assert await reader.group.read_barrier() >= result.commit_ts

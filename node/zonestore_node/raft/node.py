@@ -255,9 +255,11 @@ def _latest_heartbeats(msgs: list[Message]) -> list[Message]:
     if len(msgs) < 2:
         return msgs
     last: dict[str, int] = {}
+    beats = 0
     for i, m in enumerate(msgs):
         if m.type is MessageType.HEARTBEAT:
             last[m.to] = i
-    if len(last) == sum(1 for m in msgs if m.type is MessageType.HEARTBEAT):
+            beats += 1
+    if beats == len(last):
         return msgs
     return [m for i, m in enumerate(msgs) if m.type is not MessageType.HEARTBEAT or last[m.to] == i]
