@@ -235,6 +235,9 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
         self._durable_term_vote = (hard.term, hard.vote)
         # Told of every log fsync: (seconds, entries it made durable). For metrics.
         self.on_sync: Callable[[float, int], None] | None = None
+        # Called after every Ready and every pass of the driver loop (a tick, a message,
+        # a proposal): who leads, and whether this replica serves, can only change there.
+        self.on_pass: Callable[[], None] | None = None
 
     # Setup ----------------------------------------------------------------------------
 
@@ -342,6 +345,10 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
                 rd = self.node.ready()
                 await self._handle(rd)
                 self.node.advance(rd)
+                if self.on_pass is not None:
+                    self.on_pass()
+            if self.on_pass is not None:
+                self.on_pass()
             if self._claimed:
                 # Every stepped InstallSnapshot has been through a Ready by now (frames
                 # are stepped only between awaits, and none is left): the core took it
