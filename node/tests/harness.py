@@ -312,12 +312,13 @@ class Cluster:
     def by_id(self, node_id: str) -> NodeProcess:
         return next(n for n in self.nodes if n.node_id == node_id)
 
-    def status(self, node: NodeProcess) -> dict[str, object]:
+    def status(self, node: NodeProcess) -> dict[str, Any]:
+        """The replica's /admin/status, decoded JSON (values as the node wrote them)."""
         import json
 
         code, body = node.http_get("/admin/status")
         assert code == 200, body
-        result: dict[str, object] = json.loads(body)
+        result: dict[str, Any] = json.loads(body)
         return result
 
     def leader(self, timeout: float = 15.0, among: list[NodeProcess] | None = None) -> NodeProcess:

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+from google.cloud import datastore
 from google.cloud.datastore import helpers
 
 from tests.backup import support
@@ -41,7 +42,7 @@ class History:
                 after: tuple[int, str] | None = None
             else:
                 self.generation += 1
-                entity = support.datastore.Entity(key)
+                entity = datastore.Entity(key)
                 entity.update({"n": self.generation, "text": f"gen-{self.generation}-of-{i}"})
                 mutation = {"upsert": helpers.entity_to_protobuf(entity)}
                 after = (self.generation, f"gen-{self.generation}-of-{i}")

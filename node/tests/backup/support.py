@@ -160,8 +160,8 @@ def wait_caught_up(cluster: Cluster, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         statuses = [cluster.status(n) for n in cluster.nodes if n.alive()]
-        applied = {int(s["applied_index"]) for s in statuses}  # type: ignore[call-overload]
-        commits = {int(s["commit_index"]) for s in statuses}  # type: ignore[call-overload]
+        applied = {int(s["applied_index"]) for s in statuses}
+        commits = {int(s["commit_index"]) for s in statuses}
         if len(applied) == 1 and applied == {max(commits)}:
             return
         time.sleep(0.05)

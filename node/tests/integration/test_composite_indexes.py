@@ -104,7 +104,7 @@ def test_a_query_creates_its_index_once_and_is_then_served_by_it(yaml_node: Node
     assert composite_plans(yaml_node) > second
     # New writes are maintained in the index, cursors page through it.
     rows += put_tasks(client, 20, start=6000)
-    pages = []
+    pages: list[int] = []
     it = top_query(client).fetch(limit=25)
     for page in it.pages:
         pages.extend(e.key.id for e in page)

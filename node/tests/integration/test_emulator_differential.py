@@ -311,7 +311,11 @@ def sequence(addr: str, project: str) -> dict[str, Outcome]:
     }
     for name, build in queries.items():
         q = build()
-        record(f"query {name}", lambda q=q: list(q.fetch(limit=5, offset=1)))
+
+        def fetch_page(q: Any = q) -> Any:
+            return list(q.fetch(limit=5, offset=1))
+
+        record(f"query {name}", fetch_page)
 
     edge_cases(client, project, record)
     query_corners(client, record)

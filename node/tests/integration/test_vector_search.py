@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def key(project: str, ident: int) -> et.Key:
     )
 
 
-def upsert(api: Any, project: str, docs: dict[int, list[float] | None]) -> None:
+def upsert(api: Any, project: str, docs: Mapping[int, list[float] | None]) -> None:
     mutations = []
     for ident, values in docs.items():
         if values is None:

@@ -163,15 +163,19 @@ def check_commit_timestamps(ops: Iterable[Op], final: dict[str, list[object]]) -
     for key, order in final.items():
         last: Op | None = None
         for element in order:
-            op = writer.get((key, element))
-            if op is None:
+            appender = writer.get((key, element))
+            if appender is None:
                 continue
-            if last is not None and op is not last and (op.commit_ts or 0) <= (last.commit_ts or 0):
+            if (
+                last is not None
+                and appender is not last
+                and (appender.commit_ts or 0) <= (last.commit_ts or 0)
+            ):
                 problems.append(
-                    f"key {key!r}: {element!r} appended at {op.commit_ts}, after an element "
-                    f"appended at {last.commit_ts}: {last} then {op}"
+                    f"key {key!r}: {element!r} appended at {appender.commit_ts}, after an element "
+                    f"appended at {last.commit_ts}: {last} then {appender}"
                 )
-            last = op
+            last = appender
     stats = {"stamped_commits": len(stamped)}
     return Verdict(not problems, problems, stats)
 

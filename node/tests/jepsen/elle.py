@@ -144,11 +144,13 @@ def check(
         (k, v, txn) for txn in history for k, v in _reads(txn)
     ]
     sources += [(k, list(v), None) for k, v in (final or {}).items()]
-    for k, seen, op in sources:
-        where = "a read" if op is not None else "the final read"
+    for k, seen, reader in sources:
+        where = "a read" if reader is not None else "the final read"
         if len(set(seen)) != len(seen):
             dup = sorted({x for x in seen if seen.count(x) > 1}, key=repr)
-            anomalies.append(Anomaly("duplicate", f"key {k!r}: {dup} twice in {where}", _some(op)))
+            anomalies.append(
+                Anomaly("duplicate", f"key {k!r}: {dup} twice in {where}", _some(reader))
+            )
         for x in seen:
             if (k, x) in failed_writer and (k, x) not in writer:
                 aborted = history[failed_writer[(k, x)]]
@@ -156,24 +158,24 @@ def check(
                     Anomaly(
                         "G1a",
                         f"key {k!r}: read {x!r} appended by a failed txn",
-                        (aborted, *_some(op)),
+                        (aborted, *_some(reader)),
                     )
                 )
             elif (k, x) not in writer:
                 anomalies.append(
-                    Anomaly("garbage", f"key {k!r}: read {x!r}, never appended", _some(op))
+                    Anomaly("garbage", f"key {k!r}: read {x!r}, never appended", _some(reader))
                 )
         if seen:
             last = seen[-1]
             wl = writer.get((k, last))
-            if wl is not None and op is not None and history[wl] is not op:
+            if wl is not None and reader is not None and history[wl] is not reader:
                 mine = appends_by_txn[wl][k]
                 if last in mine and mine.index(last) < len(mine) - 1:
                     anomalies.append(
                         Anomaly(
                             "G1b",
                             f"key {k!r}: read ends at {last!r}, an intermediate append",
-                            (history[wl], op),
+                            (history[wl], reader),
                         )
                     )
         current = longest.get(k, [])
@@ -185,7 +187,7 @@ def check(
                 Anomaly(
                     "incompatible-order",
                     f"key {k!r}: {seen} is not a prefix of {current}",
-                    _some(op),
+                    _some(reader),
                 )
             )
 

@@ -211,7 +211,7 @@ class Nemesis:
                     status = self.cluster.status(node)
                 except (AssertionError, OSError, ValueError):
                     continue
-                term = int(status.get("term") or 0)  # type: ignore[call-overload]
+                term = int(status.get("term") or 0)
                 if status.get("role") == "leader" and (best is None or term > best[0]):
                     best = (term, node)
             if best is not None:
@@ -354,7 +354,8 @@ class Nemesis:
     def _admin_on_leader(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """An admin call on whoever leads, retried across leader changes for up to 20 s."""
         deadline = time.monotonic() + 20
-        code, answer = 0, {}
+        code: int = 0
+        answer: Any = {}
         while time.monotonic() < deadline:
             leader = self._leader()
             if leader is not None:
@@ -398,7 +399,7 @@ class Nemesis:
             leader = self._leader()
             if leader is not None:
                 members = self.cluster.status(leader).get("members") or []
-                for member in members:  # type: ignore[union-attr]
+                for member in members:
                     if member.get("id") == nid and member.get("lag") in (0, None):
                         return
             time.sleep(0.1)
@@ -450,7 +451,7 @@ class Nemesis:
         leader = self._leader()
         if leader is None:
             return
-        members = {m["id"]: m["role"] for m in self.cluster.status(leader).get("members") or []}  # type: ignore[union-attr]
+        members = {m["id"]: m["role"] for m in self.cluster.status(leader).get("members") or []}
         for node in self.cluster.nodes:
             nid = node.node_id
             if nid not in members:

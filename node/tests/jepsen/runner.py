@@ -507,7 +507,7 @@ def _statuses(cluster: Cluster) -> list[str]:
             continue
         members = [
             (m.get("id"), m.get("role"), m.get("match_index"), m.get("last_contact_ms"))
-            for m in status.get("members") or []  # type: ignore[union-attr]
+            for m in status.get("members") or []
         ]
         brief = {
             k: status.get(k) for k in ("role", "term", "leader", "commit_index", "applied_index")

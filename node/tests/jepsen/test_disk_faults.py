@@ -34,7 +34,7 @@ def _put(client: datastore.Client, name: str) -> None:
 
 def _writes_until_refused(client: datastore.Client, prefix: str, limit: int = 200) -> list[str]:
     """Acknowledged writes, stopping at the first refusal."""
-    acked = []
+    acked: list[str] = []
     for i in range(limit):
         try:
             _put(client, f"{prefix}{i}")

@@ -258,7 +258,10 @@ def test_paging_an_in_query_continues_into_the_next_values_branch(world: World) 
     """Found by the model test: an OR whose inequality branch orders everything by `a`,
     and an IN served per value from a composite index; a cursor from the a=None branch
     must not skip keys below it in the a=0 branch."""
-    dnf = [[("a", "=", 0), ("a", "<", 0), ("b", "!=", 0)], [("a", "in", [None, 0])]]
+    dnf: list[list[tuple[str, str, Any]]] = [
+        [("a", "=", 0), ("a", "<", 0), ("b", "!=", 0)],
+        [("a", "in", [None, 0])],
+    ]
     q = query("Paged", to_filter(dnf))
     world.put(
         entity(key("Paged", 1), a=None, b=0),

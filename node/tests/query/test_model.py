@@ -123,7 +123,11 @@ def model(
                 continue
             if ident not in best or compare(sort, best[ident]) < 0:
                 best[ident] = sort
-    return sorted(best, key=functools.cmp_to_key(lambda x, y: compare(best[x], best[y])))
+
+    def by_sort(x: int, y: int) -> int:
+        return compare(best[x], best[y])
+
+    return sorted(best, key=functools.cmp_to_key(by_sort))
 
 
 def compare(x: list[tuple[bool, Any]], y: list[tuple[bool, Any]]) -> int:
@@ -146,7 +150,9 @@ NEGATIVE = st.one_of(
 
 @st.composite
 def dnfs(draw: Any) -> list[list[tuple[str, str, Any]]]:
-    conjunctions = draw(st.lists(st.lists(ATOM, min_size=1, max_size=3), min_size=0, max_size=2))
+    conjunctions: list[list[tuple[str, str, Any]]] = draw(
+        st.lists(st.lists(ATOM, min_size=1, max_size=3), min_size=0, max_size=2)
+    )
     if draw(st.booleans()) and conjunctions:
         conjunctions[0].append(draw(NEGATIVE))
     return conjunctions

@@ -247,7 +247,8 @@ class World:
 
 def ident(k: Any) -> int | str:
     last = k.path[-1]
-    return last.id if last.WhichOneof("id_type") == "id" else last.name
+    found: int | str = last.id if last.WhichOneof("id_type") == "id" else last.name
+    return found
 
 
 def python(v: Any) -> Any:
@@ -262,4 +263,5 @@ def python(v: Any) -> Any:
 
 
 def ident_of(element: Any) -> int | str:
-    return element.id if element.WhichOneof("id_type") == "id" else element.name
+    found: int | str = element.id if element.WhichOneof("id_type") == "id" else element.name
+    return found

@@ -86,8 +86,8 @@ def wait_caught_up(cluster: Cluster, nodes: list[NodeProcess], timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         statuses = [cluster.status(n) for n in nodes]
-        applied = {int(s["applied_index"]) for s in statuses}  # type: ignore[call-overload]
-        commits = {int(s["commit_index"]) for s in statuses}  # type: ignore[call-overload]
+        applied = {int(s["applied_index"]) for s in statuses}
+        commits = {int(s["commit_index"]) for s in statuses}
         if len(applied) == 1 and applied == {max(commits)}:
             return
         time.sleep(0.1)
@@ -175,7 +175,7 @@ def test_a_wiped_replica_rejoins_as_a_learner_by_snapshot_and_is_promoted(cluste
     assert status["role"] == "learner"
     code, body = leader.admin("POST", f"/admin/members/{victim.node_id}/promote")
     assert code == 200, body
-    members = {m["id"]: m["role"] for m in cluster.status(leader)["members"]}  # type: ignore[union-attr]
+    members = {m["id"]: m["role"] for m in cluster.status(leader)["members"]}
     assert members[victim.node_id] == "voter"
     # Idempotent: promoting again changes nothing.
     code, body = leader.admin("POST", f"/admin/members/{victim.node_id}/promote")

@@ -99,10 +99,10 @@ def admin_get(node: NodeProcess, path: str, token: str | None = ADMIN_TOKEN) -> 
 class SecureCluster(Cluster):
     """A Cluster whose admin API needs the token."""
 
-    def status(self, node: NodeProcess) -> dict[str, object]:
+    def status(self, node: NodeProcess) -> dict[str, Any]:
         code, body = admin_get(node, "/admin/status")
         assert code == 200, body
-        result: dict[str, object] = body
+        result: dict[str, Any] = body
         return result
 
 

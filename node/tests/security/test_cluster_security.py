@@ -168,7 +168,7 @@ def test_a_replica_with_another_cas_certificate_is_refused_and_cannot_vote(
         assert rogue.alive()
         status = cluster.status(leader)
         assert status["leader"] == leader.node_id and status["term"] == term
-        member_ids = {m["id"] for m in status["members"]}  # type: ignore[attr-defined]
+        member_ids = {m["id"] for m in status["members"]}
         assert "rogue" not in member_ids
         logs = "".join(n.log_tail(2000) for n in cluster.nodes)
         assert "transport.tls_refused side=accept" in logs

@@ -31,6 +31,7 @@ def parse_offset_ns(text: str) -> int:
 
 
 if _PATH:
+    _clock_file = _PATH  # a str here; the closure below cannot see the narrowing of _PATH
     _real_time_ns = time.time_ns
     _state = {"offset": 0, "next": 0.0}
 
@@ -39,7 +40,7 @@ if _PATH:
         if now >= _state["next"]:
             _state["next"] = now + 0.05
             try:
-                with open(_PATH) as f:
+                with open(_clock_file) as f:
                     _state["offset"] = parse_offset_ns(f.read())
             except OSError:
                 pass
