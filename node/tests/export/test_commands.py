@@ -289,7 +289,7 @@ def test_import_streams_in_batches_under_the_commit_caps(
             sent.append(request.ByteSize())
             return original.future(request, timeout=timeout, metadata=metadata)
 
-    real.commit = Recording()  # type: ignore[assignment]
+    real.commit = Recording()
     store, key = transfer.split_location(overall)
     try:
         result = transfer.import_entities(

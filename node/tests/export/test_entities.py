@@ -27,7 +27,7 @@ EMULATOR_RECORD = bytes.fromhex(
 
 
 def client() -> datastore.Client:
-    return datastore.Client(project=PROJECT, credentials=None, _http=object())  # type: ignore[arg-type]
+    return datastore.Client(project=PROJECT, credentials=None, _http=object())
 
 
 def key(*path: Any, namespace: str | None = None) -> datastore.Key:

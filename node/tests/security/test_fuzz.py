@@ -61,8 +61,8 @@ def call(channel: grpc.Channel, method: str, payload: bytes) -> grpc.StatusCode:
     try:
         stub(payload, timeout=10)
     except grpc.RpcError as exc:
-        code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
-        details = exc.details()  # type: ignore[attr-defined]
+        code: grpc.StatusCode = exc.code()
+        details = exc.details()
     else:
         return grpc.StatusCode.OK
     assert code not in BAD, (method, code, details)

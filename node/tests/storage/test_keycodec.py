@@ -52,7 +52,7 @@ def test_doubles_sort_numerically_with_nan_first(a: float, b: float) -> None:
         return
     assert (ea < eb) == (a < b)
     decoded = keycodec.decode_value(ea, 0)[0]
-    assert struct.pack(">d", decoded) == struct.pack(">d", a)  # type: ignore[arg-type]
+    assert struct.pack(">d", decoded) == struct.pack(">d", a)
 
 
 @given(paths, paths)
