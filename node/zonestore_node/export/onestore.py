@@ -62,7 +62,7 @@ def _field(
     label: int = _OPT,
     type_name: str = "",
 ) -> None:
-    f = msg.field.add(name=name, number=number, type=ftype, label=label)  # type: ignore[call-overload]
+    f = msg.field.add(name=name, number=number, type=ftype, label=label)
     if type_name:
         f.type_name = type_name
 
