@@ -35,11 +35,27 @@ func (rawCodec) Name() string { return "proto" }
 
 const maxRequestBytes = 10<<20 + 1<<20 // model/limits.MAX_REQUEST_BYTES + 1 MiB, as the node
 
+// HTTP/2 flow-control windows of the client port (see newGRPCServer).
+const (
+	streamWindow = 1 << 20
+	connWindow   = 4 << 20
+)
+
 func newGRPCServer(b *edgeBackend, m *edgeMetrics) *grpc.Server {
 	return grpc.NewServer(
 		grpc.ForceServerCodec(rawCodec{}),
 		grpc.MaxRecvMsgSize(maxRequestBytes),
 		grpc.MaxSendMsgSize(64<<20),
+		// Fixed flow-control windows (grpc-java's server default is 1 MiB too) turn off
+		// grpc-go's BDP estimation, which sends a PING after the first DATA of every
+		// round trip: with an official client's calls one at a time on a connection,
+		// that is a PING and its ACK per call, written, read and woken for on both
+		// sides. Measured (one client, bench-shaped puts, three alternating pairs):
+		// client CPU per call 553-641 -> 440-486 µs, the edge's 371-424 -> 303-330.
+		// The windows still bound what a client can have in flight: 1 MiB per stream,
+		// 4 MiB per connection (BDP let them grow to 16 MiB).
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
 		grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 			started := time.Now()
 			full, _ := grpc.MethodFromServerStream(stream)
