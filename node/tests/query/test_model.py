@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+import pytest
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.query.world import World, and_, entity, key, or_, pf, query
+from zonestore_node.model.errors import Code, DatastoreError
+from zonestore_node.query.filters import MAX_DISJUNCTIONS
 
 SCALARS = st.one_of(st.integers(0, 4), st.sampled_from(["x", "y"]), st.none())
 VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3))
@@ -163,6 +167,12 @@ ORDERS = st.lists(st.tuples(st.sampled_from((*PROPS, "__key__")), st.booleans())
 )
 
 
+def expansion(dnf: list[list[tuple[str, str, Any]]]) -> int:
+    """How many disjunctions the engine expands `dnf` into: one per distinct value of
+    each IN, multiplied within a conjunction, added over the conjunctions."""
+    return sum(math.prod(len(set(v)) for _, op, v in conj if op == "in") for conj in dnf)
+
+
 def to_filter(dnf: list[list[tuple[str, str, Any]]]) -> Any:
     if not dnf:
         return None
@@ -182,6 +192,22 @@ def to_filter(dnf: list[list[tuple[str, str, Any]]]) -> Any:
     dnf=dnfs(),
     orders=ORDERS,
 )
+@example(  # expands to 2 x 3 x 3 + 2 x 3 x 3 = 36 disjunctions: refused
+    entities={},
+    dnf=[
+        [("a", "in", [0, None]), ("a", "in", [0, None, 1]), ("a", "in", [None, 0, 1])],
+        [("a", "in", [0, None]), ("a", "in", [None, 0, 1]), ("a", "in", [0, 1, "x"])],
+    ],
+    orders=[],
+)
+@example(  # a value twice counts once: 2 x 3 x 2 + 18 = 30, at the limit: served
+    entities={1: {"a": 0}, 2: {"a": None}},
+    dnf=[
+        [("a", "in", [0, None]), ("a", "in", [0, None, 1]), ("a", "in", [None, 0, 0])],
+        [("a", "in", [0, None]), ("a", "in", [None, 0, 1]), ("a", "in", [0, 1, "x"])],
+    ],
+    orders=[],
+)
 def test_engine_agrees_with_a_naive_model(
     tmp_path_factory: Any, entities: dict[int, dict[str, Any]], dnf: Any, orders: Any
 ) -> None:
@@ -193,6 +219,14 @@ def test_engine_agrees_with_a_naive_model(
     if "__key__" in order_names:
         orders = orders[: order_names.index("__key__") + 1]
     q = query(kind, to_filter(dnf), order=tuple(("-" if d else "") + n for n, d in orders))
+    if expansion(dnf) > MAX_DISJUNCTIONS:
+        # Production refuses a filter that expands past the limit; so must the engine
+        # (two conjunctions of three INs can reach 54).
+        event("over the disjunction limit")
+        with pytest.raises(DatastoreError, match="disjunctions") as refused:
+            world.names(q)
+        assert refused.value.code is Code.INVALID_ARGUMENT
+        return
     expected = model(entities, dnf, orders)
     event(f"results={min(len(expected), 3)} branches={len(dnf)} orders={len(orders)}")
     assert world.names(q) == expected
