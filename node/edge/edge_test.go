@@ -35,16 +35,25 @@ type frame struct {
 
 func (f *fakeNode) read() frame {
 	f.t.Helper()
+	fr, err := f.next()
+	if err != nil {
+		f.t.Fatalf("read: %v", err)
+	}
+	return fr
+}
+
+// next reads one frame; an error once the connection is gone (for goroutines, which
+// must not call Fatal).
+func (f *fakeNode) next() (frame, error) {
 	header := make([]byte, headerSize)
 	if _, err := io.ReadFull(f.r, header); err != nil {
-		f.t.Fatalf("read: %v", err)
+		return frame{}, err
 	}
-	length := binary.LittleEndian.Uint32(header)
-	payload := make([]byte, int(length)-5)
+	payload := make([]byte, int(binary.LittleEndian.Uint32(header))-5)
 	if _, err := io.ReadFull(f.r, payload); err != nil {
-		f.t.Fatalf("read: %v", err)
+		return frame{}, err
 	}
-	return frame{header[4], binary.LittleEndian.Uint32(header[5:]), payload}
+	return frame{header[4], binary.LittleEndian.Uint32(header[5:]), payload}, nil
 }
 
 func (f *fakeNode) respond(id uint32, code byte, trailers [][2]string, payload []byte) {

@@ -235,8 +235,8 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
         self._durable_term_vote = (hard.term, hard.vote)
         # Told of every log fsync: (seconds, entries it made durable). For metrics.
         self.on_sync: Callable[[float, int], None] | None = None
-        # Called after every Ready and every pass of the driver loop (a tick, a message,
-        # a proposal): who leads, and whether this replica serves, can only change there.
+        # Called after every Ready, and after a pass of the driver loop that had none (a
+        # tick, a message): who leads, and whether this replica serves, change only there.
         self.on_pass: Callable[[], None] | None = None
 
     # Setup ----------------------------------------------------------------------------
@@ -341,13 +341,16 @@ class RaftGroup(ProposalMixin, SnapshotMixin, ReadIndexMixin, MembershipMixin, S
             self._wake.clear()
             if self._proposals:
                 self._propose_queued()
+            handled = False
             while self.node.has_ready():
                 rd = self.node.ready()
                 await self._handle(rd)
                 self.node.advance(rd)
+                handled = True
+                # Per Ready, not per pass: under load Readies follow each other in one pass.
                 if self.on_pass is not None:
                     self.on_pass()
-            if self.on_pass is not None:
+            if not handled and self.on_pass is not None:
                 self.on_pass()
             if self._claimed:
                 # Every stepped InstallSnapshot has been through a Ready by now (frames
