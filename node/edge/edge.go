@@ -295,6 +295,11 @@ func (r *relayer) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	c, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(creds),
+		// The client port's fixed windows (server.go), for the same reason: with
+		// grpc-go's BDP estimation on, the relayer sent a PING after the first DATA of
+		// every relayed answer, and the leader's edge woke to acknowledge it.
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithDefaultCallOptions(
 			grpc.ForceCodec(rawCodec{}),
 			grpc.MaxCallRecvMsgSize(64<<20),

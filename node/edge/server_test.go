@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/metadata"
 )
 
 // An HTTP/2 client speaking frames, to see what the client port sends besides answers.
@@ -143,5 +146,110 @@ func TestTheClientPortSendsNoPingPerCallAndFixedWindows(t *testing.T) {
 	}
 	if window != streamWindow {
 		t.Fatalf("initial stream window %d, want %d", window, streamWindow)
+	}
+}
+
+// A leader's edge in raw HTTP/2: it answers every gRPC call with `answer` and counts the
+// PING frames (not acknowledgements) the calling side sends.
+type rawH2Leader struct {
+	addr     string
+	pings    chan int // the count so far, after each answered call
+	settings chan []http2.Setting
+}
+
+func serveRawH2Leader(t *testing.T, answer []byte) *rawH2Leader {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	l := &rawH2Leader{addr: lis.Addr().String(), pings: make(chan int, 100), settings: make(chan []http2.Setting, 1)}
+	go func() {
+		conn, err := lis.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(conn, preface); err != nil {
+			return
+		}
+		framer := http2.NewFramer(conn, conn)
+		if framer.WriteSettings() != nil {
+			return
+		}
+		pings := 0
+		for {
+			f, err := framer.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					var got []http2.Setting
+					_ = f.ForeachSetting(func(s http2.Setting) error { got = append(got, s); return nil })
+					select {
+					case l.settings <- got:
+					default:
+					}
+					_ = framer.WriteSettingsAck()
+				}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					pings++
+					_ = framer.WritePing(true, f.Data)
+				}
+			case *http2.DataFrame:
+				if !f.StreamEnded() {
+					continue
+				}
+				var block bytes.Buffer
+				enc := hpack.NewEncoder(&block)
+				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+				headers := append([]byte(nil), block.Bytes()...)
+				block.Reset()
+				_ = enc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "0"})
+				id := f.StreamID
+				if framer.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headers, EndHeaders: true}) != nil ||
+					framer.WriteData(id, false, append([]byte{0, 0, 0, 0, byte(len(answer))}, answer...)) != nil ||
+					framer.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: true}) != nil {
+					return
+				}
+				l.pings <- pings
+			}
+		}
+	}()
+	return l
+}
+
+func TestTheRelayerSendsNoPingPerCallAndFixedWindows(t *testing.T) {
+	leader := serveRawH2Leader(t, []byte("answer"))
+	r := newRelayer(nil, newEdgeMetrics())
+	defer r.close()
+	pings := 0
+	for i := 0; i < 5; i++ { // one relayed call at a time, as for one official-client thread
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		response, _, err := r.forward(ctx, leader.addr, Call{Method: "Lookup", Body: []byte("request"), MD: metadata.MD{}}, 0, nil)
+		cancel()
+		if err != nil || string(response) != "answer" {
+			t.Fatalf("relayed call %d: %q, %v", i, response, err)
+		}
+		pings = <-leader.pings
+	}
+	// With grpc-go's BDP estimation on, the first DATA of each answer draws a PING.
+	if pings != 0 {
+		t.Fatalf("the relayer sent %d PINGs over 5 calls, want none", pings)
+	}
+	window := uint32(0)
+	for _, s := range <-leader.settings {
+		if s.ID == http2.SettingInitialWindowSize {
+			window = s.Val
+		}
+	}
+	if window != streamWindow {
+		t.Fatalf("the relayer's initial stream window is %d, want %d", window, streamWindow)
 	}
 }
