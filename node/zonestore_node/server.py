@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import gc
 import ipaddress
 import logging
 import os
@@ -697,6 +698,20 @@ def dump_stacks() -> None:
     sys.stderr.flush()
 
 
+def tune_gc() -> None:
+    """The serving process's garbage collector: what start-up built (modules, classes,
+    functions: ~70,000 objects) is frozen out of its reach, and a young collection
+    runs every 7,000 allocations instead of 700.
+
+    Measured under a put_multi load (4 in flight, 10 s): collections took ~590 ms
+    before, ~80 ms after, and a full collection ~50 ms (a pause for every request in
+    flight) before, a few ms after. Cycles are rare here; reference counting frees
+    almost everything, so the larger young generation holds little for long."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7_000)
+
+
 def run(config: NodeConfig) -> None:
     async def main() -> None:
         node = Node(config)
@@ -708,6 +723,7 @@ def run(config: NodeConfig) -> None:
             loop.add_signal_handler(signal.SIGUSR1, dump_stacks)
         await node.serve()
 
+    tune_gc()
     runner = asyncio.Runner(loop_factory=event_loop_factory(config))
     # "{pid}" in the path keeps the profiles of several local replicas apart.
     profile_path = os.environ.get("ZONESTORE_PROFILE", "").replace("{pid}", str(os.getpid()))
