@@ -37,6 +37,43 @@ func dialRawH2(t *testing.T, addr string) *rawH2 {
 	return c
 }
 
+// control answers the connection-level frames either side of a raw HTTP/2 connection
+// must: it acknowledges a PING (ping: it was one, not an acknowledgement) and SETTINGS
+// (settings: what they announced; nil for any other frame).
+func control(fr *http2.Framer, f http2.Frame) (ping bool, settings []http2.Setting, err error) {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return false, nil, nil
+		}
+		settings = []http2.Setting{}
+		if err := f.ForeachSetting(func(s http2.Setting) error {
+			settings = append(settings, s)
+			return nil
+		}); err != nil {
+			return false, nil, err
+		}
+		return false, settings, fr.WriteSettingsAck()
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return false, nil, nil
+		}
+		return true, nil, fr.WritePing(true, f.Data)
+	}
+	return false, nil, nil
+}
+
+// initialWindow is the SETTINGS_INITIAL_WINDOW_SIZE among settings (0 when absent).
+func initialWindow(settings []http2.Setting) uint32 {
+	window := uint32(0)
+	for _, s := range settings {
+		if s.ID == http2.SettingInitialWindowSize {
+			window = s.Val
+		}
+	}
+	return window
+}
+
 // unary sends one gRPC call on stream id and reads frames until its trailers; it returns
 // how many PING frames (not acknowledgements) the server sent meanwhile, and the
 // settings it announced.
@@ -69,26 +106,15 @@ func (c *rawH2) unary(id uint32, path string, message []byte) (pings int, settin
 		if err != nil {
 			c.t.Fatalf("stream %d: %v", id, err)
 		}
+		ping, got, err := control(c.framer, f)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if ping {
+			pings++
+		}
+		settings = append(settings, got...)
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				if err := f.ForeachSetting(func(s http2.Setting) error {
-					settings = append(settings, s)
-					return nil
-				}); err != nil {
-					c.t.Fatal(err)
-				}
-				if err := c.framer.WriteSettingsAck(); err != nil {
-					c.t.Fatal(err)
-				}
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				pings++
-				if err := c.framer.WritePing(true, f.Data); err != nil {
-					c.t.Fatal(err)
-				}
-			}
 		case *http2.HeadersFrame:
 			if f.StreamID == id && f.StreamEnded() {
 				return pings, settings
@@ -138,13 +164,7 @@ func TestTheClientPortSendsNoPingPerCallAndFixedWindows(t *testing.T) {
 	if pings != 0 {
 		t.Fatalf("the server sent %d PINGs over 5 calls, want none", pings)
 	}
-	window := uint32(0)
-	for _, s := range settings {
-		if s.ID == http2.SettingInitialWindowSize {
-			window = s.Val
-		}
-	}
-	if window != streamWindow {
+	if window := initialWindow(settings); window != streamWindow {
 		t.Fatalf("initial stream window %d, want %d", window, streamWindow)
 	}
 }
@@ -185,26 +205,20 @@ func serveRawH2Leader(t *testing.T, answer []byte) *rawH2Leader {
 			if err != nil {
 				return
 			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					var got []http2.Setting
-					_ = f.ForeachSetting(func(s http2.Setting) error { got = append(got, s); return nil })
-					select {
-					case l.settings <- got:
-					default:
-					}
-					_ = framer.WriteSettingsAck()
+			ping, got, err := control(framer, f)
+			if err != nil {
+				return
+			}
+			if ping {
+				pings++
+			}
+			if got != nil {
+				select {
+				case l.settings <- got:
+				default:
 				}
-			case *http2.PingFrame:
-				if !f.IsAck() {
-					pings++
-					_ = framer.WritePing(true, f.Data)
-				}
-			case *http2.DataFrame:
-				if !f.StreamEnded() {
-					continue
-				}
+			}
+			if f, ok := f.(*http2.DataFrame); ok && f.StreamEnded() {
 				var block bytes.Buffer
 				enc := hpack.NewEncoder(&block)
 				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
@@ -243,13 +257,7 @@ func TestTheRelayerSendsNoPingPerCallAndFixedWindows(t *testing.T) {
 	if pings != 0 {
 		t.Fatalf("the relayer sent %d PINGs over 5 calls, want none", pings)
 	}
-	window := uint32(0)
-	for _, s := range <-leader.settings {
-		if s.ID == http2.SettingInitialWindowSize {
-			window = s.Val
-		}
-	}
-	if window != streamWindow {
+	if window := initialWindow(<-leader.settings); window != streamWindow {
 		t.Fatalf("the relayer's initial stream window is %d, want %d", window, streamWindow)
 	}
 }
